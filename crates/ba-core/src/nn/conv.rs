@@ -1,0 +1,38 @@
+//! A 2-D convolution layer on the im2col op of this crate.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::init::pytorch_default;
+use crate::ops::{conv2d, Conv2dParams};
+
+/// `torch.nn.Conv2d` with a square kernel and a bias: parameters `weight` (out, in, k, k) and
+/// `bias` (out).
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Tensor,
+    params: Conv2dParams,
+}
+
+impl Conv2d {
+    /// Creates the layer's parameters under `vb` with PyTorch's default initialisation.
+    pub fn new(in_channels: usize, out_channels: usize, kernel: usize, params: Conv2dParams, vb: VarBuilder) -> Result<Self> {
+        let init = pytorch_default(in_channels * kernel * kernel);
+        let weight = vb.get_with_hints((out_channels, in_channels, kernel, kernel), "weight", init)?;
+        let bias = vb.get_with_hints(out_channels, "bias", init)?;
+        Ok(Self { weight, bias, params })
+    }
+
+    /// The kernel, (out, in, k, k).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = conv2d(x, &self.weight, self.params)?;
+        y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
+    }
+}

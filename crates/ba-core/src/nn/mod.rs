@@ -1,0 +1,12 @@
+//! Layers built on the ops of this crate, created through a `VarBuilder` with PyTorch's
+//! parameter names and default initialisation.
+
+mod bridge_attention;
+mod conv;
+mod dropout;
+mod linear;
+
+pub use bridge_attention::BridgeAttention;
+pub use conv::Conv2d;
+pub use dropout::Dropout;
+pub use linear::linear;

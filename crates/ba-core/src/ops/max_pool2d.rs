@@ -1,0 +1,284 @@
+//! 2-D max pooling that remembers where each maximum came from.
+//!
+//! Candle's own `max_pool2d` has no backward pass when the kernel differs from the stride
+//! (huggingface/candle#1593), and AlexNet pools with kernel 3, stride 2. This op records the
+//! arg-max of every window in the forward pass and its backward sends each output gradient to
+//! that position, summing where windows overlap: PyTorch's rule, including its tie-break (the
+//! first maximum in row-major window order wins) and its NaN rule (a NaN is always taken).
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, WithDType};
+use rayon::prelude::*;
+
+use super::contiguous_slice;
+
+/// Window geometry of a 2-D max pool, in (height, width) order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPool2dParams {
+    /// Window size.
+    pub kernel: (usize, usize),
+    /// Step between windows.
+    pub stride: (usize, usize),
+    /// Implicit negative-infinity padding on each side.
+    pub padding: (usize, usize),
+}
+
+impl MaxPool2dParams {
+    /// A square window of side `kernel` moved by `stride`, without padding.
+    pub fn square(kernel: usize, stride: usize) -> Self {
+        Self { kernel: (kernel, kernel), stride: (stride, stride), padding: (0, 0) }
+    }
+
+    /// Output (height, width) for an input of `(h, w)`, or an error if the window does not fit.
+    pub fn output_size(&self, h: usize, w: usize) -> Result<(usize, usize)> {
+        let (kh, kw) = self.kernel;
+        let (sh, sw) = self.stride;
+        let (ph, pw) = self.padding;
+        if kh == 0 || kw == 0 || sh == 0 || sw == 0 {
+            candle_core::bail!("max_pool2d: kernel and stride must be positive, got {self:?}");
+        }
+        if ph * 2 > kh || pw * 2 > kw {
+            candle_core::bail!("max_pool2d: padding must be at most half the kernel, got {self:?}");
+        }
+        if h + 2 * ph < kh || w + 2 * pw < kw {
+            candle_core::bail!("max_pool2d: input {h}x{w} is smaller than the window {kh}x{kw}");
+        }
+        Ok(((h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1))
+    }
+}
+
+/// Max-pools a (batch, channels, height, width) tensor; differentiable.
+pub fn max_pool2d(x: &Tensor, params: MaxPool2dParams) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    x.apply_op1(MaxPool2d { params, argmax: Arc::new(Mutex::new(None)) })
+}
+
+/// Flat index, inside its input plane, of each output element's maximum.
+type ArgMax = Arc<Mutex<Option<Vec<u32>>>>;
+
+struct MaxPool2d {
+    params: MaxPool2dParams,
+    /// Filled by the forward pass, read by the backward pass.
+    argmax: ArgMax,
+}
+
+impl MaxPool2d {
+    fn forward<T: WithDType>(&self, x: &[T], dims: &[usize]) -> Result<(Vec<T>, Vec<u32>, Shape)> {
+        let [b, c, h, w] = dims4(dims)?;
+        if h * w > u32::MAX as usize {
+            candle_core::bail!("max_pool2d: a plane of {h}x{w} is too large");
+        }
+        let (oh, ow) = self.params.output_size(h, w)?;
+        let (kh, kw) = self.params.kernel;
+        let (sh, sw) = self.params.stride;
+        let (ph, pw) = self.params.padding;
+        let mut out = vec![T::zero(); b * c * oh * ow];
+        let mut idx = vec![0u32; out.len()];
+        out.par_chunks_mut(oh * ow)
+            .zip(idx.par_chunks_mut(oh * ow))
+            .zip(x.par_chunks(h * w))
+            .for_each(|((out, idx), plane)| {
+                for oy in 0..oh {
+                    let y0 = (oy * sh).saturating_sub(ph);
+                    let y1 = (oy * sh + kh - ph).min(h);
+                    for ox in 0..ow {
+                        let x0 = (ox * sw).saturating_sub(pw);
+                        let x1 = (ox * sw + kw - pw).min(w);
+                        let mut best = y0 * w + x0;
+                        let mut best_val = T::from_f64(f64::NEG_INFINITY);
+                        for y in y0..y1 {
+                            for (i, &v) in plane[y * w + x0..y * w + x1].iter().enumerate() {
+                                // `v != v` is true only for NaN: PyTorch always takes a NaN.
+                                #[allow(clippy::eq_op)]
+                                if v > best_val || v != v {
+                                    best_val = v;
+                                    best = y * w + x0 + i;
+                                }
+                            }
+                        }
+                        out[oy * ow + ox] = best_val;
+                        idx[oy * ow + ox] = best as u32;
+                    }
+                }
+            });
+        Ok((out, idx, Shape::from((b, c, oh, ow))))
+    }
+}
+
+impl CustomOp1 for MaxPool2d {
+    fn name(&self) -> &'static str {
+        "max-pool2d-argmax"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = layout.dims();
+        let (out, idx, shape) = match storage.dtype() {
+            DType::F32 => {
+                let (o, i, s) = self.forward::<f32>(contiguous_slice(self.name(), storage, layout)?, dims)?;
+                (CpuStorage::F32(o), i, s)
+            }
+            DType::F64 => {
+                let (o, i, s) = self.forward::<f64>(contiguous_slice(self.name(), storage, layout)?, dims)?;
+                (CpuStorage::F64(o), i, s)
+            }
+            dt => candle_core::bail!("max_pool2d: unsupported dtype {dt:?}"),
+        };
+        *lock(&self.argmax)? = Some(idx);
+        Ok((out, shape))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let backward = MaxPool2dBackward { input_dims: dims4(arg.dims())?, argmax: self.argmax.clone() };
+        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&backward)?))
+    }
+}
+
+/// Scatters output gradients back to the recorded arg-max positions.
+struct MaxPool2dBackward {
+    input_dims: [usize; 4],
+    argmax: ArgMax,
+}
+
+impl MaxPool2dBackward {
+    fn backward<T: WithDType>(&self, grad: &[T], argmax: &[u32]) -> Result<Vec<T>> {
+        let [b, c, h, w] = self.input_dims;
+        if grad.len() != argmax.len() || grad.len() % (b * c) != 0 {
+            candle_core::bail!("max_pool2d backward: gradient of {} elements for {} recorded maxima", grad.len(), argmax.len());
+        }
+        let plane_out = grad.len() / (b * c);
+        let mut dx = vec![T::zero(); b * c * h * w];
+        dx.par_chunks_mut(h * w)
+            .zip(grad.par_chunks(plane_out))
+            .zip(argmax.par_chunks(plane_out))
+            .for_each(|((dx, g), idx)| {
+                for (&g, &i) in g.iter().zip(idx) {
+                    dx[i as usize] += g;
+                }
+            });
+        Ok(dx)
+    }
+}
+
+impl CustomOp1 for MaxPool2dBackward {
+    fn name(&self) -> &'static str {
+        "max-pool2d-argmax-backward"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let guard = lock(&self.argmax)?;
+        let Some(argmax) = guard.as_ref() else {
+            candle_core::bail!("max_pool2d backward: the forward pass recorded no arg-max");
+        };
+        let out = match storage.dtype() {
+            DType::F32 => CpuStorage::F32(self.backward::<f32>(contiguous_slice(self.name(), storage, layout)?, argmax)?),
+            DType::F64 => CpuStorage::F64(self.backward::<f64>(contiguous_slice(self.name(), storage, layout)?, argmax)?),
+            dt => candle_core::bail!("max_pool2d backward: unsupported dtype {dt:?}"),
+        };
+        Ok((out, Shape::from(self.input_dims.to_vec())))
+    }
+}
+
+fn lock(m: &Mutex<Option<Vec<u32>>>) -> Result<std::sync::MutexGuard<'_, Option<Vec<u32>>>> {
+    m.lock().map_err(|_| candle_core::Error::Msg("max_pool2d: arg-max lock poisoned".into()))
+}
+
+fn dims4(dims: &[usize]) -> Result<[usize; 4]> {
+    match dims {
+        &[b, c, h, w] => Ok([b, c, h, w]),
+        _ => candle_core::bail!("max_pool2d: expected a (batch, channels, height, width) tensor, got shape {dims:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn pool(x: &Tensor, k: usize, s: usize) -> Tensor {
+        max_pool2d(x, MaxPool2dParams::square(k, s)).unwrap()
+    }
+
+    #[test]
+    fn forward_matches_candle_when_kernel_equals_stride() {
+        let x = Tensor::randn(0f32, 1., (2, 3, 8, 6), &Device::Cpu).unwrap();
+        let ours = pool(&x, 2, 2);
+        let theirs = x.max_pool2d(2).unwrap();
+        let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(diff, 0.0);
+    }
+
+    #[test]
+    fn overlapping_windows_forward_by_hand() {
+        // 1x1x3x5 input, kernel 3 stride 2 -> 1x2 output.
+        let x = Tensor::new(&[[[[1f32, 2., 9., 0., 0.], [0., 5., 0., 3., 8.], [4., 0., 0., 7., 1.]]]], &Device::Cpu).unwrap();
+        let y = pool(&x, 3, 2);
+        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![9., 9.]);
+    }
+
+    #[test]
+    fn backward_sums_overlaps_and_breaks_ties_on_first_maximum() {
+        // The 9 at column 2 is shared by both windows: it gets both gradients.
+        // In the second row every value is 5: the first one (column 0) takes the gradient.
+        let x = Var::new(&[[[[1f64, 2., 9., 0., 0.], [0., 0., 0., 0., 0.], [0., 0., 0., 0., 0.], [5., 5., 5., 5., 5.], [5., 5., 5., 5., 5.]]]], &Device::Cpu).unwrap();
+        let y = pool(x.as_tensor(), 3, 2);
+        assert_eq!(y.dims(), &[1, 1, 2, 2]);
+        let w = Tensor::new(&[[[[1f64, 10.], [100., 1000.]]]], &Device::Cpu).unwrap();
+        let grads = (y * w).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let mut expected = vec![0f64; 25];
+        expected[2] = 11.; // both top windows pick the 9
+        expected[3 * 5] = 100.; // bottom-left window (rows 2..5, cols 0..3): first 5 at (3, 0)
+        expected[3 * 5 + 2] = 1000.; // bottom-right window (cols 2..5): first 5 at (3, 2)
+        assert_eq!(g, expected);
+    }
+
+    #[test]
+    fn nan_is_propagated_like_pytorch() {
+        let x = Tensor::new(&[[[[1f32, f32::NAN], [3., 2.]]]], &Device::Cpu).unwrap();
+        let y = pool(&x, 2, 2).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(y[0].is_nan());
+    }
+
+    #[test]
+    fn padding_pads_with_negative_infinity() {
+        let x = Tensor::new(&[[[[-1f32, -2.], [-3., -4.]]]], &Device::Cpu).unwrap();
+        let p = MaxPool2dParams { kernel: (3, 3), stride: (2, 2), padding: (1, 1) };
+        let y = max_pool2d(&x, p).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(y, vec![-1.]);
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        // Distinct values keep the arg-max stable under a small perturbation.
+        let (b, c, h, w) = (2, 3, 9, 7);
+        let n = b * c * h * w;
+        let vals: Vec<f64> = (0..n).map(|i| ((i * 7919) % n) as f64 * 0.01).collect();
+        let x = Var::from_vec(vals.clone(), (b, c, h, w), &Device::Cpu).unwrap();
+        let wts = Tensor::randn(0f64, 1., (b, c, 4, 3), &Device::Cpu).unwrap();
+        let loss = |t: &Tensor| (pool(t, 3, 2) * &wts).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+        let grads = (pool(x.as_tensor(), 3, 2) * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let eps = 1e-4;
+        for i in (0..n).step_by(5) {
+            let mut plus = vals.clone();
+            plus[i] += eps;
+            let mut minus = vals.clone();
+            minus[i] -= eps;
+            let fp = loss(&Tensor::from_vec(plus, (b, c, h, w), &Device::Cpu).unwrap());
+            let fm = loss(&Tensor::from_vec(minus, (b, c, h, w), &Device::Cpu).unwrap());
+            let numeric = (fp - fm) / (2. * eps);
+            assert!((numeric - g[i]).abs() < 1e-6, "element {i}: numeric {numeric}, analytic {}", g[i]);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_shapes() {
+        let x = Tensor::zeros((1, 1, 2, 2), DType::F32, &Device::Cpu).unwrap();
+        let err = max_pool2d(&x, MaxPool2dParams::square(3, 2)).unwrap_err().to_string();
+        assert!(err.contains("smaller than the window"), "{err}");
+        let x = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
+        assert!(max_pool2d(&x, MaxPool2dParams::square(1, 1)).is_err());
+    }
+}
