@@ -18,7 +18,10 @@ use crate::rng::Rng;
 /// and `U(-1/sqrt(fan_in), 1/sqrt(fan_in))` for biases, which are the same distribution.
 pub fn pytorch_default(fan_in: usize) -> Init {
     let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-    Init::Uniform { lo: -bound, up: bound }
+    Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
 }
 
 /// A `VarMap` that initialises new variables from a seeded generator.
@@ -30,17 +33,28 @@ pub struct SeededVarMap {
 impl SeededVarMap {
     /// A `VarBuilder` that creates variables in `vars`, initialised from `rng`.
     pub fn builder(vars: &VarMap, rng: Rng, dtype: DType, device: &Device) -> VarBuilder<'static> {
-        let backend = Self { vars: vars.clone(), rng: Mutex::new(rng) };
+        let backend = Self {
+            vars: vars.clone(),
+            rng: Mutex::new(rng),
+        };
         VarBuilder::from_backend(Box::new(backend), dtype, device.clone())
     }
 
     fn sample(&self, shape: &Shape, init: Init, dtype: DType, device: &Device) -> Result<Tensor> {
         let n = shape.elem_count();
-        let mut rng = self.rng.lock().map_err(|_| candle_core::Error::Msg("init: generator lock poisoned".into()))?;
+        let mut rng = self
+            .rng
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("init: generator lock poisoned".into()))?;
         let values: Vec<f64> = match init {
             Init::Const(v) => vec![v; n],
             Init::Uniform { lo, up } => (0..n).map(|_| rng.random_range(lo..up)).collect(),
-            Init::Randn { mean, stdev } => (0..n).map(|_| { let z: f64 = StandardNormal.sample(&mut *rng); mean + stdev * z }).collect(),
+            Init::Randn { mean, stdev } => (0..n)
+                .map(|_| {
+                    let z: f64 = StandardNormal.sample(&mut *rng);
+                    mean + stdev * z
+                })
+                .collect(),
             Init::Kaiming { .. } => {
                 candle_core::bail!("init: use an explicit Uniform or Randn init (see `pytorch_default`), not Kaiming")
             }
@@ -50,17 +64,37 @@ impl SeededVarMap {
 }
 
 impl SimpleBackend for SeededVarMap {
-    fn get(&self, shape: Shape, name: &str, init: Init, dtype: DType, device: &Device) -> Result<Tensor> {
-        if let Some(var) = self.vars.data().lock().map_err(|_| candle_core::Error::Msg("init: var map lock poisoned".into()))?.get(name) {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        init: Init,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
+        if let Some(var) = self
+            .vars
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("init: var map lock poisoned".into()))?
+            .get(name)
+        {
             if var.shape() != &shape {
-                candle_core::bail!("init: {name} exists with shape {:?}, asked for {shape:?}", var.shape());
+                candle_core::bail!(
+                    "init: {name} exists with shape {:?}, asked for {shape:?}",
+                    var.shape()
+                );
             }
             return Ok(var.as_tensor().clone());
         }
         let tensor = self.sample(&shape, init, dtype, device)?;
         let var = Var::from_tensor(&tensor)?;
         let tensor = var.as_tensor().clone();
-        self.vars.data().lock().map_err(|_| candle_core::Error::Msg("init: var map lock poisoned".into()))?.insert(name.to_string(), var);
+        self.vars
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("init: var map lock poisoned".into()))?
+            .insert(name.to_string(), var);
         Ok(tensor)
     }
 
@@ -69,7 +103,11 @@ impl SimpleBackend for SeededVarMap {
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.vars.data().lock().map(|d| d.contains_key(name)).unwrap_or(false)
+        self.vars
+            .data()
+            .lock()
+            .map(|d| d.contains_key(name))
+            .unwrap_or(false)
     }
 }
 
@@ -81,7 +119,12 @@ mod tests {
     fn weights(seed: u64) -> Vec<f32> {
         let vars = VarMap::new();
         let vb = SeededVarMap::builder(&vars, rng_for(seed, "init"), DType::F32, &Device::Cpu);
-        vb.get_with_hints((64, 9), "w", pytorch_default(9)).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+        vb.get_with_hints((64, 9), "w", pytorch_default(9))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
     }
 
     #[test]

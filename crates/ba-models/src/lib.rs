@@ -1,1 +1,103 @@
-//! ba-models
+//! # ba-models
+//!
+//! AlexNet and BA-AlexNet for 3x128x128 images, as in the BA-Net CIFAR-10 notebook, built on
+//! [`ba_core`] layers through a `VarBuilder`. Weight names follow the PyTorch `state_dict` of
+//! the same module tree (`features.0.weight`, `conv1.bias`, `ba.cur_fusion.2.running_var`,
+//! `classifier.6.weight`, ...), so checkpoints move between the two frameworks.
+//!
+//! ```no_run
+//! use ba_models::{ModelKind, ModelConfig};
+//! use candle_core::{DType, Device};
+//! use candle_nn::VarMap;
+//!
+//! let vars = VarMap::new();
+//! let vb = ba_core::init::SeededVarMap::builder(&vars, ba_core::rng::rng_for(42, "init"), DType::F32, &Device::Cpu);
+//! let model = ModelKind::BaAlexNet.build(ModelConfig::cifar10(42), vb)?;
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+
+mod alexnet;
+mod ba_alexnet;
+mod trunk;
+
+pub use alexnet::AlexNet;
+pub use ba_alexnet::BaAlexNet;
+
+use std::fmt;
+use std::str::FromStr;
+
+use ba_core::model::ImageClassifier;
+use candle_core::Result;
+use candle_nn::VarBuilder;
+
+/// Side of the square input images the models are built for.
+pub const INPUT_SIZE: usize = 128;
+
+/// What varies between instances of one architecture.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelConfig {
+    /// Number of output classes.
+    pub num_classes: usize,
+    /// Drop probability of the two classifier dropouts.
+    pub dropout: f32,
+    /// Seed of the dropout masks.
+    pub dropout_seed: u64,
+}
+
+impl ModelConfig {
+    /// The notebook's setting: 10 classes, dropout 0.5.
+    pub fn cifar10(dropout_seed: u64) -> Self {
+        Self {
+            num_classes: 10,
+            dropout: 0.5,
+            dropout_seed,
+        }
+    }
+}
+
+/// The architectures of this crate, by their command-line names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModelKind {
+    /// Plain AlexNet (`alexnet`).
+    AlexNet,
+    /// AlexNet with a Bridge Attention gate on conv3 (`ba-alexnet`).
+    BaAlexNet,
+}
+
+impl ModelKind {
+    /// Both architectures, baseline first.
+    pub const ALL: [ModelKind; 2] = [ModelKind::AlexNet, ModelKind::BaAlexNet];
+
+    /// The command-line and file name of the architecture.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::AlexNet => "alexnet",
+            ModelKind::BaAlexNet => "ba-alexnet",
+        }
+    }
+
+    /// Builds the model, creating its variables under `vb`.
+    pub fn build(self, config: ModelConfig, vb: VarBuilder) -> Result<Box<dyn ImageClassifier>> {
+        Ok(match self {
+            ModelKind::AlexNet => Box::new(AlexNet::new(config, vb)?),
+            ModelKind::BaAlexNet => Box::new(BaAlexNet::new(config, vb)?),
+        })
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ModelKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        ModelKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown model {s:?}: expected one of alexnet, ba-alexnet"))
+    }
+}

@@ -26,9 +26,17 @@ struct Fusion {
 
 impl Fusion {
     fn new(in_channels: usize, reduced: usize, vb: VarBuilder) -> Result<Self> {
-        let projection = vb.pp("1").get_with_hints((reduced, in_channels, 1, 1), "weight", pytorch_default(in_channels))?;
+        let projection = vb.pp("1").get_with_hints(
+            (reduced, in_channels, 1, 1),
+            "weight",
+            pytorch_default(in_channels),
+        )?;
         let norm = batch_norm(reduced, BatchNormConfig::default(), vb.pp("2"))?;
-        Ok(Self { in_channels, projection: projection.reshape((reduced, in_channels))?, norm })
+        Ok(Self {
+            in_channels,
+            projection: projection.reshape((reduced, in_channels))?,
+            norm,
+        })
     }
 
     /// (B, in, H, W) -> (B, C/r, 1, 1).
@@ -36,7 +44,8 @@ impl Fusion {
         let squeezed = x.mean((2, 3))?;
         let projected = squeezed.matmul(&self.projection.t()?)?;
         let (b, reduced) = projected.dims2()?;
-        self.norm.forward_t(&projected.reshape((b, reduced, 1, 1))?, train)
+        self.norm
+            .forward_t(&projected.reshape((b, reduced, 1, 1))?, train)
     }
 }
 
@@ -53,7 +62,12 @@ impl BridgeAttention {
     /// A module for earlier feature maps of `pre_channels` channels each and a current feature
     /// map of `channels` channels, with reduction ratio `reduction` (hidden width `channels / r`,
     /// rounded down as PyTorch's `//`).
-    pub fn new(pre_channels: &[usize], channels: usize, reduction: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        pre_channels: &[usize],
+        channels: usize,
+        reduction: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         if reduction == 0 || channels / reduction == 0 {
             candle_core::bail!("bridge attention: reduction {reduction} leaves no hidden channels for {channels} channels");
         }
@@ -67,8 +81,16 @@ impl BridgeAttention {
             .map(|(i, &c)| Fusion::new(c, reduced, vb.pp("pre_fusions").pp(i)))
             .collect::<Result<Vec<_>>>()?;
         let cur_fusion = Fusion::new(channels, reduced, vb.pp("cur_fusion"))?;
-        let generation = vb.pp("generation.1").get_with_hints((channels, reduced, 1, 1), "weight", pytorch_default(reduced))?;
-        Ok(Self { pre_fusions, cur_fusion, generation: generation.reshape((channels, reduced))? })
+        let generation = vb.pp("generation.1").get_with_hints(
+            (channels, reduced, 1, 1),
+            "weight",
+            pytorch_default(reduced),
+        )?;
+        Ok(Self {
+            pre_fusions,
+            cur_fusion,
+            generation: generation.reshape((channels, reduced))?,
+        })
     }
 
     /// The gate (B, C, 1, 1) in (0, 1) for `current` (B, C, H, W), given the block's earlier
@@ -88,14 +110,21 @@ impl BridgeAttention {
 
     fn check_inputs(&self, previous: &[&Tensor], current: &Tensor, train: bool) -> Result<()> {
         let channels = self.generation.dim(0)?;
-        let (b, c, _, _) = current
-            .dims4()
-            .map_err(|_| candle_core::Error::Msg(format!("bridge attention: current feature map must be (B, C, H, W), got {:?}", current.dims())))?;
+        let (b, c, _, _) = current.dims4().map_err(|_| {
+            candle_core::Error::Msg(format!(
+                "bridge attention: current feature map must be (B, C, H, W), got {:?}",
+                current.dims()
+            ))
+        })?;
         if c != channels {
             candle_core::bail!("bridge attention: current feature map has {c} channels, the module expects {channels}");
         }
         if previous.len() != self.pre_fusions.len() {
-            candle_core::bail!("bridge attention: got {} earlier feature maps, the module was built for {}", previous.len(), self.pre_fusions.len());
+            candle_core::bail!(
+                "bridge attention: got {} earlier feature maps, the module was built for {}",
+                previous.len(),
+                self.pre_fusions.len()
+            );
         }
         for (i, (x, fusion)) in previous.iter().zip(&self.pre_fusions).enumerate() {
             match x.dims() {
@@ -123,7 +152,12 @@ mod tests {
 
     /// A module with pre_channels [2, 3], channels 4, r = 2 and the given weights; batch-norm
     /// running statistics `mean` and `var`, affine weight `gamma`, bias `beta` in every branch.
-    fn module(w_pre: [&[f64]; 2], w_cur: &[f64], w_gen: &[f64], stats: (f64, f64, f64, f64)) -> BridgeAttention {
+    fn module(
+        w_pre: [&[f64]; 2],
+        w_cur: &[f64],
+        w_gen: &[f64],
+        stats: (f64, f64, f64, f64),
+    ) -> BridgeAttention {
         let dev = Device::Cpu;
         let (mean, var, gamma, beta) = stats;
         let mut t = HashMap::new();
@@ -145,11 +179,18 @@ mod tests {
     }
 
     /// Plain-loop reference: GAP, matrix-vector products, affine batch norm, ReLU, sigmoid.
-    fn reference(inputs: &[(&[f64], usize, usize)], weights: &[&[f64]], w_gen: &[f64], stats: (f64, f64, f64, f64)) -> Vec<f64> {
+    fn reference(
+        inputs: &[(&[f64], usize, usize)],
+        weights: &[&[f64]],
+        w_gen: &[f64],
+        stats: (f64, f64, f64, f64),
+    ) -> Vec<f64> {
         let (mean, var, gamma, beta) = stats;
         let mut hidden = [0f64; 2];
         for ((x, c, hw), w) in inputs.iter().zip(weights) {
-            let pooled: Vec<f64> = (0..*c).map(|ch| x[ch * hw..(ch + 1) * hw].iter().sum::<f64>() / *hw as f64).collect();
+            let pooled: Vec<f64> = (0..*c)
+                .map(|ch| x[ch * hw..(ch + 1) * hw].iter().sum::<f64>() / *hw as f64)
+                .collect();
             for (j, h) in hidden.iter_mut().enumerate() {
                 let z: f64 = (0..*c).map(|ch| w[j * c + ch] * pooled[ch]).sum();
                 *h += (z - mean) / (var + EPS).sqrt() * gamma + beta;
@@ -177,14 +218,22 @@ mod tests {
         let dev = Device::Cpu;
         let gate = ba
             .forward_t(
-                &[&Tensor::from_vec(x0.clone(), (1, 2, 2, 2), &dev).unwrap(), &Tensor::from_vec(x1.clone(), (1, 3, 3, 3), &dev).unwrap()],
+                &[
+                    &Tensor::from_vec(x0.clone(), (1, 2, 2, 2), &dev).unwrap(),
+                    &Tensor::from_vec(x1.clone(), (1, 3, 3, 3), &dev).unwrap(),
+                ],
                 &Tensor::from_vec(cur.clone(), (1, 4, 1, 2), &dev).unwrap(),
                 false,
             )
             .unwrap();
         assert_eq!(gate.dims(), &[1, 4, 1, 1]);
         let got = gate.flatten_all().unwrap().to_vec1::<f64>().unwrap();
-        let want = reference(&[(&x0, 2, 4), (&x1, 3, 9), (&cur, 4, 2)], &[&w_pre0, &w_pre1, &w_cur], &w_gen, stats);
+        let want = reference(
+            &[(&x0, 2, 4), (&x1, 3, 9), (&cur, 4, 2)],
+            &[&w_pre0, &w_pre1, &w_cur],
+            &w_gen,
+            stats,
+        );
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() < 1e-12, "got {got:?}, want {want:?}");
         }
@@ -200,10 +249,27 @@ mod tests {
         let cur = Tensor::randn(0f64, 1., (5, 8, 2, 2), &dev).unwrap();
         // Generation weights to identity-like rows would hide nothing: check the integration
         // directly through its batch mean, which batch norm (weight 1, bias 0) makes zero.
-        let integrated = (ba.cur_fusion.forward_t(&cur, true).unwrap() + ba.pre_fusions[0].forward_t(&prev, true).unwrap()).unwrap();
-        let batch_mean = integrated.mean(0).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        let integrated = (ba.cur_fusion.forward_t(&cur, true).unwrap()
+            + ba.pre_fusions[0].forward_t(&prev, true).unwrap())
+        .unwrap();
+        let batch_mean = integrated
+            .mean(0)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
         assert!(batch_mean < 1e-12, "batch mean {batch_mean}");
-        let running = vars.data().lock().unwrap()["cur_fusion.2.running_mean"].as_tensor().abs().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+        let running = vars.data().lock().unwrap()["cur_fusion.2.running_mean"]
+            .as_tensor()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
         assert!(running > 0.0, "training must update the running mean");
         let gate = ba.forward_t(&[&prev], &cur, true).unwrap();
         assert_eq!(gate.dims(), &[5, 8, 1, 1]);
@@ -223,7 +289,10 @@ mod tests {
         assert_eq!(shape("cur_fusion.2.running_var"), vec![8]);
         assert_eq!(shape("generation.1.weight"), vec![128, 8, 1, 1]);
         assert_eq!(data.len(), 3 * 5 + 1);
-        assert_eq!(data.values().map(|v| v.elem_count()).sum::<usize>(), 5168 + 48);
+        assert_eq!(
+            data.values().map(|v| v.elem_count()).sum::<usize>(),
+            5168 + 48
+        );
     }
 
     #[test]
@@ -234,11 +303,15 @@ mod tests {
         let x = |b, c| Tensor::zeros((b, c, 2, 2), DType::F32, &dev).unwrap();
         let err = |r: Result<Tensor>| r.unwrap_err().to_string();
         assert!(err(ba.forward_t(&[], &x(2, 8), false)).contains("got 0 earlier feature maps"));
-        assert!(err(ba.forward_t(&[&x(2, 5)], &x(2, 8), false)).contains("earlier feature map 0 has shape [2, 5, 2, 2]"));
+        assert!(err(ba.forward_t(&[&x(2, 5)], &x(2, 8), false))
+            .contains("earlier feature map 0 has shape [2, 5, 2, 2]"));
         assert!(err(ba.forward_t(&[&x(3, 4)], &x(2, 8), false)).contains("expected (2, 4, H, W)"));
         assert!(err(ba.forward_t(&[&x(2, 4)], &x(2, 7), false)).contains("has 7 channels"));
         assert!(err(ba.forward_t(&[&x(1, 4)], &x(1, 8), true)).contains("at least 2 images"));
         let vb = VarBuilder::from_varmap(&candle_nn::VarMap::new(), DType::F32, &dev);
-        assert!(BridgeAttention::new(&[4], 8, 16, vb).unwrap_err().to_string().contains("no hidden channels"));
+        assert!(BridgeAttention::new(&[4], 8, 16, vb)
+            .unwrap_err()
+            .to_string()
+            .contains("no hidden channels"));
     }
 }

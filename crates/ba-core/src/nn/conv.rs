@@ -17,11 +17,22 @@ pub struct Conv2d {
 
 impl Conv2d {
     /// Creates the layer's parameters under `vb` with PyTorch's default initialisation.
-    pub fn new(in_channels: usize, out_channels: usize, kernel: usize, params: Conv2dParams, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        params: Conv2dParams,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let init = pytorch_default(in_channels * kernel * kernel);
-        let weight = vb.get_with_hints((out_channels, in_channels, kernel, kernel), "weight", init)?;
+        let weight =
+            vb.get_with_hints((out_channels, in_channels, kernel, kernel), "weight", init)?;
         let bias = vb.get_with_hints(out_channels, "bias", init)?;
-        Ok(Self { weight, bias, params })
+        Ok(Self {
+            weight,
+            bias,
+            params,
+        })
     }
 
     /// The kernel, (out, in, k, k).

@@ -27,7 +27,10 @@ pub struct Conv2dParams {
 impl Conv2dParams {
     /// The same stride and padding along both axes.
     pub fn square(stride: usize, padding: usize) -> Self {
-        Self { stride: (stride, stride), padding: (padding, padding) }
+        Self {
+            stride: (stride, stride),
+            padding: (padding, padding),
+        }
     }
 
     fn geometry(&self, x: &[usize], w: &[usize]) -> Result<ConvGeometry> {
@@ -40,20 +43,39 @@ impl Conv2dParams {
         let (sh, sw) = self.stride;
         let (ph, pw) = self.padding;
         if sh == 0 || sw == 0 || kh == 0 || kw == 0 {
-            candle_core::bail!("conv2d: stride and kernel must be positive ({self:?}, weight {w:?})");
+            candle_core::bail!(
+                "conv2d: stride and kernel must be positive ({self:?}, weight {w:?})"
+            );
         }
         if h + 2 * ph < kh || wd + 2 * pw < kw {
-            candle_core::bail!("conv2d: padded input {}x{} is smaller than the kernel {kh}x{kw}", h + 2 * ph, wd + 2 * pw);
+            candle_core::bail!(
+                "conv2d: padded input {}x{} is smaller than the kernel {kh}x{kw}",
+                h + 2 * ph,
+                wd + 2 * pw
+            );
         }
         let (oh, ow) = ((h + 2 * ph - kh) / sh + 1, (wd + 2 * pw - kw) / sw + 1);
-        Ok(ConvGeometry { b, c, h, w: wd, cout, kh, kw, stride: self.stride, padding: self.padding, oh, ow })
+        Ok(ConvGeometry {
+            b,
+            c,
+            h,
+            w: wd,
+            cout,
+            kh,
+            kw,
+            stride: self.stride,
+            padding: self.padding,
+            oh,
+            ow,
+        })
     }
 }
 
 /// Convolves `x` (b, c, h, w) with `weight` (cout, c, kh, kw); differentiable in both.
 pub fn conv2d(x: &Tensor, weight: &Tensor, params: Conv2dParams) -> Result<Tensor> {
     params.geometry(x.dims(), weight.dims())?;
-    x.contiguous()?.apply_op2(&weight.contiguous()?, Conv2dForward(params))
+    x.contiguous()?
+        .apply_op2(&weight.contiguous()?, Conv2dForward(params))
 }
 
 /// Runs `$body` with `$t` bound to the element type of `$storage`, for f32 and f64.
@@ -84,10 +106,22 @@ impl Conv2dForward {
         for first in (0..g.b).step_by(chunk) {
             let n = chunk.min(g.b - first);
             let g_chunk = ConvGeometry { b: n, ..*g };
-            im2col(&g_chunk, &x[first * g.c * g.h * g.w..][..n * g.c * g.h * g.w], &mut col[..n * p * patch]);
+            im2col(
+                &g_chunk,
+                &x[first * g.c * g.h * g.w..][..n * g.c * g.h * g.w],
+                &mut col[..n * p * patch],
+            );
             // rows (n*p, cout) = col (n*p, patch) * W^T (patch, cout)
-            let lhs = MatRef { data: &col[..n * p * patch], row_stride: patch, col_stride: 1 };
-            let rhs = MatRef { data: w, row_stride: 1, col_stride: patch };
+            let lhs = MatRef {
+                data: &col[..n * p * patch],
+                row_stride: patch,
+                col_stride: 1,
+            };
+            let rhs = MatRef {
+                data: w,
+                row_stride: 1,
+                col_stride: patch,
+            };
             matmul((n * p, g.cout, patch), &mut rows, false, lhs, rhs);
             let out = &mut out[first * g.cout * p..][..n * g.cout * p];
             from_channels_last(&rows[..n * p * g.cout], g.cout, p, out);
@@ -97,15 +131,22 @@ impl Conv2dForward {
 }
 
 /// Rewrites `rows` (images * positions, channels) as `out` (images, channels, positions).
-fn from_channels_last<T: Copy + Send + Sync>(rows: &[T], channels: usize, positions: usize, out: &mut [T]) {
+fn from_channels_last<T: Copy + Send + Sync>(
+    rows: &[T],
+    channels: usize,
+    positions: usize,
+    out: &mut [T],
+) {
     use rayon::prelude::*;
-    out.par_chunks_mut(positions).enumerate().for_each(|(plane, dst)| {
-        let (image, ch) = (plane / channels, plane % channels);
-        let src = &rows[image * positions * channels..];
-        for (pos, v) in dst.iter_mut().enumerate() {
-            *v = src[pos * channels + ch];
-        }
-    });
+    out.par_chunks_mut(positions)
+        .enumerate()
+        .for_each(|(plane, dst)| {
+            let (image, ch) = (plane / channels, plane % channels);
+            let src = &rows[image * positions * channels..];
+            for (pos, v) in dst.iter_mut().enumerate() {
+                *v = src[pos * channels + ch];
+            }
+        });
 }
 
 impl CustomOp2 for Conv2dForward {
@@ -113,7 +154,13 @@ impl CustomOp2 for Conv2dForward {
         "conv2d-im2col"
     }
 
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let g = self.0.geometry(xl.dims(), wl.dims())?;
         let out = dispatch!(self.name(), xs, |T| Self::run::<T>(
             &g,
@@ -123,11 +170,25 @@ impl CustomOp2 for Conv2dForward {
         Ok((out, Shape::from((g.b, g.cout, g.oh, g.ow))))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = self.0.geometry(x.dims(), w.dims())?;
         let grad = grad.contiguous()?;
-        let dx = if x.track_op() { Some(grad.apply_op2_no_bwd(w, &Conv2dInputGrad(g))?) } else { None };
-        let dw = if w.track_op() { Some(grad.apply_op2_no_bwd(x, &Conv2dWeightGrad(g))?) } else { None };
+        let dx = if x.track_op() {
+            Some(grad.apply_op2_no_bwd(w, &Conv2dInputGrad(g))?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            Some(grad.apply_op2_no_bwd(x, &Conv2dWeightGrad(g))?)
+        } else {
+            None
+        };
         Ok((dx, dw))
     }
 }
@@ -145,10 +206,22 @@ impl Conv2dInputGrad {
             let n = chunk.min(g.b - first);
             let rows = channels_last(&grad[first * g.cout * p..][..n * g.cout * p], g.cout, p);
             // col (n*p, patch) = rows (n*p, cout) * W (cout, patch)
-            let lhs = MatRef { data: &rows, row_stride: g.cout, col_stride: 1 };
-            let rhs = MatRef { data: w, row_stride: patch, col_stride: 1 };
+            let lhs = MatRef {
+                data: &rows,
+                row_stride: g.cout,
+                col_stride: 1,
+            };
+            let rhs = MatRef {
+                data: w,
+                row_stride: patch,
+                col_stride: 1,
+            };
             matmul((n * p, patch, g.cout), &mut col, false, lhs, rhs);
-            col2im(&ConvGeometry { b: n, ..*g }, &col[..n * p * patch], &mut dx[first * image..][..n * image]);
+            col2im(
+                &ConvGeometry { b: n, ..*g },
+                &col[..n * p * patch],
+                &mut dx[first * image..][..n * image],
+            );
         }
         dx
     }
@@ -159,7 +232,13 @@ impl CustomOp2 for Conv2dInputGrad {
         "conv2d-im2col-input-grad"
     }
 
-    fn cpu_fwd(&self, gs: &CpuStorage, gl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let g = &self.0;
         let out = dispatch!(self.name(), gs, |T| Self::run::<T>(
             g,
@@ -181,11 +260,23 @@ impl Conv2dWeightGrad {
         let mut col = vec![T::zero(); chunk * p * patch];
         for (i, first) in (0..g.b).step_by(chunk).enumerate() {
             let n = chunk.min(g.b - first);
-            im2col(&ConvGeometry { b: n, ..*g }, &x[first * image..][..n * image], &mut col[..n * p * patch]);
+            im2col(
+                &ConvGeometry { b: n, ..*g },
+                &x[first * image..][..n * image],
+                &mut col[..n * p * patch],
+            );
             let rows = channels_last(&grad[first * g.cout * p..][..n * g.cout * p], g.cout, p);
             // dW (cout, patch) += rows^T (cout, n*p) * col (n*p, patch)
-            let lhs = MatRef { data: &rows, row_stride: 1, col_stride: g.cout };
-            let rhs = MatRef { data: &col[..n * p * patch], row_stride: patch, col_stride: 1 };
+            let lhs = MatRef {
+                data: &rows,
+                row_stride: 1,
+                col_stride: g.cout,
+            };
+            let rhs = MatRef {
+                data: &col[..n * p * patch],
+                row_stride: patch,
+                col_stride: 1,
+            };
             matmul((g.cout, patch, n * p), &mut dw, i > 0, lhs, rhs);
         }
         dw
@@ -197,7 +288,13 @@ impl CustomOp2 for Conv2dWeightGrad {
         "conv2d-im2col-weight-grad"
     }
 
-    fn cpu_fwd(&self, gs: &CpuStorage, gl: &Layout, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        xs: &CpuStorage,
+        xl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let g = &self.0;
         let out = dispatch!(self.name(), gs, |T| Self::run::<T>(
             g,
@@ -214,25 +311,65 @@ mod tests {
     use candle_core::{Device, Var};
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
     }
 
     /// Forward and both gradients against Candle's own conv2d on the same f64 data.
-    fn check_against_candle(x_dims: (usize, usize, usize, usize), w_dims: (usize, usize, usize, usize), stride: usize, padding: usize) {
+    fn check_against_candle(
+        x_dims: (usize, usize, usize, usize),
+        w_dims: (usize, usize, usize, usize),
+        stride: usize,
+        padding: usize,
+    ) {
         let dev = Device::Cpu;
         let x = Var::randn(0f64, 1., x_dims, &dev).unwrap();
         let w = Var::randn(0f64, 1., w_dims, &dev).unwrap();
-        let ours = conv2d(x.as_tensor(), w.as_tensor(), Conv2dParams::square(stride, padding)).unwrap();
-        let reference = x.as_tensor().conv2d(w.as_tensor(), padding, stride, 1, 1).unwrap();
+        let ours = conv2d(
+            x.as_tensor(),
+            w.as_tensor(),
+            Conv2dParams::square(stride, padding),
+        )
+        .unwrap();
+        let reference = x
+            .as_tensor()
+            .conv2d(w.as_tensor(), padding, stride, 1, 1)
+            .unwrap();
         assert_eq!(ours.dims(), reference.dims());
-        assert!(max_abs_diff(&ours, &reference) < 1e-10, "forward differs for {x_dims:?} {w_dims:?}");
+        assert!(
+            max_abs_diff(&ours, &reference) < 1e-10,
+            "forward differs for {x_dims:?} {w_dims:?}"
+        );
         let probe = Tensor::randn(0f64, 1., ours.dims(), &dev).unwrap();
-        let g_ours = (ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-        let g_ref = (reference * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_ours = (ours * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_ref = (reference * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         for (name, v) in [("input", &x), ("weight", &w)] {
             let a = g_ours.get(v.as_tensor()).unwrap();
             let b = g_ref.get(v.as_tensor()).unwrap();
-            assert!(max_abs_diff(a, b) < 1e-9, "{name} gradient differs for {x_dims:?} {w_dims:?} s{stride} p{padding}");
+            assert!(
+                max_abs_diff(a, b) < 1e-9,
+                "{name} gradient differs for {x_dims:?} {w_dims:?} s{stride} p{padding}"
+            );
         }
     }
 
@@ -250,8 +387,13 @@ mod tests {
         // A batch whose im2col exceeds the budget runs in several chunks.
         let dev = Device::Cpu;
         let (b, c, hw) = (30, 16, 64);
-        let g = Conv2dParams::square(1, 1).geometry(&[b, c, hw, hw], &[8, c, 3, 3]).unwrap();
-        assert!(g.images_per_chunk(COL_BUDGET) < b, "test must exercise chunking");
+        let g = Conv2dParams::square(1, 1)
+            .geometry(&[b, c, hw, hw], &[8, c, 3, 3])
+            .unwrap();
+        assert!(
+            g.images_per_chunk(COL_BUDGET) < b,
+            "test must exercise chunking"
+        );
         let x = Var::randn(0f32, 1., (b, c, hw, hw), &dev).unwrap();
         let w = Var::randn(0f32, 0.1, (8, c, 3, 3), &dev).unwrap();
         let ours = conv2d(x.as_tensor(), w.as_tensor(), Conv2dParams::square(1, 1)).unwrap();
@@ -260,7 +402,17 @@ mod tests {
         let gw_ours = ours.sum_all().unwrap().backward().unwrap();
         let gw_ref = reference.sum_all().unwrap().backward().unwrap();
         let rel = max_abs_diff(gw_ours.get(&w).unwrap(), gw_ref.get(&w).unwrap())
-            / gw_ref.get(&w).unwrap().abs().unwrap().max_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
+            / gw_ref
+                .get(&w)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
         assert!(rel < 1e-5, "relative weight-gradient error {rel}");
     }
 
@@ -279,7 +431,12 @@ mod tests {
     fn channel_mismatch_is_a_clear_error() {
         let x = Tensor::zeros((1, 3, 8, 8), DType::F32, &Device::Cpu).unwrap();
         let w = Tensor::zeros((4, 2, 3, 3), DType::F32, &Device::Cpu).unwrap();
-        let err = conv2d(&x, &w, Conv2dParams::square(1, 1)).unwrap_err().to_string();
-        assert!(err.contains("input has 3 channels but the weight expects 2"), "{err}");
+        let err = conv2d(&x, &w, Conv2dParams::square(1, 1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("input has 3 channels but the weight expects 2"),
+            "{err}"
+        );
     }
 }

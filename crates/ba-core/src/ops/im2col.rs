@@ -51,49 +51,64 @@ impl ConvGeometry {
 /// Fills `col` ((images * positions) x patch, row-major) from `x` (images, c, h, w).
 pub(crate) fn im2col<T: Copy + Send + Sync + Default>(g: &ConvGeometry, x: &[T], col: &mut [T]) {
     let (p, patch, plane) = (g.positions(), g.patch(), g.h * g.w);
-    col.par_chunks_mut(patch).enumerate().for_each(|(row, dst)| {
-        let image = &x[(row / p) * g.c * plane..][..g.c * plane];
-        let (oy, ox) = ((row % p) / g.ow, (row % p) % g.ow);
-        for ci in 0..g.c {
-            let src = &image[ci * plane..][..plane];
-            for ky in 0..g.kh {
-                for kx in 0..g.kw {
-                    dst[(ci * g.kh + ky) * g.kw + kx] = g.source(oy, ox, ky, kx).map_or(T::default(), |i| src[i]);
-                }
-            }
-        }
-    });
-}
-
-/// Adds every entry of `col` back to the input position it was read from: dx (images, c, h, w).
-pub(crate) fn col2im<T: Copy + Send + Sync + std::ops::AddAssign>(g: &ConvGeometry, col: &[T], dx: &mut [T]) {
-    let (p, patch, taps) = (g.positions(), g.patch(), g.kh * g.kw);
-    dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane_index, dst)| {
-        let (image, ci) = (plane_index / g.c, plane_index % g.c);
-        for pos in 0..p {
-            let (oy, ox) = (pos / g.ow, pos % g.ow);
-            let src = &col[(image * p + pos) * patch + ci * taps..][..taps];
-            for ky in 0..g.kh {
-                for kx in 0..g.kw {
-                    if let Some(i) = g.source(oy, ox, ky, kx) {
-                        dst[i] += src[ky * g.kw + kx];
+    col.par_chunks_mut(patch)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let image = &x[(row / p) * g.c * plane..][..g.c * plane];
+            let (oy, ox) = ((row % p) / g.ow, (row % p) % g.ow);
+            for ci in 0..g.c {
+                let src = &image[ci * plane..][..plane];
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        dst[(ci * g.kh + ky) * g.kw + kx] =
+                            g.source(oy, ox, ky, kx).map_or(T::default(), |i| src[i]);
                     }
                 }
             }
-        }
-    });
+        });
+}
+
+/// Adds every entry of `col` back to the input position it was read from: dx (images, c, h, w).
+pub(crate) fn col2im<T: Copy + Send + Sync + std::ops::AddAssign>(
+    g: &ConvGeometry,
+    col: &[T],
+    dx: &mut [T],
+) {
+    let (p, patch, taps) = (g.positions(), g.patch(), g.kh * g.kw);
+    dx.par_chunks_mut(g.h * g.w)
+        .enumerate()
+        .for_each(|(plane_index, dst)| {
+            let (image, ci) = (plane_index / g.c, plane_index % g.c);
+            for pos in 0..p {
+                let (oy, ox) = (pos / g.ow, pos % g.ow);
+                let src = &col[(image * p + pos) * patch + ci * taps..][..taps];
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        if let Some(i) = g.source(oy, ox, ky, kx) {
+                            dst[i] += src[ky * g.kw + kx];
+                        }
+                    }
+                }
+            }
+        });
 }
 
 /// Rewrites `src` of shape (images, channels, positions) as (images * positions, channels).
-pub(crate) fn channels_last<T: Copy + Send + Sync + Default>(src: &[T], channels: usize, positions: usize) -> Vec<T> {
+pub(crate) fn channels_last<T: Copy + Send + Sync + Default>(
+    src: &[T],
+    channels: usize,
+    positions: usize,
+) -> Vec<T> {
     let mut dst = vec![T::default(); src.len()];
-    dst.par_chunks_mut(channels).enumerate().for_each(|(row, d)| {
-        let (image, pos) = (row / positions, row % positions);
-        let s = &src[image * channels * positions..];
-        for (ch, v) in d.iter_mut().enumerate() {
-            *v = s[ch * positions + pos];
-        }
-    });
+    dst.par_chunks_mut(channels)
+        .enumerate()
+        .for_each(|(row, d)| {
+            let (image, pos) = (row / positions, row % positions);
+            let s = &src[image * channels * positions..];
+            for (ch, v) in d.iter_mut().enumerate() {
+                *v = s[ch * positions + pos];
+            }
+        });
     dst
 }
 
@@ -113,10 +128,18 @@ pub(crate) fn matmul<T: candle_core::WithDType>(
     rhs: MatRef<'_, T>,
 ) {
     assert!(dst.len() >= m * n, "matmul: destination too small");
-    assert!(m == 0 || k == 0 || lhs.data.len() > (m - 1) * lhs.row_stride + (k - 1) * lhs.col_stride);
-    assert!(n == 0 || k == 0 || rhs.data.len() > (k - 1) * rhs.row_stride + (n - 1) * rhs.col_stride);
+    assert!(
+        m == 0 || k == 0 || lhs.data.len() > (m - 1) * lhs.row_stride + (k - 1) * lhs.col_stride
+    );
+    assert!(
+        n == 0 || k == 0 || rhs.data.len() > (k - 1) * rhs.row_stride + (n - 1) * rhs.col_stride
+    );
     let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    let parallelism = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
     // SAFETY: the asserts above keep every strided access of `gemm` inside the three slices,
     // and `dst` is borrowed mutably, so it aliases neither operand.
     unsafe {

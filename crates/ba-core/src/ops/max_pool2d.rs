@@ -28,7 +28,11 @@ pub struct MaxPool2dParams {
 impl MaxPool2dParams {
     /// A square window of side `kernel` moved by `stride`, without padding.
     pub fn square(kernel: usize, stride: usize) -> Self {
-        Self { kernel: (kernel, kernel), stride: (stride, stride), padding: (0, 0) }
+        Self {
+            kernel: (kernel, kernel),
+            stride: (stride, stride),
+            padding: (0, 0),
+        }
     }
 
     /// Output (height, width) for an input of `(h, w)`, or an error if the window does not fit.
@@ -52,7 +56,10 @@ impl MaxPool2dParams {
 /// Max-pools a (batch, channels, height, width) tensor; differentiable.
 pub fn max_pool2d(x: &Tensor, params: MaxPool2dParams) -> Result<Tensor> {
     let x = x.contiguous()?;
-    x.apply_op1(MaxPool2d { params, argmax: Arc::new(Mutex::new(None)) })
+    x.apply_op1(MaxPool2d {
+        params,
+        argmax: Arc::new(Mutex::new(None)),
+    })
 }
 
 /// Flat index, inside its input plane, of each output element's maximum.
@@ -116,11 +123,13 @@ impl CustomOp1 for MaxPool2d {
         let dims = layout.dims();
         let (out, idx, shape) = match storage.dtype() {
             DType::F32 => {
-                let (o, i, s) = self.forward::<f32>(contiguous_slice(self.name(), storage, layout)?, dims)?;
+                let (o, i, s) =
+                    self.forward::<f32>(contiguous_slice(self.name(), storage, layout)?, dims)?;
                 (CpuStorage::F32(o), i, s)
             }
             DType::F64 => {
-                let (o, i, s) = self.forward::<f64>(contiguous_slice(self.name(), storage, layout)?, dims)?;
+                let (o, i, s) =
+                    self.forward::<f64>(contiguous_slice(self.name(), storage, layout)?, dims)?;
                 (CpuStorage::F64(o), i, s)
             }
             dt => candle_core::bail!("max_pool2d: unsupported dtype {dt:?}"),
@@ -130,7 +139,10 @@ impl CustomOp1 for MaxPool2d {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let backward = MaxPool2dBackward { input_dims: dims4(arg.dims())?, argmax: self.argmax.clone() };
+        let backward = MaxPool2dBackward {
+            input_dims: dims4(arg.dims())?,
+            argmax: self.argmax.clone(),
+        };
         Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&backward)?))
     }
 }
@@ -145,7 +157,11 @@ impl MaxPool2dBackward {
     fn backward<T: WithDType>(&self, grad: &[T], argmax: &[u32]) -> Result<Vec<T>> {
         let [b, c, h, w] = self.input_dims;
         if grad.len() != argmax.len() || grad.len() % (b * c) != 0 {
-            candle_core::bail!("max_pool2d backward: gradient of {} elements for {} recorded maxima", grad.len(), argmax.len());
+            candle_core::bail!(
+                "max_pool2d backward: gradient of {} elements for {} recorded maxima",
+                grad.len(),
+                argmax.len()
+            );
         }
         let plane_out = grad.len() / (b * c);
         let mut dx = vec![T::zero(); b * c * h * w];
@@ -172,8 +188,12 @@ impl CustomOp1 for MaxPool2dBackward {
             candle_core::bail!("max_pool2d backward: the forward pass recorded no arg-max");
         };
         let out = match storage.dtype() {
-            DType::F32 => CpuStorage::F32(self.backward::<f32>(contiguous_slice(self.name(), storage, layout)?, argmax)?),
-            DType::F64 => CpuStorage::F64(self.backward::<f64>(contiguous_slice(self.name(), storage, layout)?, argmax)?),
+            DType::F32 => CpuStorage::F32(
+                self.backward::<f32>(contiguous_slice(self.name(), storage, layout)?, argmax)?,
+            ),
+            DType::F64 => CpuStorage::F64(
+                self.backward::<f64>(contiguous_slice(self.name(), storage, layout)?, argmax)?,
+            ),
             dt => candle_core::bail!("max_pool2d backward: unsupported dtype {dt:?}"),
         };
         Ok((out, Shape::from(self.input_dims.to_vec())))
@@ -181,13 +201,16 @@ impl CustomOp1 for MaxPool2dBackward {
 }
 
 fn lock(m: &Mutex<Option<Vec<u32>>>) -> Result<std::sync::MutexGuard<'_, Option<Vec<u32>>>> {
-    m.lock().map_err(|_| candle_core::Error::Msg("max_pool2d: arg-max lock poisoned".into()))
+    m.lock()
+        .map_err(|_| candle_core::Error::Msg("max_pool2d: arg-max lock poisoned".into()))
 }
 
 fn dims4(dims: &[usize]) -> Result<[usize; 4]> {
     match dims {
         &[b, c, h, w] => Ok([b, c, h, w]),
-        _ => candle_core::bail!("max_pool2d: expected a (batch, channels, height, width) tensor, got shape {dims:?}"),
+        _ => candle_core::bail!(
+            "max_pool2d: expected a (batch, channels, height, width) tensor, got shape {dims:?}"
+        ),
     }
 }
 
@@ -205,28 +228,62 @@ mod tests {
         let x = Tensor::randn(0f32, 1., (2, 3, 8, 6), &Device::Cpu).unwrap();
         let ours = pool(&x, 2, 2);
         let theirs = x.max_pool2d(2).unwrap();
-        let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (ours - theirs)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert_eq!(diff, 0.0);
     }
 
     #[test]
     fn overlapping_windows_forward_by_hand() {
         // 1x1x3x5 input, kernel 3 stride 2 -> 1x2 output.
-        let x = Tensor::new(&[[[[1f32, 2., 9., 0., 0.], [0., 5., 0., 3., 8.], [4., 0., 0., 7., 1.]]]], &Device::Cpu).unwrap();
+        let x = Tensor::new(
+            &[[[
+                [1f32, 2., 9., 0., 0.],
+                [0., 5., 0., 3., 8.],
+                [4., 0., 0., 7., 1.],
+            ]]],
+            &Device::Cpu,
+        )
+        .unwrap();
         let y = pool(&x, 3, 2);
-        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![9., 9.]);
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![9., 9.]
+        );
     }
 
     #[test]
     fn backward_sums_overlaps_and_breaks_ties_on_first_maximum() {
         // The 9 at column 2 is shared by both windows: it gets both gradients.
         // In the second row every value is 5: the first one (column 0) takes the gradient.
-        let x = Var::new(&[[[[1f64, 2., 9., 0., 0.], [0., 0., 0., 0., 0.], [0., 0., 0., 0., 0.], [5., 5., 5., 5., 5.], [5., 5., 5., 5., 5.]]]], &Device::Cpu).unwrap();
+        let x = Var::new(
+            &[[[
+                [1f64, 2., 9., 0., 0.],
+                [0., 0., 0., 0., 0.],
+                [0., 0., 0., 0., 0.],
+                [5., 5., 5., 5., 5.],
+                [5., 5., 5., 5., 5.],
+            ]]],
+            &Device::Cpu,
+        )
+        .unwrap();
         let y = pool(x.as_tensor(), 3, 2);
         assert_eq!(y.dims(), &[1, 1, 2, 2]);
         let w = Tensor::new(&[[[[1f64, 10.], [100., 1000.]]]], &Device::Cpu).unwrap();
         let grads = (y * w).unwrap().sum_all().unwrap().backward().unwrap();
-        let g = grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let g = grads
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
         let mut expected = vec![0f64; 25];
         expected[2] = 11.; // both top windows pick the 9
         expected[3 * 5] = 100.; // bottom-left window (rows 2..5, cols 0..3): first 5 at (3, 0)
@@ -237,15 +294,28 @@ mod tests {
     #[test]
     fn nan_is_propagated_like_pytorch() {
         let x = Tensor::new(&[[[[1f32, f32::NAN], [3., 2.]]]], &Device::Cpu).unwrap();
-        let y = pool(&x, 2, 2).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let y = pool(&x, 2, 2)
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert!(y[0].is_nan());
     }
 
     #[test]
     fn padding_pads_with_negative_infinity() {
         let x = Tensor::new(&[[[[-1f32, -2.], [-3., -4.]]]], &Device::Cpu).unwrap();
-        let p = MaxPool2dParams { kernel: (3, 3), stride: (2, 2), padding: (1, 1) };
-        let y = max_pool2d(&x, p).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let p = MaxPool2dParams {
+            kernel: (3, 3),
+            stride: (2, 2),
+            padding: (1, 1),
+        };
+        let y = max_pool2d(&x, p)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(y, vec![-1.]);
     }
 
@@ -257,9 +327,27 @@ mod tests {
         let vals: Vec<f64> = (0..n).map(|i| ((i * 7919) % n) as f64 * 0.01).collect();
         let x = Var::from_vec(vals.clone(), (b, c, h, w), &Device::Cpu).unwrap();
         let wts = Tensor::randn(0f64, 1., (b, c, 4, 3), &Device::Cpu).unwrap();
-        let loss = |t: &Tensor| (pool(t, 3, 2) * &wts).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
-        let grads = (pool(x.as_tensor(), 3, 2) * &wts).unwrap().sum_all().unwrap().backward().unwrap();
-        let g = grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let loss = |t: &Tensor| {
+            (pool(t, 3, 2) * &wts)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        let grads = (pool(x.as_tensor(), 3, 2) * &wts)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g = grads
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
         let eps = 1e-4;
         for i in (0..n).step_by(5) {
             let mut plus = vals.clone();
@@ -269,14 +357,20 @@ mod tests {
             let fp = loss(&Tensor::from_vec(plus, (b, c, h, w), &Device::Cpu).unwrap());
             let fm = loss(&Tensor::from_vec(minus, (b, c, h, w), &Device::Cpu).unwrap());
             let numeric = (fp - fm) / (2. * eps);
-            assert!((numeric - g[i]).abs() < 1e-6, "element {i}: numeric {numeric}, analytic {}", g[i]);
+            assert!(
+                (numeric - g[i]).abs() < 1e-6,
+                "element {i}: numeric {numeric}, analytic {}",
+                g[i]
+            );
         }
     }
 
     #[test]
     fn rejects_bad_shapes() {
         let x = Tensor::zeros((1, 1, 2, 2), DType::F32, &Device::Cpu).unwrap();
-        let err = max_pool2d(&x, MaxPool2dParams::square(3, 2)).unwrap_err().to_string();
+        let err = max_pool2d(&x, MaxPool2dParams::square(3, 2))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("smaller than the window"), "{err}");
         let x = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
         assert!(max_pool2d(&x, MaxPool2dParams::square(1, 1)).is_err());

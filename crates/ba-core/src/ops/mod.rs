@@ -23,6 +23,9 @@ fn contiguous_slice<'a, T: WithDType>(
     let data = storage.as_slice::<T>()?;
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{op}: the input must be contiguous, got strides {:?}", layout.stride()),
+        None => candle_core::bail!(
+            "{op}: the input must be contiguous, got strides {:?}",
+            layout.stride()
+        ),
     }
 }

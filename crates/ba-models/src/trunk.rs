@@ -1,0 +1,122 @@
+//! The layers AlexNet and BA-AlexNet share: everything but the gate.
+
+use ba_core::nn::{linear, Conv2d, Dropout};
+use ba_core::ops::{max_pool2d, Conv2dParams, MaxPool2dParams};
+use ba_core::rng::rng_for;
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Linear, VarBuilder};
+
+use crate::{ModelConfig, INPUT_SIZE};
+
+/// Channels of conv3's output, the tensor the BA gate multiplies.
+pub(crate) const CONV3_CHANNELS: usize = 128;
+/// Channels of conv1's and conv2's outputs, the feature maps the BA gate bridges.
+pub(crate) const CONV12_CHANNELS: usize = 192;
+/// Side of the feature map after the last max-pool for a 128x128 input.
+const FINAL_SIDE: usize = 3;
+
+fn pool() -> MaxPool2dParams {
+    MaxPool2dParams::square(3, 2)
+}
+
+/// `features` (conv 11/4 and conv 5 with ReLU and max-pool), conv1..conv3, `classifier`.
+#[derive(Debug)]
+pub(crate) struct Trunk {
+    features_0: Conv2d,
+    features_3: Conv2d,
+    conv1: Conv2d,
+    conv2: Conv2d,
+    conv3: Conv2d,
+    classifier_0: Linear,
+    classifier_2: Dropout,
+    classifier_3: Linear,
+    classifier_5: Dropout,
+    classifier_6: Linear,
+}
+
+/// The three outputs of the conv1..conv3 block.
+pub(crate) struct BlockOutputs {
+    /// conv1 after ReLU, (B, 192, 7, 7).
+    pub conv1: Tensor,
+    /// conv2 after ReLU, (B, 192, 7, 7).
+    pub conv2: Tensor,
+    /// conv3 before ReLU, (B, 128, 7, 7).
+    pub conv3: Tensor,
+}
+
+impl Trunk {
+    pub fn new(config: ModelConfig, vb: &VarBuilder) -> Result<Self> {
+        if config.num_classes == 0 {
+            candle_core::bail!("model: num_classes must be positive");
+        }
+        let f = vb.pp("features");
+        let c = vb.pp("classifier");
+        let flat = CONV3_CHANNELS * FINAL_SIDE * FINAL_SIDE;
+        Ok(Self {
+            features_0: Conv2d::new(3, 48, 11, Conv2dParams::square(4, 5), f.pp("0"))?,
+            features_3: Conv2d::new(48, 128, 5, Conv2dParams::square(1, 2), f.pp("3"))?,
+            conv1: Conv2d::new(
+                128,
+                CONV12_CHANNELS,
+                3,
+                Conv2dParams::square(1, 1),
+                vb.pp("conv1"),
+            )?,
+            conv2: Conv2d::new(
+                CONV12_CHANNELS,
+                CONV12_CHANNELS,
+                3,
+                Conv2dParams::square(1, 1),
+                vb.pp("conv2"),
+            )?,
+            conv3: Conv2d::new(
+                CONV12_CHANNELS,
+                CONV3_CHANNELS,
+                3,
+                Conv2dParams::square(1, 1),
+                vb.pp("conv3"),
+            )?,
+            classifier_0: linear(flat, 2048, c.pp("0"))?,
+            classifier_2: Dropout::new(
+                config.dropout,
+                rng_for(config.dropout_seed, "classifier.2"),
+            )?,
+            classifier_3: linear(2048, 2048, c.pp("3"))?,
+            classifier_5: Dropout::new(
+                config.dropout,
+                rng_for(config.dropout_seed, "classifier.5"),
+            )?,
+            classifier_6: linear(2048, config.num_classes, c.pp("6"))?,
+        })
+    }
+
+    /// `features` and the conv1..conv3 block.
+    pub fn block(&self, images: &Tensor) -> Result<BlockOutputs> {
+        match images.dims() {
+            &[_, 3, INPUT_SIZE, INPUT_SIZE] => {}
+            dims => candle_core::bail!(
+                "model: expected images (B, 3, {INPUT_SIZE}, {INPUT_SIZE}), got {dims:?}"
+            ),
+        }
+        let x = max_pool2d(&self.features_0.forward(images)?.relu()?, pool())?;
+        let x = max_pool2d(&self.features_3.forward(&x)?.relu()?, pool())?;
+        let conv1 = self.conv1.forward(&x)?.relu()?;
+        let conv2 = self.conv2.forward(&conv1)?.relu()?;
+        let conv3 = self.conv3.forward(&conv2)?;
+        Ok(BlockOutputs {
+            conv1,
+            conv2,
+            conv3,
+        })
+    }
+
+    /// ReLU and max-pool of the (possibly gated) conv3 output, flatten, `classifier`.
+    pub fn head(&self, conv3: &Tensor, train: bool) -> Result<Tensor> {
+        let x = max_pool2d(&conv3.relu()?, pool())?.flatten_from(1)?;
+        let x = self.classifier_0.forward(&x)?.relu()?;
+        let x = self.classifier_2.forward_t(&x, train)?;
+        let x = self.classifier_3.forward(&x)?.relu()?;
+        let x = self.classifier_5.forward_t(&x, train)?;
+        self.classifier_6.forward(&x)
+    }
+}

@@ -1,0 +1,185 @@
+//! The models' parameter names, shapes and counts, and where the BA gate acts.
+
+use ba_core::init::SeededVarMap;
+use ba_core::model::{ImageClassifier, ParameterCount};
+use ba_core::rng::rng_for;
+use ba_models::{ModelConfig, ModelKind};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+
+fn build(kind: ModelKind, vars: &VarMap) -> Box<dyn ImageClassifier> {
+    let vb = SeededVarMap::builder(vars, rng_for(42, "init"), DType::F32, &Device::Cpu);
+    kind.build(ModelConfig::cifar10(42), vb).unwrap()
+}
+
+fn shapes(vars: &VarMap) -> Vec<(String, Vec<usize>)> {
+    let mut v: Vec<_> = vars
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, t)| (n.clone(), t.dims().to_vec()))
+        .collect();
+    v.sort();
+    v
+}
+
+const ALEXNET: &[(&str, &[usize])] = &[
+    ("classifier.0.bias", &[2048]),
+    ("classifier.0.weight", &[2048, 1152]),
+    ("classifier.3.bias", &[2048]),
+    ("classifier.3.weight", &[2048, 2048]),
+    ("classifier.6.bias", &[10]),
+    ("classifier.6.weight", &[10, 2048]),
+    ("conv1.bias", &[192]),
+    ("conv1.weight", &[192, 128, 3, 3]),
+    ("conv2.bias", &[192]),
+    ("conv2.weight", &[192, 192, 3, 3]),
+    ("conv3.bias", &[128]),
+    ("conv3.weight", &[128, 192, 3, 3]),
+    ("features.0.bias", &[48]),
+    ("features.0.weight", &[48, 3, 11, 11]),
+    ("features.3.bias", &[128]),
+    ("features.3.weight", &[128, 48, 5, 5]),
+];
+
+fn ba_names() -> Vec<(String, Vec<usize>)> {
+    let mut v = vec![("ba.generation.1.weight".to_string(), vec![128, 8, 1, 1])];
+    for (prefix, inputs) in [
+        ("ba.pre_fusions.0", 192),
+        ("ba.pre_fusions.1", 192),
+        ("ba.cur_fusion", 128),
+    ] {
+        v.push((format!("{prefix}.1.weight"), vec![8, inputs, 1, 1]));
+        for stat in ["weight", "bias", "running_mean", "running_var"] {
+            v.push((format!("{prefix}.2.{stat}"), vec![8]));
+        }
+    }
+    v
+}
+
+#[test]
+fn alexnet_has_the_pytorch_names_shapes_and_7524042_parameters() {
+    let vars = VarMap::new();
+    let model = build(ModelKind::AlexNet, &vars);
+    assert_eq!(model.name(), "alexnet");
+    let want: Vec<_> = ALEXNET
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.to_vec()))
+        .collect();
+    assert_eq!(shapes(&vars), want);
+    assert_eq!(
+        ParameterCount::of(&vars),
+        ParameterCount {
+            total: 7_524_042,
+            trainable: 7_524_042
+        }
+    );
+}
+
+#[test]
+fn ba_alexnet_adds_the_ba_module_and_counts_like_paddle_and_pytorch() {
+    let vars = VarMap::new();
+    let model = build(ModelKind::BaAlexNet, &vars);
+    assert_eq!(model.name(), "ba-alexnet");
+    let mut want: Vec<_> = ALEXNET
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.to_vec()))
+        .collect();
+    want.extend(ba_names());
+    want.sort();
+    assert_eq!(shapes(&vars), want);
+    assert_eq!(
+        ParameterCount::of(&vars),
+        ParameterCount {
+            total: 7_529_258,
+            trainable: 7_529_210
+        }
+    );
+}
+
+#[test]
+fn both_models_start_from_the_same_trunk_weights() {
+    let (a, b) = (VarMap::new(), VarMap::new());
+    build(ModelKind::AlexNet, &a);
+    build(ModelKind::BaAlexNet, &b);
+    let (a, b) = (a.data().lock().unwrap(), b.data().lock().unwrap());
+    for (name, var) in a.iter() {
+        let diff = (var.as_tensor() - b[name].as_tensor())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(diff, 0.0, "{name} differs");
+    }
+}
+
+fn images() -> Tensor {
+    Tensor::randn(0f32, 1., (2, 3, 128, 128), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn forward_gives_logits_per_class_and_rejects_other_sizes() {
+    let vars = VarMap::new();
+    let model = build(ModelKind::BaAlexNet, &vars);
+    assert_eq!(model.forward_t(&images(), true).unwrap().dims(), &[2, 10]);
+    let small = Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu).unwrap();
+    let err = model.forward_t(&small, false).unwrap_err().to_string();
+    assert!(
+        err.contains("expected images (B, 3, 128, 128), got [2, 3, 32, 32]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_gate_scales_conv3_output() {
+    // With zero generation weights the gate is sigmoid(0) = 1/2 for every channel, so BA-AlexNet
+    // must equal AlexNet with conv3's weight and bias halved. A model that computed the gate
+    // and dropped it (as the original notebook did) would equal the unhalved AlexNet instead.
+    let ba_vars = VarMap::new();
+    let ba = build(ModelKind::BaAlexNet, &ba_vars);
+    let plain_vars = VarMap::new();
+    let plain = build(ModelKind::AlexNet, &plain_vars);
+    let x = images();
+    let unhalved = plain.forward_t(&x, false).unwrap();
+    {
+        let ba_data = ba_vars.data().lock().unwrap();
+        let g = &ba_data["ba.generation.1.weight"];
+        g.set(&g.zeros_like().unwrap()).unwrap();
+        let plain_data = plain_vars.data().lock().unwrap();
+        for name in ["conv3.weight", "conv3.bias"] {
+            let v = &plain_data[name];
+            v.set(&(v.as_tensor() * 0.5).unwrap()).unwrap();
+        }
+    }
+    let gated = ba.forward_t(&x, false).unwrap();
+    let halved = plain.forward_t(&x, false).unwrap();
+    let max_diff = |a: &Tensor, b: &Tensor| {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    let scale = halved
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        max_diff(&gated, &halved) < 1e-5 * scale.max(1.0),
+        "gated output differs from halved conv3"
+    );
+    assert!(
+        max_diff(&gated, &unhalved) > 1e-3 * scale,
+        "the gate had no effect"
+    );
+}
