@@ -1,1 +1,67 @@
-fn main() {}
+//! `cargo xtask`: the ba-net command line. Each verb lives in `cmd/`.
+
+mod cmd;
+mod preset;
+mod run;
+mod table;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+/// Candle allocates a fresh buffer for every tensor op; with the system allocator each large
+/// buffer is a new mapping whose pages fault on first touch. mimalloc reuses them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "BA-Net on CIFAR-10: train, compare, make the data sample"
+)]
+struct Cli {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    /// Train one model and write its run folder.
+    Train(cmd::train::Args),
+    /// Train AlexNet and BA-AlexNet under identical conditions and print the comparison.
+    Compare(cmd::compare::Args),
+    /// Cut the committed CIFAR-10 sample from the full binary archive.
+    MakeSample(cmd::make_sample::Args),
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_target(false)
+        .init();
+    match Cli::parse().verb {
+        Verb::Train(args) => cmd::train::run(args),
+        Verb::Compare(args) => cmd::compare::run(args),
+        Verb::MakeSample(args) => cmd::make_sample::run(args),
+    }
+}
+
+/// A new run folder `<out>/<prefix>-<n>`, numbered past the existing ones so no run is overwritten.
+fn run_dir(out: &Path, prefix: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for n in 1.. {
+        let dir = out.join(format!("{prefix}-{n}"));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    }
+    unreachable!("an unbounded range always yields")
+}
+
+/// Writes `value` as pretty JSON at `path`.
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(value)?).with_context(|| format!("writing {}", path.display()))
+}

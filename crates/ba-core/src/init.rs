@@ -18,10 +18,7 @@ use crate::rng::Rng;
 /// and `U(-1/sqrt(fan_in), 1/sqrt(fan_in))` for biases, which are the same distribution.
 pub fn pytorch_default(fan_in: usize) -> Init {
     let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-    Init::Uniform {
-        lo: -bound,
-        up: bound,
-    }
+    Init::Uniform { lo: -bound, up: bound }
 }
 
 /// A `VarMap` that initialises new variables from a seeded generator.
@@ -64,14 +61,7 @@ impl SeededVarMap {
 }
 
 impl SimpleBackend for SeededVarMap {
-    fn get(
-        &self,
-        shape: Shape,
-        name: &str,
-        init: Init,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Tensor> {
+    fn get(&self, shape: Shape, name: &str, init: Init, dtype: DType, device: &Device) -> Result<Tensor> {
         if let Some(var) = self
             .vars
             .data()
@@ -80,10 +70,7 @@ impl SimpleBackend for SeededVarMap {
             .get(name)
         {
             if var.shape() != &shape {
-                candle_core::bail!(
-                    "init: {name} exists with shape {:?}, asked for {shape:?}",
-                    var.shape()
-                );
+                candle_core::bail!("init: {name} exists with shape {:?}, asked for {shape:?}", var.shape());
             }
             return Ok(var.as_tensor().clone());
         }
@@ -103,11 +90,7 @@ impl SimpleBackend for SeededVarMap {
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.vars
-            .data()
-            .lock()
-            .map(|d| d.contains_key(name))
-            .unwrap_or(false)
+        self.vars.data().lock().map(|d| d.contains_key(name)).unwrap_or(false)
     }
 }
 

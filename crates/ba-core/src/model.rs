@@ -30,10 +30,7 @@ pub struct ParameterCount {
 impl ParameterCount {
     /// Counts the variables of `vars`.
     pub fn of(vars: &VarMap) -> Self {
-        let data = vars
-            .data()
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let data = vars.data().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let (mut total, mut trainable) = (0, 0);
         for (name, var) in data.iter() {
             let n = var.elem_count();

@@ -41,9 +41,7 @@ impl BaAlexNet {
 impl ImageClassifier for BaAlexNet {
     fn forward_t(&self, images: &Tensor, train: bool) -> Result<Tensor> {
         let block = self.trunk.block(images)?;
-        let gate = self
-            .ba
-            .forward_t(&[&block.conv1, &block.conv2], &block.conv3, train)?;
+        let gate = self.ba.forward_t(&[&block.conv1, &block.conv2], &block.conv3, train)?;
         self.trunk.head(&block.conv3.broadcast_mul(&gate)?, train)
     }
 

@@ -55,13 +55,7 @@ impl Trunk {
         Ok(Self {
             features_0: Conv2d::new(3, 48, 11, Conv2dParams::square(4, 5), f.pp("0"))?,
             features_3: Conv2d::new(48, 128, 5, Conv2dParams::square(1, 2), f.pp("3"))?,
-            conv1: Conv2d::new(
-                128,
-                CONV12_CHANNELS,
-                3,
-                Conv2dParams::square(1, 1),
-                vb.pp("conv1"),
-            )?,
+            conv1: Conv2d::new(128, CONV12_CHANNELS, 3, Conv2dParams::square(1, 1), vb.pp("conv1"))?,
             conv2: Conv2d::new(
                 CONV12_CHANNELS,
                 CONV12_CHANNELS,
@@ -77,15 +71,9 @@ impl Trunk {
                 vb.pp("conv3"),
             )?,
             classifier_0: linear(flat, 2048, c.pp("0"))?,
-            classifier_2: Dropout::new(
-                config.dropout,
-                rng_for(config.dropout_seed, "classifier.2"),
-            )?,
+            classifier_2: Dropout::new(config.dropout, rng_for(config.dropout_seed, "classifier.2"))?,
             classifier_3: linear(2048, 2048, c.pp("3"))?,
-            classifier_5: Dropout::new(
-                config.dropout,
-                rng_for(config.dropout_seed, "classifier.5"),
-            )?,
+            classifier_5: Dropout::new(config.dropout, rng_for(config.dropout_seed, "classifier.5"))?,
             classifier_6: linear(2048, config.num_classes, c.pp("6"))?,
         })
     }
@@ -94,20 +82,14 @@ impl Trunk {
     pub fn block(&self, images: &Tensor) -> Result<BlockOutputs> {
         match images.dims() {
             &[_, 3, INPUT_SIZE, INPUT_SIZE] => {}
-            dims => candle_core::bail!(
-                "model: expected images (B, 3, {INPUT_SIZE}, {INPUT_SIZE}), got {dims:?}"
-            ),
+            dims => candle_core::bail!("model: expected images (B, 3, {INPUT_SIZE}, {INPUT_SIZE}), got {dims:?}"),
         }
         let x = max_pool2d(&self.features_0.forward(images)?.relu()?, pool())?;
         let x = max_pool2d(&self.features_3.forward(&x)?.relu()?, pool())?;
         let conv1 = self.conv1.forward(&x)?.relu()?;
         let conv2 = self.conv2.forward(&conv1)?.relu()?;
         let conv3 = self.conv3.forward(&conv2)?;
-        Ok(BlockOutputs {
-            conv1,
-            conv2,
-            conv3,
-        })
+        Ok(BlockOutputs { conv1, conv2, conv3 })
     }
 
     /// ReLU and max-pool of the (possibly gated) conv3 output, flatten, `classifier`.

@@ -63,10 +63,7 @@ fn alexnet_has_the_pytorch_names_shapes_and_7524042_parameters() {
     let vars = VarMap::new();
     let model = build(ModelKind::AlexNet, &vars);
     assert_eq!(model.name(), "alexnet");
-    let want: Vec<_> = ALEXNET
-        .iter()
-        .map(|(n, s)| (n.to_string(), s.to_vec()))
-        .collect();
+    let want: Vec<_> = ALEXNET.iter().map(|(n, s)| (n.to_string(), s.to_vec())).collect();
     assert_eq!(shapes(&vars), want);
     assert_eq!(
         ParameterCount::of(&vars),
@@ -82,10 +79,7 @@ fn ba_alexnet_adds_the_ba_module_and_counts_like_paddle_and_pytorch() {
     let vars = VarMap::new();
     let model = build(ModelKind::BaAlexNet, &vars);
     assert_eq!(model.name(), "ba-alexnet");
-    let mut want: Vec<_> = ALEXNET
-        .iter()
-        .map(|(n, s)| (n.to_string(), s.to_vec()))
-        .collect();
+    let mut want: Vec<_> = ALEXNET.iter().map(|(n, s)| (n.to_string(), s.to_vec())).collect();
     want.extend(ba_names());
     want.sort();
     assert_eq!(shapes(&vars), want);
@@ -167,19 +161,10 @@ fn the_gate_scales_conv3_output() {
             .to_scalar::<f32>()
             .unwrap()
     };
-    let scale = halved
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let scale = halved.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(
         max_diff(&gated, &halved) < 1e-5 * scale.max(1.0),
         "gated output differs from halved conv3"
     );
-    assert!(
-        max_diff(&gated, &unhalved) > 1e-3 * scale,
-        "the gate had no effect"
-    );
+    assert!(max_diff(&gated, &unhalved) > 1e-3 * scale, "the gate had no effect");
 }

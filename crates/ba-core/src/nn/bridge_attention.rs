@@ -26,11 +26,9 @@ struct Fusion {
 
 impl Fusion {
     fn new(in_channels: usize, reduced: usize, vb: VarBuilder) -> Result<Self> {
-        let projection = vb.pp("1").get_with_hints(
-            (reduced, in_channels, 1, 1),
-            "weight",
-            pytorch_default(in_channels),
-        )?;
+        let projection =
+            vb.pp("1")
+                .get_with_hints((reduced, in_channels, 1, 1), "weight", pytorch_default(in_channels))?;
         let norm = batch_norm(reduced, BatchNormConfig::default(), vb.pp("2"))?;
         Ok(Self {
             in_channels,
@@ -44,8 +42,7 @@ impl Fusion {
         let squeezed = x.mean((2, 3))?;
         let projected = squeezed.matmul(&self.projection.t()?)?;
         let (b, reduced) = projected.dims2()?;
-        self.norm
-            .forward_t(&projected.reshape((b, reduced, 1, 1))?, train)
+        self.norm.forward_t(&projected.reshape((b, reduced, 1, 1))?, train)
     }
 }
 
@@ -62,17 +59,16 @@ impl BridgeAttention {
     /// A module for earlier feature maps of `pre_channels` channels each and a current feature
     /// map of `channels` channels, with reduction ratio `reduction` (hidden width `channels / r`,
     /// rounded down as PyTorch's `//`).
-    pub fn new(
-        pre_channels: &[usize],
-        channels: usize,
-        reduction: usize,
-        vb: VarBuilder,
-    ) -> Result<Self> {
+    pub fn new(pre_channels: &[usize], channels: usize, reduction: usize, vb: VarBuilder) -> Result<Self> {
         if reduction == 0 || channels / reduction == 0 {
-            candle_core::bail!("bridge attention: reduction {reduction} leaves no hidden channels for {channels} channels");
+            candle_core::bail!(
+                "bridge attention: reduction {reduction} leaves no hidden channels for {channels} channels"
+            );
         }
         if pre_channels.contains(&0) || channels == 0 {
-            candle_core::bail!("bridge attention: channel counts must be positive, got {pre_channels:?} and {channels}");
+            candle_core::bail!(
+                "bridge attention: channel counts must be positive, got {pre_channels:?} and {channels}"
+            );
         }
         let reduced = channels / reduction;
         let pre_fusions = pre_channels
@@ -81,11 +77,9 @@ impl BridgeAttention {
             .map(|(i, &c)| Fusion::new(c, reduced, vb.pp("pre_fusions").pp(i)))
             .collect::<Result<Vec<_>>>()?;
         let cur_fusion = Fusion::new(channels, reduced, vb.pp("cur_fusion"))?;
-        let generation = vb.pp("generation.1").get_with_hints(
-            (channels, reduced, 1, 1),
-            "weight",
-            pytorch_default(reduced),
-        )?;
+        let generation =
+            vb.pp("generation.1")
+                .get_with_hints((channels, reduced, 1, 1), "weight", pytorch_default(reduced))?;
         Ok(Self {
             pre_fusions,
             cur_fusion,
@@ -136,7 +130,9 @@ impl BridgeAttention {
             }
         }
         if train && b < 2 {
-            candle_core::bail!("bridge attention: training needs at least 2 images per batch for batch norm statistics, got {b}");
+            candle_core::bail!(
+                "bridge attention: training needs at least 2 images per batch for batch norm statistics, got {b}"
+            );
         }
         Ok(())
     }
@@ -152,12 +148,7 @@ mod tests {
 
     /// A module with pre_channels [2, 3], channels 4, r = 2 and the given weights; batch-norm
     /// running statistics `mean` and `var`, affine weight `gamma`, bias `beta` in every branch.
-    fn module(
-        w_pre: [&[f64]; 2],
-        w_cur: &[f64],
-        w_gen: &[f64],
-        stats: (f64, f64, f64, f64),
-    ) -> BridgeAttention {
+    fn module(w_pre: [&[f64]; 2], w_cur: &[f64], w_gen: &[f64], stats: (f64, f64, f64, f64)) -> BridgeAttention {
         let dev = Device::Cpu;
         let (mean, var, gamma, beta) = stats;
         let mut t = HashMap::new();
@@ -249,9 +240,8 @@ mod tests {
         let cur = Tensor::randn(0f64, 1., (5, 8, 2, 2), &dev).unwrap();
         // Generation weights to identity-like rows would hide nothing: check the integration
         // directly through its batch mean, which batch norm (weight 1, bias 0) makes zero.
-        let integrated = (ba.cur_fusion.forward_t(&cur, true).unwrap()
-            + ba.pre_fusions[0].forward_t(&prev, true).unwrap())
-        .unwrap();
+        let integrated =
+            (ba.cur_fusion.forward_t(&cur, true).unwrap() + ba.pre_fusions[0].forward_t(&prev, true).unwrap()).unwrap();
         let batch_mean = integrated
             .mean(0)
             .unwrap()
@@ -289,10 +279,7 @@ mod tests {
         assert_eq!(shape("cur_fusion.2.running_var"), vec![8]);
         assert_eq!(shape("generation.1.weight"), vec![128, 8, 1, 1]);
         assert_eq!(data.len(), 3 * 5 + 1);
-        assert_eq!(
-            data.values().map(|v| v.elem_count()).sum::<usize>(),
-            5168 + 48
-        );
+        assert_eq!(data.values().map(|v| v.elem_count()).sum::<usize>(), 5168 + 48);
     }
 
     #[test]
@@ -303,8 +290,9 @@ mod tests {
         let x = |b, c| Tensor::zeros((b, c, 2, 2), DType::F32, &dev).unwrap();
         let err = |r: Result<Tensor>| r.unwrap_err().to_string();
         assert!(err(ba.forward_t(&[], &x(2, 8), false)).contains("got 0 earlier feature maps"));
-        assert!(err(ba.forward_t(&[&x(2, 5)], &x(2, 8), false))
-            .contains("earlier feature map 0 has shape [2, 5, 2, 2]"));
+        assert!(
+            err(ba.forward_t(&[&x(2, 5)], &x(2, 8), false)).contains("earlier feature map 0 has shape [2, 5, 2, 2]")
+        );
         assert!(err(ba.forward_t(&[&x(3, 4)], &x(2, 8), false)).contains("expected (2, 4, H, W)"));
         assert!(err(ba.forward_t(&[&x(2, 4)], &x(2, 7), false)).contains("has 7 channels"));
         assert!(err(ba.forward_t(&[&x(1, 4)], &x(1, 8), true)).contains("at least 2 images"));

@@ -25,14 +25,9 @@ impl Conv2d {
         vb: VarBuilder,
     ) -> Result<Self> {
         let init = pytorch_default(in_channels * kernel * kernel);
-        let weight =
-            vb.get_with_hints((out_channels, in_channels, kernel, kernel), "weight", init)?;
+        let weight = vb.get_with_hints((out_channels, in_channels, kernel, kernel), "weight", init)?;
         let bias = vb.get_with_hints(out_channels, "bias", init)?;
-        Ok(Self {
-            weight,
-            bias,
-            params,
-        })
+        Ok(Self { weight, bias, params })
     }
 
     /// The kernel, (out, in, k, k).

@@ -40,13 +40,7 @@ impl Dropout {
             .lock()
             .map_err(|_| candle_core::Error::Msg("dropout: generator lock poisoned".into()))?;
         let mask: Vec<f32> = (0..x.elem_count())
-            .map(|_| {
-                if rng.random::<f32>() < self.p {
-                    0.0
-                } else {
-                    scale
-                }
-            })
+            .map(|_| if rng.random::<f32>() < self.p { 0.0 } else { scale })
             .collect();
         drop(rng);
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;

@@ -38,14 +38,14 @@ impl Conv2dParams {
             candle_core::bail!("conv2d: expected input (b, c, h, w) and weight (cout, c, kh, kw), got {x:?} and {w:?}");
         };
         if c != cw {
-            candle_core::bail!("conv2d: input has {c} channels but the weight expects {cw} (input {x:?}, weight {w:?})");
+            candle_core::bail!(
+                "conv2d: input has {c} channels but the weight expects {cw} (input {x:?}, weight {w:?})"
+            );
         }
         let (sh, sw) = self.stride;
         let (ph, pw) = self.padding;
         if sh == 0 || sw == 0 || kh == 0 || kw == 0 {
-            candle_core::bail!(
-                "conv2d: stride and kernel must be positive ({self:?}, weight {w:?})"
-            );
+            candle_core::bail!("conv2d: stride and kernel must be positive ({self:?}, weight {w:?})");
         }
         if h + 2 * ph < kh || wd + 2 * pw < kw {
             candle_core::bail!(
@@ -74,8 +74,7 @@ impl Conv2dParams {
 /// Convolves `x` (b, c, h, w) with `weight` (cout, c, kh, kw); differentiable in both.
 pub fn conv2d(x: &Tensor, weight: &Tensor, params: Conv2dParams) -> Result<Tensor> {
     params.geometry(x.dims(), weight.dims())?;
-    x.contiguous()?
-        .apply_op2(&weight.contiguous()?, Conv2dForward(params))
+    x.contiguous()?.apply_op2(&weight.contiguous()?, Conv2dForward(params))
 }
 
 /// Runs `$body` with `$t` bound to the element type of `$storage`, for f32 and f64.
@@ -131,22 +130,15 @@ impl Conv2dForward {
 }
 
 /// Rewrites `rows` (images * positions, channels) as `out` (images, channels, positions).
-fn from_channels_last<T: Copy + Send + Sync>(
-    rows: &[T],
-    channels: usize,
-    positions: usize,
-    out: &mut [T],
-) {
+fn from_channels_last<T: Copy + Send + Sync>(rows: &[T], channels: usize, positions: usize, out: &mut [T]) {
     use rayon::prelude::*;
-    out.par_chunks_mut(positions)
-        .enumerate()
-        .for_each(|(plane, dst)| {
-            let (image, ch) = (plane / channels, plane % channels);
-            let src = &rows[image * positions * channels..];
-            for (pos, v) in dst.iter_mut().enumerate() {
-                *v = src[pos * channels + ch];
-            }
-        });
+    out.par_chunks_mut(positions).enumerate().for_each(|(plane, dst)| {
+        let (image, ch) = (plane / channels, plane % channels);
+        let src = &rows[image * positions * channels..];
+        for (pos, v) in dst.iter_mut().enumerate() {
+            *v = src[pos * channels + ch];
+        }
+    });
 }
 
 impl CustomOp2 for Conv2dForward {
@@ -154,13 +146,7 @@ impl CustomOp2 for Conv2dForward {
         "conv2d-im2col"
     }
 
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0.geometry(xl.dims(), wl.dims())?;
         let out = dispatch!(self.name(), xs, |T| Self::run::<T>(
             &g,
@@ -170,13 +156,7 @@ impl CustomOp2 for Conv2dForward {
         Ok((out, Shape::from((g.b, g.cout, g.oh, g.ow))))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = self.0.geometry(x.dims(), w.dims())?;
         let grad = grad.contiguous()?;
         let dx = if x.track_op() {
@@ -232,13 +212,7 @@ impl CustomOp2 for Conv2dInputGrad {
         "conv2d-im2col-input-grad"
     }
 
-    fn cpu_fwd(
-        &self,
-        gs: &CpuStorage,
-        gl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, gs: &CpuStorage, gl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = &self.0;
         let out = dispatch!(self.name(), gs, |T| Self::run::<T>(
             g,
@@ -288,13 +262,7 @@ impl CustomOp2 for Conv2dWeightGrad {
         "conv2d-im2col-weight-grad"
     }
 
-    fn cpu_fwd(
-        &self,
-        gs: &CpuStorage,
-        gl: &Layout,
-        xs: &CpuStorage,
-        xl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, gs: &CpuStorage, gl: &Layout, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = &self.0;
         let out = dispatch!(self.name(), gs, |T| Self::run::<T>(
             g,
@@ -335,34 +303,16 @@ mod tests {
         let dev = Device::Cpu;
         let x = Var::randn(0f64, 1., x_dims, &dev).unwrap();
         let w = Var::randn(0f64, 1., w_dims, &dev).unwrap();
-        let ours = conv2d(
-            x.as_tensor(),
-            w.as_tensor(),
-            Conv2dParams::square(stride, padding),
-        )
-        .unwrap();
-        let reference = x
-            .as_tensor()
-            .conv2d(w.as_tensor(), padding, stride, 1, 1)
-            .unwrap();
+        let ours = conv2d(x.as_tensor(), w.as_tensor(), Conv2dParams::square(stride, padding)).unwrap();
+        let reference = x.as_tensor().conv2d(w.as_tensor(), padding, stride, 1, 1).unwrap();
         assert_eq!(ours.dims(), reference.dims());
         assert!(
             max_abs_diff(&ours, &reference) < 1e-10,
             "forward differs for {x_dims:?} {w_dims:?}"
         );
         let probe = Tensor::randn(0f64, 1., ours.dims(), &dev).unwrap();
-        let g_ours = (ours * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g_ref = (reference * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let g_ours = (ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_ref = (reference * &probe).unwrap().sum_all().unwrap().backward().unwrap();
         for (name, v) in [("input", &x), ("weight", &w)] {
             let a = g_ours.get(v.as_tensor()).unwrap();
             let b = g_ref.get(v.as_tensor()).unwrap();
@@ -390,10 +340,7 @@ mod tests {
         let g = Conv2dParams::square(1, 1)
             .geometry(&[b, c, hw, hw], &[8, c, 3, 3])
             .unwrap();
-        assert!(
-            g.images_per_chunk(COL_BUDGET) < b,
-            "test must exercise chunking"
-        );
+        assert!(g.images_per_chunk(COL_BUDGET) < b, "test must exercise chunking");
         let x = Var::randn(0f32, 1., (b, c, hw, hw), &dev).unwrap();
         let w = Var::randn(0f32, 0.1, (8, c, 3, 3), &dev).unwrap();
         let ours = conv2d(x.as_tensor(), w.as_tensor(), Conv2dParams::square(1, 1)).unwrap();
@@ -431,12 +378,7 @@ mod tests {
     fn channel_mismatch_is_a_clear_error() {
         let x = Tensor::zeros((1, 3, 8, 8), DType::F32, &Device::Cpu).unwrap();
         let w = Tensor::zeros((4, 2, 3, 3), DType::F32, &Device::Cpu).unwrap();
-        let err = conv2d(&x, &w, Conv2dParams::square(1, 1))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("input has 3 channels but the weight expects 2"),
-            "{err}"
-        );
+        let err = conv2d(&x, &w, Conv2dParams::square(1, 1)).unwrap_err().to_string();
+        assert!(err.contains("input has 3 channels but the weight expects 2"), "{err}");
     }
 }

@@ -39,76 +39,74 @@ impl ConvGeometry {
         (budget / (self.positions() * self.patch()).max(1)).clamp(1, self.b)
     }
 
-    /// Input value feeding output position (oy, ox) through kernel tap (ky, kx), if inside.
+    /// For output position (oy, ox) and kernel row `ky`: the input row, the first and one past
+    /// the last kernel column that fall inside the input, and the input column of the first.
+    /// Consecutive kernel columns read consecutive input columns whatever the stride.
     #[inline]
-    fn source(&self, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<usize> {
+    fn window_row(&self, oy: usize, ox: usize, ky: usize) -> Option<(usize, usize, usize, usize)> {
         let iy = (oy * self.stride.0 + ky).checked_sub(self.padding.0)?;
-        let ix = (ox * self.stride.1 + kx).checked_sub(self.padding.1)?;
-        (iy < self.h && ix < self.w).then_some(iy * self.w + ix)
+        if iy >= self.h {
+            return None;
+        }
+        let x0 = ox * self.stride.1; // input column of kernel column 0, plus the padding
+        let kx_lo = self.padding.1.saturating_sub(x0);
+        let kx_hi = (self.w + self.padding.1).saturating_sub(x0).min(self.kw);
+        (kx_lo < kx_hi).then(|| (iy, kx_lo, kx_hi, x0 + kx_lo - self.padding.1))
     }
 }
 
 /// Fills `col` ((images * positions) x patch, row-major) from `x` (images, c, h, w).
 pub(crate) fn im2col<T: Copy + Send + Sync + Default>(g: &ConvGeometry, x: &[T], col: &mut [T]) {
     let (p, patch, plane) = (g.positions(), g.patch(), g.h * g.w);
-    col.par_chunks_mut(patch)
-        .enumerate()
-        .for_each(|(row, dst)| {
-            let image = &x[(row / p) * g.c * plane..][..g.c * plane];
-            let (oy, ox) = ((row % p) / g.ow, (row % p) % g.ow);
-            for ci in 0..g.c {
-                let src = &image[ci * plane..][..plane];
-                for ky in 0..g.kh {
-                    for kx in 0..g.kw {
-                        dst[(ci * g.kh + ky) * g.kw + kx] =
-                            g.source(oy, ox, ky, kx).map_or(T::default(), |i| src[i]);
+    col.par_chunks_mut(patch).enumerate().for_each(|(row, dst)| {
+        let image = &x[(row / p) * g.c * plane..][..g.c * plane];
+        let (oy, ox) = ((row % p) / g.ow, (row % p) % g.ow);
+        for (ci, taps) in dst.chunks_exact_mut(g.kh * g.kw).enumerate() {
+            let src = &image[ci * plane..][..plane];
+            for (ky, out) in taps.chunks_exact_mut(g.kw).enumerate() {
+                match g.window_row(oy, ox, ky) {
+                    Some((iy, lo, hi, ix)) => {
+                        out[..lo].fill(T::default());
+                        out[lo..hi].copy_from_slice(&src[iy * g.w + ix..][..hi - lo]);
+                        out[hi..].fill(T::default());
                     }
+                    None => out.fill(T::default()),
                 }
             }
-        });
+        }
+    });
 }
 
 /// Adds every entry of `col` back to the input position it was read from: dx (images, c, h, w).
-pub(crate) fn col2im<T: Copy + Send + Sync + std::ops::AddAssign>(
-    g: &ConvGeometry,
-    col: &[T],
-    dx: &mut [T],
-) {
+pub(crate) fn col2im<T: Copy + Send + Sync + std::ops::AddAssign>(g: &ConvGeometry, col: &[T], dx: &mut [T]) {
     let (p, patch, taps) = (g.positions(), g.patch(), g.kh * g.kw);
-    dx.par_chunks_mut(g.h * g.w)
-        .enumerate()
-        .for_each(|(plane_index, dst)| {
-            let (image, ci) = (plane_index / g.c, plane_index % g.c);
-            for pos in 0..p {
-                let (oy, ox) = (pos / g.ow, pos % g.ow);
-                let src = &col[(image * p + pos) * patch + ci * taps..][..taps];
-                for ky in 0..g.kh {
-                    for kx in 0..g.kw {
-                        if let Some(i) = g.source(oy, ox, ky, kx) {
-                            dst[i] += src[ky * g.kw + kx];
-                        }
+    dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane_index, dst)| {
+        let (image, ci) = (plane_index / g.c, plane_index % g.c);
+        for pos in 0..p {
+            let (oy, ox) = (pos / g.ow, pos % g.ow);
+            let src = &col[(image * p + pos) * patch + ci * taps..][..taps];
+            for ky in 0..g.kh {
+                if let Some((iy, lo, hi, ix)) = g.window_row(oy, ox, ky) {
+                    let d = &mut dst[iy * g.w + ix..][..hi - lo];
+                    for (d, &s) in d.iter_mut().zip(&src[ky * g.kw + lo..ky * g.kw + hi]) {
+                        *d += s;
                     }
                 }
             }
-        });
+        }
+    });
 }
 
 /// Rewrites `src` of shape (images, channels, positions) as (images * positions, channels).
-pub(crate) fn channels_last<T: Copy + Send + Sync + Default>(
-    src: &[T],
-    channels: usize,
-    positions: usize,
-) -> Vec<T> {
+pub(crate) fn channels_last<T: Copy + Send + Sync + Default>(src: &[T], channels: usize, positions: usize) -> Vec<T> {
     let mut dst = vec![T::default(); src.len()];
-    dst.par_chunks_mut(channels)
-        .enumerate()
-        .for_each(|(row, d)| {
-            let (image, pos) = (row / positions, row % positions);
-            let s = &src[image * channels * positions..];
-            for (ch, v) in d.iter_mut().enumerate() {
-                *v = s[ch * positions + pos];
-            }
-        });
+    dst.par_chunks_mut(channels).enumerate().for_each(|(row, d)| {
+        let (image, pos) = (row / positions, row % positions);
+        let s = &src[image * channels * positions..];
+        for (ch, v) in d.iter_mut().enumerate() {
+            *v = s[ch * positions + pos];
+        }
+    });
     dst
 }
 
@@ -128,12 +126,8 @@ pub(crate) fn matmul<T: candle_core::WithDType>(
     rhs: MatRef<'_, T>,
 ) {
     assert!(dst.len() >= m * n, "matmul: destination too small");
-    assert!(
-        m == 0 || k == 0 || lhs.data.len() > (m - 1) * lhs.row_stride + (k - 1) * lhs.col_stride
-    );
-    assert!(
-        n == 0 || k == 0 || rhs.data.len() > (k - 1) * rhs.row_stride + (n - 1) * rhs.col_stride
-    );
+    assert!(m == 0 || k == 0 || lhs.data.len() > (m - 1) * lhs.row_stride + (k - 1) * lhs.col_stride);
+    assert!(n == 0 || k == 0 || rhs.data.len() > (k - 1) * rhs.row_stride + (n - 1) * rhs.col_stride);
     let threads = rayon::current_num_threads();
     let parallelism = if threads > 1 {
         Parallelism::Rayon(threads)

@@ -123,13 +123,11 @@ impl CustomOp1 for MaxPool2d {
         let dims = layout.dims();
         let (out, idx, shape) = match storage.dtype() {
             DType::F32 => {
-                let (o, i, s) =
-                    self.forward::<f32>(contiguous_slice(self.name(), storage, layout)?, dims)?;
+                let (o, i, s) = self.forward::<f32>(contiguous_slice(self.name(), storage, layout)?, dims)?;
                 (CpuStorage::F32(o), i, s)
             }
             DType::F64 => {
-                let (o, i, s) =
-                    self.forward::<f64>(contiguous_slice(self.name(), storage, layout)?, dims)?;
+                let (o, i, s) = self.forward::<f64>(contiguous_slice(self.name(), storage, layout)?, dims)?;
                 (CpuStorage::F64(o), i, s)
             }
             dt => candle_core::bail!("max_pool2d: unsupported dtype {dt:?}"),
@@ -188,12 +186,12 @@ impl CustomOp1 for MaxPool2dBackward {
             candle_core::bail!("max_pool2d backward: the forward pass recorded no arg-max");
         };
         let out = match storage.dtype() {
-            DType::F32 => CpuStorage::F32(
-                self.backward::<f32>(contiguous_slice(self.name(), storage, layout)?, argmax)?,
-            ),
-            DType::F64 => CpuStorage::F64(
-                self.backward::<f64>(contiguous_slice(self.name(), storage, layout)?, argmax)?,
-            ),
+            DType::F32 => {
+                CpuStorage::F32(self.backward::<f32>(contiguous_slice(self.name(), storage, layout)?, argmax)?)
+            }
+            DType::F64 => {
+                CpuStorage::F64(self.backward::<f64>(contiguous_slice(self.name(), storage, layout)?, argmax)?)
+            }
             dt => candle_core::bail!("max_pool2d backward: unsupported dtype {dt:?}"),
         };
         Ok((out, Shape::from(self.input_dims.to_vec())))
@@ -208,9 +206,7 @@ fn lock(m: &Mutex<Option<Vec<u32>>>) -> Result<std::sync::MutexGuard<'_, Option<
 fn dims4(dims: &[usize]) -> Result<[usize; 4]> {
     match dims {
         &[b, c, h, w] => Ok([b, c, h, w]),
-        _ => candle_core::bail!(
-            "max_pool2d: expected a (batch, channels, height, width) tensor, got shape {dims:?}"
-        ),
+        _ => candle_core::bail!("max_pool2d: expected a (batch, channels, height, width) tensor, got shape {dims:?}"),
     }
 }
 
@@ -243,19 +239,12 @@ mod tests {
     fn overlapping_windows_forward_by_hand() {
         // 1x1x3x5 input, kernel 3 stride 2 -> 1x2 output.
         let x = Tensor::new(
-            &[[[
-                [1f32, 2., 9., 0., 0.],
-                [0., 5., 0., 3., 8.],
-                [4., 0., 0., 7., 1.],
-            ]]],
+            &[[[[1f32, 2., 9., 0., 0.], [0., 5., 0., 3., 8.], [4., 0., 0., 7., 1.]]]],
             &Device::Cpu,
         )
         .unwrap();
         let y = pool(&x, 3, 2);
-        assert_eq!(
-            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            vec![9., 9.]
-        );
+        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![9., 9.]);
     }
 
     #[test]
@@ -294,11 +283,7 @@ mod tests {
     #[test]
     fn nan_is_propagated_like_pytorch() {
         let x = Tensor::new(&[[[[1f32, f32::NAN], [3., 2.]]]], &Device::Cpu).unwrap();
-        let y = pool(&x, 2, 2)
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let y = pool(&x, 2, 2).flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!(y[0].is_nan());
     }
 
@@ -368,9 +353,7 @@ mod tests {
     #[test]
     fn rejects_bad_shapes() {
         let x = Tensor::zeros((1, 1, 2, 2), DType::F32, &Device::Cpu).unwrap();
-        let err = max_pool2d(&x, MaxPool2dParams::square(3, 2))
-            .unwrap_err()
-            .to_string();
+        let err = max_pool2d(&x, MaxPool2dParams::square(3, 2)).unwrap_err().to_string();
         assert!(err.contains("smaller than the window"), "{err}");
         let x = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
         assert!(max_pool2d(&x, MaxPool2dParams::square(1, 1)).is_err());

@@ -1,0 +1,244 @@
+//! Seeded, parallel, prefetching batches of transformed images as Candle tensors.
+//!
+//! The order of an epoch is a shuffle drawn from `(shuffle_seed, epoch)`; each image's
+//! augmentation draws from its own generator at `(augment_seed, epoch, position)`. Batches are
+//! therefore the same whatever the number of threads, and two runs with the same seeds (one per
+//! model, say) see the same images in the same order with the same augmentation.
+
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rayon::prelude::*;
+
+use crate::dataset::Split;
+use crate::error::Result;
+use crate::transforms::{Image, Transform};
+use crate::Rng;
+
+/// Batches prepared ahead of the one being consumed.
+const PREFETCH: usize = 2;
+
+/// How a loader cuts and orders an epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoaderConfig {
+    /// Images per batch.
+    pub batch_size: usize,
+    /// Whether each epoch visits the images in a fresh random order.
+    pub shuffle: bool,
+    /// Whether a last, smaller batch is dropped.
+    pub drop_last: bool,
+    /// Seed of the epoch orders.
+    pub shuffle_seed: u64,
+    /// Seed of the per-image augmentation draws.
+    pub augment_seed: u64,
+}
+
+/// One batch: normalised images (B, 3, H, W) f32 and labels (B,) u32.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The images.
+    pub images: Tensor,
+    /// The class of each image.
+    pub labels: Tensor,
+}
+
+/// Produces the batches of a split through a transform.
+pub struct Loader {
+    split: Arc<Split>,
+    transform: Arc<dyn Transform>,
+    config: LoaderConfig,
+    device: Device,
+}
+
+impl Loader {
+    /// A loader over `split`; `batch_size` must be positive.
+    pub fn new(split: Arc<Split>, transform: Arc<dyn Transform>, config: LoaderConfig, device: Device) -> Self {
+        assert!(config.batch_size > 0, "batch size must be positive");
+        Self {
+            split,
+            transform,
+            config,
+            device,
+        }
+    }
+
+    /// Batches in one epoch.
+    pub fn batches_per_epoch(&self) -> usize {
+        let (n, b) = (self.split.len(), self.config.batch_size);
+        if self.config.drop_last {
+            n / b
+        } else {
+            n.div_ceil(b)
+        }
+    }
+
+    /// Images seen in one epoch.
+    pub fn images_per_epoch(&self) -> usize {
+        if self.config.drop_last {
+            self.batches_per_epoch() * self.config.batch_size
+        } else {
+            self.split.len()
+        }
+    }
+
+    /// The image indices of `epoch`, in visiting order.
+    pub fn order(&self, epoch: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.split.len()).collect();
+        if self.config.shuffle {
+            order.shuffle(&mut epoch_rng(self.config.shuffle_seed, epoch, 0));
+        }
+        order.truncate(self.images_per_epoch());
+        order
+    }
+
+    /// The batches of `epoch`, prepared on a background thread while the caller consumes them.
+    pub fn epoch(&self, epoch: usize) -> EpochIter {
+        let (tx, rx) = sync_channel(PREFETCH);
+        let order = self.order(epoch);
+        let (split, transform, device) = (self.split.clone(), self.transform.clone(), self.device.clone());
+        let (batch_size, seed) = (self.config.batch_size, self.config.augment_seed);
+        let worker = std::thread::spawn(move || {
+            for (b, chunk) in order.chunks(batch_size).enumerate() {
+                let batch = make_batch(&split, transform.as_ref(), chunk, b * batch_size, seed, epoch, &device);
+                if tx.send(batch).is_err() {
+                    return; // the consumer stopped early
+                }
+            }
+        });
+        EpochIter {
+            rx,
+            worker: Some(worker),
+        }
+    }
+}
+
+/// The generator for `position` of `epoch` under `seed`: a ChaCha stream per epoch and 2^16
+/// words per position, so no two positions share numbers.
+fn epoch_rng(seed: u64, epoch: usize, position: usize) -> Rng {
+    let mut rng = Rng::seed_from_u64(seed);
+    rng.set_stream(epoch as u64);
+    rng.set_word_pos((position as u128) << 16);
+    rng
+}
+
+fn make_batch(
+    split: &Split,
+    transform: &dyn Transform,
+    indices: &[usize],
+    first_position: usize,
+    seed: u64,
+    epoch: usize,
+    device: &Device,
+) -> Result<Batch> {
+    let images: Vec<Image> = indices
+        .par_iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            transform.apply(
+                Image::from_cifar(split.image(i)),
+                &mut epoch_rng(seed, epoch, first_position + k),
+            )
+        })
+        .collect();
+    let (h, w) = (images[0].height, images[0].width);
+    let mut data = Vec::with_capacity(images.len() * 3 * h * w);
+    for img in &images {
+        data.extend_from_slice(&img.data);
+    }
+    let labels: Vec<u32> = indices.iter().map(|&i| split.label(i) as u32).collect();
+    Ok(Batch {
+        images: Tensor::from_vec(data, (indices.len(), 3, h, w), device)?,
+        labels: Tensor::from_vec(labels, indices.len(), device)?,
+    })
+}
+
+/// Iterator over the batches of one epoch.
+pub struct EpochIter {
+    rx: Receiver<Result<Batch>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl Iterator for EpochIter {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.rx.recv() {
+            Ok(batch) => Some(batch),
+            Err(_) => {
+                if let Some(worker) = self.worker.take() {
+                    if let Err(panic) = worker.join() {
+                        std::panic::resume_unwind(panic);
+                    }
+                }
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transforms::{simple_train_pipeline, test_pipeline};
+
+    fn split(n: usize) -> Arc<Split> {
+        let mut s = Split::default();
+        for i in 0..n {
+            s.push((i % 10) as u8, &vec![(i * 3 % 256) as u8; crate::dataset::IMAGE_BYTES]);
+        }
+        Arc::new(s)
+    }
+
+    fn config(batch_size: usize, drop_last: bool) -> LoaderConfig {
+        LoaderConfig {
+            batch_size,
+            shuffle: true,
+            drop_last,
+            shuffle_seed: 1,
+            augment_seed: 2,
+        }
+    }
+
+    #[test]
+    fn epochs_are_permutations_with_or_without_the_last_batch() {
+        let loader = Loader::new(split(25), Arc::new(test_pipeline(32)), config(10, true), Device::Cpu);
+        assert_eq!((loader.batches_per_epoch(), loader.images_per_epoch()), (2, 20));
+        let order = loader.order(0);
+        let mut sorted = order.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 20);
+        assert_ne!(order, loader.order(1), "each epoch reshuffles");
+        let batches: Vec<_> = loader.epoch(0).map(|b| b.unwrap()).collect();
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[0].images.dims(), &[10, 3, 32, 32]);
+        let keep = Loader::new(split(25), Arc::new(test_pipeline(32)), config(10, false), Device::Cpu);
+        let sizes: Vec<_> = keep.epoch(0).map(|b| b.unwrap().labels.dims()[0]).collect();
+        assert_eq!(sizes, vec![10, 10, 5]);
+    }
+
+    #[test]
+    fn the_same_seeds_give_the_same_batches_whatever_the_thread_count() {
+        let data = split(12);
+        let run = |threads: usize| {
+            let loader = Loader::new(
+                data.clone(),
+                Arc::new(simple_train_pipeline(28)),
+                config(4, true),
+                Device::Cpu,
+            );
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                loader
+                    .epoch(3)
+                    .map(|b| b.unwrap().images.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(run(1), run(3));
+    }
+}

@@ -1,0 +1,108 @@
+//! The reader on the real CIFAR-10 archive (when `../shared/data` is beside the repository) and
+//! on the committed sample.
+
+use std::path::{Path, PathBuf};
+
+use ba_data::{Cifar10, DataError};
+use md5::{Digest, Md5};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn full_archive_reads_50000_plus_10000_records_with_known_first_labels() {
+    let archive = repo_root().join("../shared/data/cifar-10-binary.tar.gz");
+    if !archive.exists() {
+        eprintln!("skipped: {} is not here", archive.display());
+        return;
+    }
+    let data = Cifar10::open(&archive).unwrap();
+    assert_eq!((data.train.len(), data.test.len()), (50_000, 10_000));
+    assert_eq!(data.train.class_counts(), [5000; 10]);
+    assert_eq!(data.test.class_counts(), [1000; 10]);
+    assert_eq!(data.classes[data.train.label(0) as usize], "frog");
+    assert_eq!(data.classes[data.test.label(0) as usize], "cat");
+}
+
+/// md5 of each committed sample file, as `data/README.md` lists them.
+const SAMPLE_MD5: [(&str, &str); 2] = [
+    (
+        "data/cifar-10-sample/data_batch_1.bin.gz",
+        include_str!("../../../data/cifar-10-sample/data_batch_1.bin.gz.md5"),
+    ),
+    (
+        "data/cifar-10-sample/test_batch.bin.gz",
+        include_str!("../../../data/cifar-10-sample/test_batch.bin.gz.md5"),
+    ),
+];
+
+#[test]
+fn sample_files_have_the_documented_checksums() {
+    let readme = std::fs::read_to_string(repo_root().join("data/README.md")).unwrap();
+    for (file, md5) in SAMPLE_MD5 {
+        let md5 = md5.trim();
+        let actual = format!("{:x}", Md5::digest(std::fs::read(repo_root().join(file)).unwrap()));
+        assert_eq!(actual, md5, "{file}");
+        assert!(readme.contains(md5), "data/README.md must list {md5} for {file}");
+    }
+}
+
+#[test]
+fn sample_holds_500_train_and_100_test_images_per_class() {
+    let data = Cifar10::open(repo_root().join("data/cifar-10-sample")).unwrap();
+    assert_eq!(data.train.class_counts(), [500; 10]);
+    assert_eq!(data.test.class_counts(), [100; 10]);
+    assert_eq!(data.classes[data.train.label(0) as usize], "frog");
+    assert_eq!(data.classes[data.test.label(0) as usize], "cat");
+}
+
+#[test]
+fn sample_equals_the_first_images_of_each_class_in_the_archive() {
+    let archive = repo_root().join("../shared/data/cifar-10-binary.tar.gz");
+    if !archive.exists() {
+        eprintln!("skipped: {} is not here", archive.display());
+        return;
+    }
+    let full = Cifar10::open(&archive).unwrap();
+    let sample = Cifar10::open(repo_root().join("data/cifar-10-sample")).unwrap();
+    for (whole, part, per_class) in [(&full.train, &sample.train, 500), (&full.test, &sample.test, 100)] {
+        let picked = whole.first_per_class(per_class);
+        assert_eq!(picked.len(), part.len());
+        for (k, &i) in picked.iter().enumerate() {
+            assert_eq!(
+                (whole.label(i), whole.image(i)),
+                (part.label(k), part.image(k)),
+                "image {k}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_inputs_name_the_file_and_the_problem() {
+    let dir = std::env::temp_dir().join(format!("ba-data-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("nope");
+    let err = Cifar10::open(&missing).unwrap_err();
+    assert!(
+        matches!(err, DataError::Io { .. }) && err.to_string().contains("nope"),
+        "{err}"
+    );
+
+    let err = Cifar10::open(&dir).unwrap_err().to_string();
+    assert!(err.contains("no data_batch_*.bin found"), "{err}");
+
+    std::fs::write(dir.join("data_batch_1.bin"), vec![0u8; 3073 + 5]).unwrap();
+    let err = Cifar10::open(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("data_batch_1.bin: 3078 bytes is not a whole number"),
+        "{err}"
+    );
+
+    let not_gzip = dir.join("archive.tar.gz");
+    std::fs::write(&not_gzip, b"definitely not gzip").unwrap();
+    let err = Cifar10::open(&not_gzip).unwrap_err().to_string();
+    assert!(err.contains("archive.tar.gz: not a gzipped tar archive"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

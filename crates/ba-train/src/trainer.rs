@@ -1,0 +1,157 @@
+//! The training loop: epochs of training then evaluation, with per-epoch metrics.
+
+use std::time::Instant;
+
+use ba_core::model::ImageClassifier;
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+use crate::loss::{correct_predictions, label_smoothing_cross_entropy};
+use crate::optim::Adam;
+use crate::schedule::CosineAnnealing;
+
+/// A batch of (images, labels) as the loop consumes it, or the loader's error.
+pub type BatchResult<E> = std::result::Result<(Tensor, Tensor), E>;
+
+/// Loss, accuracy and speed over one pass of a data set.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PassStats {
+    /// Mean loss per image.
+    pub loss: f64,
+    /// Fraction of images whose top prediction is the label.
+    pub accuracy: f64,
+    /// Images seen.
+    pub images: usize,
+    /// Wall-clock seconds of the pass.
+    pub seconds: f64,
+}
+
+impl PassStats {
+    /// Images per second.
+    pub fn images_per_second(&self) -> f64 {
+        self.images as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// One line of the metrics file.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch, from 1.
+    pub epoch: usize,
+    /// Learning rate at the end of the epoch.
+    pub lr: f64,
+    /// The training pass (with dropout and augmentation).
+    pub train: PassStats,
+    /// The evaluation pass.
+    pub val: PassStats,
+}
+
+/// Trains one model with Adam, a per-step cosine schedule and label-smoothing cross-entropy.
+pub struct Trainer<'a> {
+    model: &'a dyn ImageClassifier,
+    optimizer: Adam,
+    schedule: CosineAnnealing,
+    label_smoothing: f64,
+    epoch: usize,
+}
+
+impl<'a> Trainer<'a> {
+    /// A trainer for `model`, whose variables `optimizer` updates.
+    pub fn new(
+        model: &'a dyn ImageClassifier,
+        optimizer: Adam,
+        schedule: CosineAnnealing,
+        label_smoothing: f64,
+    ) -> Self {
+        Self {
+            model,
+            optimizer,
+            schedule,
+            label_smoothing,
+            epoch: 0,
+        }
+    }
+
+    /// One optimisation step on a batch: returns the loss and the number of correct predictions.
+    pub fn step(&mut self, images: &Tensor, labels: &Tensor) -> Result<(f32, usize)> {
+        let logits = self.model.forward_t(images, true)?;
+        let loss = label_smoothing_cross_entropy(&logits, labels, self.label_smoothing)?;
+        let grads = loss.backward()?;
+        let lr = self.schedule.lr(self.optimizer.steps() as usize);
+        self.optimizer.step(&grads, lr)?;
+        Ok((loss.to_scalar::<f32>()?, correct_predictions(&logits, labels)?))
+    }
+
+    /// Trains on every batch of `batches` once.
+    pub fn train_epoch<E>(&mut self, batches: impl Iterator<Item = BatchResult<E>>) -> Result<PassStats>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        self.epoch += 1;
+        let start = Instant::now();
+        let (mut loss_sum, mut correct, mut images) = (0.0, 0, 0);
+        for (i, batch) in batches.enumerate() {
+            let (x, y) = batch.map_err(|e| TrainError::Data(Box::new(e)))?;
+            let (loss, hits) = self.step(&x, &y)?;
+            if !loss.is_finite() {
+                return Err(TrainError::NonFinite {
+                    epoch: self.epoch,
+                    step: i + 1,
+                    loss,
+                });
+            }
+            let n = y.dim(0)?;
+            loss_sum += loss as f64 * n as f64;
+            correct += hits;
+            images += n;
+            tracing::debug!(epoch = self.epoch, step = i + 1, loss, "train step");
+        }
+        Ok(stats(loss_sum, correct, images, start))
+    }
+
+    /// Evaluates the model (no dropout, running batch-norm statistics) on `batches`.
+    pub fn evaluate<E>(&self, batches: impl Iterator<Item = BatchResult<E>>) -> Result<PassStats>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        evaluate(self.model, self.label_smoothing, batches)
+    }
+
+    /// The learning rate the next step will use.
+    pub fn current_lr(&self) -> f64 {
+        self.schedule.lr(self.optimizer.steps() as usize)
+    }
+}
+
+/// Loss (label smoothing `label_smoothing`) and accuracy of `model` in evaluation mode.
+pub fn evaluate<E>(
+    model: &dyn ImageClassifier,
+    label_smoothing: f64,
+    batches: impl Iterator<Item = BatchResult<E>>,
+) -> Result<PassStats>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let start = Instant::now();
+    let (mut loss_sum, mut correct, mut images) = (0.0, 0, 0);
+    for batch in batches {
+        let (x, y) = batch.map_err(|e| TrainError::Data(Box::new(e)))?;
+        let logits = model.forward_t(&x, false)?.detach();
+        let n = y.dim(0)?;
+        loss_sum += label_smoothing_cross_entropy(&logits, &y, label_smoothing)?.to_scalar::<f32>()? as f64 * n as f64;
+        correct += correct_predictions(&logits, &y)?;
+        images += n;
+    }
+    Ok(stats(loss_sum, correct, images, start))
+}
+
+fn stats(loss_sum: f64, correct: usize, images: usize, start: Instant) -> PassStats {
+    let n = images.max(1) as f64;
+    PassStats {
+        loss: loss_sum / n,
+        accuracy: correct as f64 / n,
+        images,
+        seconds: start.elapsed().as_secs_f64(),
+    }
+}

@@ -1,0 +1,5 @@
+//! One module per verb.
+
+pub mod compare;
+pub mod make_sample;
+pub mod train;

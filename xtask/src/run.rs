@@ -1,0 +1,152 @@
+//! Training one model under a recipe, into a run folder.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use ba_core::init::SeededVarMap;
+use ba_core::model::ParameterCount;
+use ba_core::rng::{derive_seed, rng_for};
+use ba_data::transforms::{simple_train_pipeline, test_pipeline};
+use ba_data::{Batch, Cifar10, Loader, LoaderConfig};
+use ba_models::{ModelConfig, ModelKind, INPUT_SIZE};
+use ba_train::checkpoint::save_weights;
+use ba_train::metrics::MetricsWriter;
+use ba_train::{Adam, AdamConfig, CosineAnnealing, EpochRecord, Trainer};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use serde::Serialize;
+
+use crate::preset::Recipe;
+
+/// What a finished run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub model: String,
+    pub parameters: usize,
+    pub trainable_parameters: usize,
+    pub epochs: Vec<EpochRecord>,
+    pub best_epoch: usize,
+    pub seconds: f64,
+}
+
+impl RunSummary {
+    pub fn last(&self) -> &EpochRecord {
+        self.epochs.last().expect("a run has at least one epoch")
+    }
+
+    pub fn best(&self) -> &EpochRecord {
+        &self.epochs[self.best_epoch - 1]
+    }
+}
+
+/// The loaders of a recipe. Both models of a comparison get loaders with the same seeds, so
+/// they see the same images in the same order with the same augmentation.
+pub struct Loaders {
+    pub train: Loader,
+    pub val: Loader,
+}
+
+impl Loaders {
+    pub fn new(data: &Cifar10, recipe: &Recipe, device: &Device) -> Self {
+        let config = LoaderConfig {
+            batch_size: recipe.batch_size,
+            shuffle: true,
+            drop_last: true,
+            shuffle_seed: derive_seed(recipe.seed, "shuffle"),
+            augment_seed: derive_seed(recipe.seed, "augment"),
+        };
+        let train = Loader::new(
+            Arc::new(data.train.clone()),
+            Arc::new(simple_train_pipeline(INPUT_SIZE)),
+            config,
+            device.clone(),
+        );
+        let val_config = LoaderConfig {
+            shuffle: false,
+            drop_last: false,
+            ..config
+        };
+        let val = Loader::new(
+            Arc::new(data.test.clone()),
+            Arc::new(test_pipeline(INPUT_SIZE)),
+            val_config,
+            device.clone(),
+        );
+        Self { train, val }
+    }
+}
+
+fn pairs(batch: ba_data::Result<Batch>) -> ba_data::Result<(Tensor, Tensor)> {
+    batch.map(|b| (b.images, b.labels))
+}
+
+/// Trains `kind` under `recipe`, writing `metrics.jsonl`, `best.safetensors` and
+/// `final.safetensors` into `dir`.
+pub fn train_model(
+    kind: ModelKind,
+    loaders: &Loaders,
+    recipe: &Recipe,
+    device: &Device,
+    dir: &Path,
+) -> Result<RunSummary> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let vars = VarMap::new();
+    let vb = SeededVarMap::builder(&vars, rng_for(recipe.seed, "init"), DType::F32, device);
+    let model = kind.build(ModelConfig::cifar10(derive_seed(recipe.seed, "dropout")), vb)?;
+    let count = ParameterCount::of(&vars);
+    let steps = recipe.epochs * loaders.train.batches_per_epoch();
+    let schedule = CosineAnnealing {
+        base_lr: recipe.lr,
+        eta_min: 0.0,
+        total_steps: steps,
+    };
+    let optimizer = Adam::new(
+        &vars,
+        AdamConfig {
+            weight_decay: recipe.weight_decay,
+            ..AdamConfig::default()
+        },
+    );
+    let mut trainer = Trainer::new(model.as_ref(), optimizer, schedule, recipe.label_smoothing);
+    let mut metrics = MetricsWriter::create(&dir.join("metrics.jsonl"))?;
+    let start = Instant::now();
+    let mut epochs: Vec<EpochRecord> = Vec::new();
+    let mut best_epoch = 0;
+    for epoch in 1..=recipe.epochs {
+        let train = trainer.train_epoch(loaders.train.epoch(epoch - 1).map(pairs))?;
+        let val = trainer.evaluate(loaders.val.epoch(0).map(pairs))?;
+        let record = EpochRecord {
+            epoch,
+            lr: trainer.current_lr(),
+            train,
+            val,
+        };
+        metrics.append(&record)?;
+        tracing::info!(
+            model = kind.name(),
+            epoch,
+            train_loss = format!("{:.4}", train.loss),
+            train_acc = format!("{:.4}", train.accuracy),
+            val_loss = format!("{:.4}", val.loss),
+            val_acc = format!("{:.4}", val.accuracy),
+            images_per_s = format!("{:.1}", train.images_per_second()),
+            "epoch done"
+        );
+        if best_epoch == 0 || val.accuracy > epochs[best_epoch - 1].val.accuracy {
+            best_epoch = epoch;
+            save_weights(&vars, &dir.join("best.safetensors"))?;
+        }
+        epochs.push(record);
+    }
+    save_weights(&vars, &dir.join("final.safetensors"))?;
+    Ok(RunSummary {
+        model: kind.name().to_string(),
+        parameters: count.total,
+        trainable_parameters: count.trainable,
+        epochs,
+        best_epoch,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
