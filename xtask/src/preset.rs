@@ -18,13 +18,13 @@ pub struct RecipeArgs {
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
     /// Peak learning rate of Adam [default: 1e-3 on the sample, 1e-4 otherwise].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// Coupled L2 weight decay of Adam.
-    #[arg(long, default_value_t = 1e-5)]
+    #[arg(long, default_value_t = 1e-5, allow_negative_numbers = true)]
     pub weight_decay: f64,
     /// Label smoothing of the cross-entropy.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     pub label_smoothing: f64,
     /// Run seed: fixes initialisation, data order, augmentation and dropout.
     #[arg(long, default_value_t = 42)]
@@ -83,5 +83,46 @@ impl RecipeArgs {
             bail!("--label-smoothing must be in [0, 1), got {}", recipe.label_smoothing);
         }
         Ok(recipe)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+    }
+
+    fn recipe(args: &[&str]) -> Result<Recipe> {
+        Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied()))?.recipe.recipe()
+    }
+
+    #[test]
+    fn sample_and_full_data_get_their_defaults() {
+        let quick = recipe(&[]).unwrap();
+        assert!(quick.sample);
+        assert_eq!((quick.epochs, quick.lr, quick.batch_size, quick.seed), (2, 1e-3, 128, 42));
+        let full = recipe(&["--data", "/data/cifar-10-binary.tar.gz"]).unwrap();
+        assert_eq!((full.epochs, full.lr, full.weight_decay, full.label_smoothing), (100, 1e-4, 1e-5, 0.1));
+        let custom = recipe(&["--epochs", "7", "--lr", "0.01", "--seed", "3", "--batch-size", "64"]).unwrap();
+        assert_eq!((custom.epochs, custom.lr, custom.seed, custom.batch_size), (7, 0.01, 3, 64));
+    }
+
+    #[test]
+    fn invalid_values_are_rejected_before_any_work() {
+        for (args, message) in [
+            (&["--epochs", "0"][..], "--epochs must be at least 1"),
+            (&["--batch-size", "1"][..], "--batch-size must be at least 2"),
+            (&["--lr", "-0.1"][..], "--lr must be a positive number"),
+            (&["--lr", "NaN"][..], "--lr must be a positive number"),
+            (&["--label-smoothing", "1"][..], "--label-smoothing must be in [0, 1)"),
+        ] {
+            let err = recipe(args).unwrap_err().to_string();
+            assert!(err.contains(message), "{args:?}: {err}");
+        }
     }
 }

@@ -150,3 +150,49 @@ pub fn train_model(
         seconds: start.elapsed().as_secs_f64(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ba_data::Split;
+    use ba_train::metrics::read_metrics;
+
+    fn subset(split: &Split, per_class: usize) -> Split {
+        let mut out = Split::default();
+        for i in split.first_per_class(per_class) {
+            out.push(split.label(i), split.image(i));
+        }
+        out
+    }
+
+    #[test]
+    fn a_run_writes_metrics_and_loadable_checkpoints() {
+        let full = Cifar10::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/cifar-10-sample")).unwrap();
+        let data = Cifar10 { train: subset(&full.train, 2), test: subset(&full.test, 1), classes: full.classes.clone() };
+        let recipe = Recipe {
+            data: "unused".into(),
+            sample: true,
+            epochs: 2,
+            batch_size: 8,
+            lr: 1e-3,
+            weight_decay: 1e-5,
+            label_smoothing: 0.1,
+            seed: 5,
+        };
+        let dir = std::env::temp_dir().join(format!("xtask-run-{}", std::process::id()));
+        let loaders = Loaders::new(&data, &recipe, &Device::Cpu);
+        assert_eq!(loaders.train.batches_per_epoch(), 2, "20 images, batch 8, last batch dropped");
+        let summary = train_model(ModelKind::BaAlexNet, &loaders, &recipe, &Device::Cpu, &dir).unwrap();
+        assert_eq!((summary.parameters, summary.trainable_parameters), (7_529_258, 7_529_210));
+        let metrics = read_metrics(&dir.join("metrics.jsonl")).unwrap();
+        assert_eq!(metrics, summary.epochs);
+        assert_eq!(metrics.iter().map(|r| r.train.images).collect::<Vec<_>>(), vec![16, 16]);
+        assert_eq!(metrics[1].val.images, 10);
+        for file in ["best.safetensors", "final.safetensors"] {
+            let tensors = candle_core::safetensors::load(dir.join(file), &Device::Cpu).unwrap();
+            assert_eq!(tensors["ba.generation.1.weight"].dims(), &[128, 8, 1, 1]);
+            assert_eq!(tensors.len(), 16 + 16);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,52 @@
+//! A few optimisation steps on a fixed batch of real images lower the loss, for both models.
+
+use ba_core::init::SeededVarMap;
+use ba_core::rng::rng_for;
+use ba_data::transforms::{test_pipeline, Image, Transform};
+use ba_data::Cifar10;
+use ba_models::{ModelConfig, ModelKind, INPUT_SIZE};
+use ba_train::loss::label_smoothing_cross_entropy;
+use ba_train::{Adam, AdamConfig, CosineAnnealing, Trainer};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use rand::SeedableRng;
+
+fn fixed_batch(n: usize) -> (Tensor, Tensor) {
+    let data = Cifar10::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/cifar-10-sample")).unwrap();
+    let pipeline = test_pipeline(INPUT_SIZE);
+    let mut rng = ba_data::Rng::seed_from_u64(0);
+    let mut pixels = Vec::new();
+    for i in 0..n {
+        pixels.extend(pipeline.apply(Image::from_cifar(data.test.image(i)), &mut rng).data);
+    }
+    let labels: Vec<u32> = (0..n).map(|i| data.test.label(i) as u32).collect();
+    (
+        Tensor::from_vec(pixels, (n, 3, INPUT_SIZE, INPUT_SIZE), &Device::Cpu).unwrap(),
+        Tensor::from_vec(labels, n, &Device::Cpu).unwrap(),
+    )
+}
+
+#[test]
+fn steps_on_a_fixed_batch_reduce_the_loss() {
+    let (x, y) = fixed_batch(12);
+    for kind in ModelKind::ALL {
+        let vars = VarMap::new();
+        let vb = SeededVarMap::builder(&vars, rng_for(3, "init"), DType::F32, &Device::Cpu);
+        let model = kind.build(ModelConfig::cifar10(3), vb).unwrap();
+        let eval_loss = || {
+            let logits = model.forward_t(&x, false).unwrap();
+            label_smoothing_cross_entropy(&logits, &y, 0.1).unwrap().to_scalar::<f32>().unwrap()
+        };
+        let before = eval_loss();
+        let schedule = CosineAnnealing { base_lr: 1e-3, eta_min: 0.0, total_steps: 100 };
+        let adam = Adam::new(&vars, AdamConfig { weight_decay: 1e-5, ..AdamConfig::default() });
+        let mut trainer = Trainer::new(model.as_ref(), adam, schedule, 0.1);
+        for _ in 0..5 {
+            let (loss, _) = trainer.step(&x, &y).unwrap();
+            assert!(loss.is_finite());
+        }
+        let after = eval_loss();
+        eprintln!("{kind}: eval loss {before} -> {after}");
+        assert!(after < before - 0.1, "{kind}: loss {before} -> {after}");
+    }
+}
