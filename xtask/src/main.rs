@@ -16,10 +16,7 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(
-    name = "cargo xtask",
-    about = "BA-Net on CIFAR-10: train, compare, make the data sample"
-)]
+#[command(name = "cargo xtask", about = "BA-Net on CIFAR-10: train, compare, make the data sample")]
 struct Cli {
     #[command(subcommand)]
     verb: Verb,

@@ -68,10 +68,7 @@ impl RecipeArgs {
             bail!("--epochs must be at least 1");
         }
         if recipe.batch_size < 2 {
-            bail!(
-                "--batch-size must be at least 2 (batch norm needs two images), got {}",
-                recipe.batch_size
-            );
+            bail!("--batch-size must be at least 2 (batch norm needs two images), got {}", recipe.batch_size);
         }
         if !(recipe.lr > 0.0 && recipe.lr.is_finite()) {
             bail!("--lr must be a positive number, got {}", recipe.lr);

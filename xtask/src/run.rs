@@ -63,17 +63,9 @@ impl Loaders {
             config,
             device.clone(),
         );
-        let val_config = LoaderConfig {
-            shuffle: false,
-            drop_last: false,
-            ..config
-        };
-        let val = Loader::new(
-            Arc::new(data.test.clone()),
-            Arc::new(test_pipeline(INPUT_SIZE)),
-            val_config,
-            device.clone(),
-        );
+        let val_config = LoaderConfig { shuffle: false, drop_last: false, ..config };
+        let val =
+            Loader::new(Arc::new(data.test.clone()), Arc::new(test_pipeline(INPUT_SIZE)), val_config, device.clone());
         Self { train, val }
     }
 }
@@ -97,18 +89,8 @@ pub fn train_model(
     let model = kind.build(ModelConfig::cifar10(derive_seed(recipe.seed, "dropout")), vb)?;
     let count = ParameterCount::of(&vars);
     let steps = recipe.epochs * loaders.train.batches_per_epoch();
-    let schedule = CosineAnnealing {
-        base_lr: recipe.lr,
-        eta_min: 0.0,
-        total_steps: steps,
-    };
-    let optimizer = Adam::new(
-        &vars,
-        AdamConfig {
-            weight_decay: recipe.weight_decay,
-            ..AdamConfig::default()
-        },
-    );
+    let schedule = CosineAnnealing { base_lr: recipe.lr, eta_min: 0.0, total_steps: steps };
+    let optimizer = Adam::new(&vars, AdamConfig { weight_decay: recipe.weight_decay, ..AdamConfig::default() });
     let mut trainer = Trainer::new(model.as_ref(), optimizer, schedule, recipe.label_smoothing);
     let mut metrics = MetricsWriter::create(&dir.join("metrics.jsonl"))?;
     let start = Instant::now();
@@ -117,12 +99,7 @@ pub fn train_model(
     for epoch in 1..=recipe.epochs {
         let train = trainer.train_epoch(loaders.train.epoch(epoch - 1).map(pairs))?;
         let val = trainer.evaluate(loaders.val.epoch(0).map(pairs))?;
-        let record = EpochRecord {
-            epoch,
-            lr: trainer.current_lr(),
-            train,
-            val,
-        };
+        let record = EpochRecord { epoch, lr: trainer.current_lr(), train, val };
         metrics.append(&record)?;
         tracing::info!(
             model = kind.name(),
@@ -136,11 +113,11 @@ pub fn train_model(
         );
         if best_epoch == 0 || val.accuracy > epochs[best_epoch - 1].val.accuracy {
             best_epoch = epoch;
-            save_weights(&vars, &dir.join("best.safetensors"))?;
+            save_weights(&vars, trainer.steps(), &dir.join("best.safetensors"))?;
         }
         epochs.push(record);
     }
-    save_weights(&vars, &dir.join("final.safetensors"))?;
+    save_weights(&vars, trainer.steps(), &dir.join("final.safetensors"))?;
     Ok(RunSummary {
         model: kind.name().to_string(),
         parameters: count.total,
@@ -168,7 +145,8 @@ mod tests {
     #[test]
     fn a_run_writes_metrics_and_loadable_checkpoints() {
         let full = Cifar10::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/cifar-10-sample")).unwrap();
-        let data = Cifar10 { train: subset(&full.train, 2), test: subset(&full.test, 1), classes: full.classes.clone() };
+        let data =
+            Cifar10 { train: subset(&full.train, 2), test: subset(&full.test, 1), classes: full.classes.clone() };
         let recipe = Recipe {
             data: "unused".into(),
             sample: true,
@@ -191,7 +169,9 @@ mod tests {
         for file in ["best.safetensors", "final.safetensors"] {
             let tensors = candle_core::safetensors::load(dir.join(file), &Device::Cpu).unwrap();
             assert_eq!(tensors["ba.generation.1.weight"].dims(), &[128, 8, 1, 1]);
-            assert_eq!(tensors.len(), 16 + 16);
+            assert_eq!(tensors.len(), 16 + 16 + 3, "AlexNet, BA module, num_batches_tracked");
+            let steps = tensors["ba.cur_fusion.2.num_batches_tracked"].to_scalar::<i64>().unwrap();
+            assert_eq!(steps, if file == "final.safetensors" { 4 } else { 2 * summary.best_epoch as i64 });
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

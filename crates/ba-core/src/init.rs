@@ -30,19 +30,13 @@ pub struct SeededVarMap {
 impl SeededVarMap {
     /// A `VarBuilder` that creates variables in `vars`, initialised from `rng`.
     pub fn builder(vars: &VarMap, rng: Rng, dtype: DType, device: &Device) -> VarBuilder<'static> {
-        let backend = Self {
-            vars: vars.clone(),
-            rng: Mutex::new(rng),
-        };
+        let backend = Self { vars: vars.clone(), rng: Mutex::new(rng) };
         VarBuilder::from_backend(Box::new(backend), dtype, device.clone())
     }
 
     fn sample(&self, shape: &Shape, init: Init, dtype: DType, device: &Device) -> Result<Tensor> {
         let n = shape.elem_count();
-        let mut rng = self
-            .rng
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("init: generator lock poisoned".into()))?;
+        let mut rng = self.rng.lock().map_err(|_| candle_core::Error::Msg("init: generator lock poisoned".into()))?;
         let values: Vec<f64> = match init {
             Init::Const(v) => vec![v; n],
             Init::Uniform { lo, up } => (0..n).map(|_| rng.random_range(lo..up)).collect(),
@@ -102,12 +96,7 @@ mod tests {
     fn weights(seed: u64) -> Vec<f32> {
         let vars = VarMap::new();
         let vb = SeededVarMap::builder(&vars, rng_for(seed, "init"), DType::F32, &Device::Cpu);
-        vb.get_with_hints((64, 9), "w", pytorch_default(9))
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap()
+        vb.get_with_hints((64, 9), "w", pytorch_default(9)).unwrap().flatten_all().unwrap().to_vec1().unwrap()
     }
 
     #[test]

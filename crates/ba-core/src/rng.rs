@@ -13,9 +13,7 @@ pub type Rng = ChaCha8Rng;
 /// A seed for `purpose` derived from the run seed (SplitMix64 over the seed and an FNV-1a
 /// hash of the purpose name).
 pub fn derive_seed(run_seed: u64, purpose: &str) -> u64 {
-    let name_hash = purpose.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    });
+    let name_hash = purpose.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
     let mut z = run_seed ^ name_hash;
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

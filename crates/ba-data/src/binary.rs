@@ -55,21 +55,13 @@ struct BatchFile {
 /// `cifar-10-batches-bin/`) or from a `.tar.gz` archive.
 pub fn read_binary(path: &Path) -> Result<Cifar10> {
     let meta = fs::metadata(path).map_err(|e| DataError::io(path, e))?;
-    let mut files = if meta.is_dir() {
-        read_folder(path)?
-    } else {
-        read_archive(path)?
-    };
+    let mut files = if meta.is_dir() { read_folder(path)? } else { read_archive(path)? };
     files.sort_by_key(|f| (f.split == SplitKind::Test, f.order));
     let mut train = Split::default();
     let mut test = Split::default();
     for file in &files {
         verify_official(file)?;
-        let split = if file.split == SplitKind::Train {
-            &mut train
-        } else {
-            &mut test
-        };
+        let split = if file.split == SplitKind::Train { &mut train } else { &mut test };
         decode_records(&file.path, &file.bytes, split)?;
     }
     for (split, what) in [(&train, "data_batch_*.bin"), (&test, "test_batch.bin")] {
@@ -81,11 +73,7 @@ pub fn read_binary(path: &Path) -> Result<Cifar10> {
         }
     }
     tracing::info!(path = %path.display(), train = train.len(), test = test.len(), "read CIFAR-10");
-    Ok(Cifar10 {
-        train,
-        test,
-        classes: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
-    })
+    Ok(Cifar10 { train, test, classes: CLASS_NAMES.iter().map(|s| s.to_string()).collect() })
 }
 
 fn read_folder(dir: &Path) -> Result<Vec<BatchFile>> {
@@ -100,17 +88,8 @@ fn read_folder(dir: &Path) -> Result<Vec<BatchFile>> {
         };
         let path = entry.path();
         let raw = fs::read(&path).map_err(|e| DataError::io(&path, e))?;
-        let bytes = if name.ends_with(".gz") {
-            gunzip(&path, &raw)?
-        } else {
-            raw
-        };
-        files.push(BatchFile {
-            path,
-            split,
-            order,
-            bytes,
-        });
+        let bytes = if name.ends_with(".gz") { gunzip(&path, &raw)? } else { raw };
+        files.push(BatchFile { path, split, order, bytes });
     }
     Ok(files)
 }
@@ -139,17 +118,8 @@ fn read_archive(archive: &Path) -> Result<Vec<BatchFile>> {
         entry
             .read_to_end(&mut bytes)
             .map_err(|e| DataError::format(&path, format!("archive is truncated or corrupt: {e}")))?;
-        let bytes = if name.ends_with(".gz") {
-            gunzip(&path, &bytes)?
-        } else {
-            bytes
-        };
-        files.push(BatchFile {
-            path,
-            split,
-            order,
-            bytes,
-        });
+        let bytes = if name.ends_with(".gz") { gunzip(&path, &bytes)? } else { bytes };
+        files.push(BatchFile { path, split, order, bytes });
     }
     Ok(files)
 }
@@ -164,11 +134,7 @@ fn gunzip(path: &Path, raw: &[u8]) -> Result<Vec<u8>> {
 
 /// Checks an official-size file against its published md5.
 fn verify_official(file: &BatchFile) -> Result<()> {
-    let name = file
-        .path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = file.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let Some((_, expected)) = OFFICIAL_MD5.iter().find(|(n, _)| *n == name) else {
         return Ok(());
     };
@@ -177,11 +143,7 @@ fn verify_official(file: &BatchFile) -> Result<()> {
     }
     let actual = format!("{:x}", Md5::digest(&file.bytes));
     if actual != *expected {
-        return Err(DataError::Checksum {
-            path: file.path.clone(),
-            expected: expected.to_string(),
-            actual,
-        });
+        return Err(DataError::Checksum { path: file.path.clone(), expected: expected.to_string(), actual });
     }
     Ok(())
 }
@@ -200,10 +162,7 @@ fn decode_records(path: &Path, bytes: &[u8], split: &mut Split) -> Result<()> {
     for (i, record) in bytes.chunks_exact(RECORD_BYTES).enumerate() {
         let label = record[0];
         if label as usize >= NUM_CLASSES {
-            return Err(DataError::format(
-                path,
-                format!("record {i} has label {label}, outside 0..{NUM_CLASSES}"),
-            ));
+            return Err(DataError::format(path, format!("record {i} has label {label}, outside 0..{NUM_CLASSES}")));
         }
         split.push(label, &record[1..]);
     }
@@ -245,16 +204,9 @@ mod tests {
         let bytes = [record(3, 7), record(9, 1)].concat();
         decode_records(Path::new("f.bin"), &bytes, &mut split).unwrap();
         assert_eq!((split.len(), split.label(1), split.image(0)[5]), (2, 9, 7));
-        let err = decode_records(Path::new("f.bin"), &bytes[..RECORD_BYTES + 10], &mut split)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("f.bin: 3083 bytes is not a whole number of 3073-byte records"),
-            "{err}"
-        );
-        let err = decode_records(Path::new("g.bin"), &record(11, 0), &mut split)
-            .unwrap_err()
-            .to_string();
+        let err = decode_records(Path::new("f.bin"), &bytes[..RECORD_BYTES + 10], &mut split).unwrap_err().to_string();
+        assert!(err.starts_with("f.bin: 3083 bytes is not a whole number of 3073-byte records"), "{err}");
+        let err = decode_records(Path::new("g.bin"), &record(11, 0), &mut split).unwrap_err().to_string();
         assert_eq!(err, "g.bin: record 0 has label 11, outside 0..10");
     }
 
@@ -267,9 +219,6 @@ mod tests {
             bytes: vec![0; OFFICIAL_RECORDS * RECORD_BYTES],
         };
         let err = verify_official(&file).unwrap_err().to_string();
-        assert!(
-            err.contains("x/test_batch.bin: md5") && err.contains("differs from the published 803d5f7f"),
-            "{err}"
-        );
+        assert!(err.contains("x/test_batch.bin: md5") && err.contains("differs from the published 803d5f7f"), "{err}");
     }
 }

@@ -11,18 +11,8 @@ pub const IMAGE_SIDE: usize = 32;
 /// Bytes of one image: three 32x32 planes, red, green, blue.
 pub const IMAGE_BYTES: usize = 3 * IMAGE_SIDE * IMAGE_SIDE;
 /// Class names in label order.
-pub const CLASS_NAMES: [&str; NUM_CLASSES] = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-];
+pub const CLASS_NAMES: [&str; NUM_CLASSES] =
+    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 /// The training and test images of CIFAR-10 (or of a sample of it).
 #[derive(Debug, Clone)]

@@ -58,12 +58,7 @@ impl Loader {
     /// A loader over `split`; `batch_size` must be positive.
     pub fn new(split: Arc<Split>, transform: Arc<dyn Transform>, config: LoaderConfig, device: Device) -> Self {
         assert!(config.batch_size > 0, "batch size must be positive");
-        Self {
-            split,
-            transform,
-            config,
-            device,
-        }
+        Self { split, transform, config, device }
     }
 
     /// Batches in one epoch.
@@ -109,10 +104,7 @@ impl Loader {
                 }
             }
         });
-        EpochIter {
-            rx,
-            worker: Some(worker),
-        }
+        EpochIter { rx, worker: Some(worker) }
     }
 }
 
@@ -138,10 +130,7 @@ fn make_batch(
         .par_iter()
         .enumerate()
         .map(|(k, &i)| {
-            transform.apply(
-                Image::from_cifar(split.image(i)),
-                &mut epoch_rng(seed, epoch, first_position + k),
-            )
+            transform.apply(Image::from_cifar(split.image(i)), &mut epoch_rng(seed, epoch, first_position + k))
         })
         .collect();
     let (h, w) = (images[0].height, images[0].width);
@@ -194,13 +183,7 @@ mod tests {
     }
 
     fn config(batch_size: usize, drop_last: bool) -> LoaderConfig {
-        LoaderConfig {
-            batch_size,
-            shuffle: true,
-            drop_last,
-            shuffle_seed: 1,
-            augment_seed: 2,
-        }
+        LoaderConfig { batch_size, shuffle: true, drop_last, shuffle_seed: 1, augment_seed: 2 }
     }
 
     #[test]
@@ -225,12 +208,7 @@ mod tests {
     fn the_same_seeds_give_the_same_batches_whatever_the_thread_count() {
         let data = split(12);
         let run = |threads: usize| {
-            let loader = Loader::new(
-                data.clone(),
-                Arc::new(simple_train_pipeline(28)),
-                config(4, true),
-                Device::Cpu,
-            );
+            let loader = Loader::new(data.clone(), Arc::new(simple_train_pipeline(28)), config(4, true), Device::Cpu);
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| {
                 loader

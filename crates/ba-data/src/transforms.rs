@@ -27,11 +27,7 @@ impl Image {
     /// A CIFAR-10 image from its 3,072 bytes.
     pub fn from_cifar(bytes: &[u8]) -> Self {
         assert_eq!(bytes.len(), IMAGE_BYTES);
-        Self {
-            height: IMAGE_SIDE,
-            width: IMAGE_SIDE,
-            data: bytes.iter().map(|&b| b as f32).collect(),
-        }
+        Self { height: IMAGE_SIDE, width: IMAGE_SIDE, data: bytes.iter().map(|&b| b as f32).collect() }
     }
 
     fn plane(&self, c: usize) -> &[f32] {
@@ -95,11 +91,7 @@ impl Transform for Resize {
                 }
             }
         }
-        Image {
-            height: self.height,
-            width: self.width,
-            data,
-        }
+        Image { height: self.height, width: self.width, data }
     }
 }
 
@@ -122,11 +114,7 @@ impl Transform for RandomCrop {
                 data.extend_from_slice(&p[y * w + left..y * w + left + s]);
             }
         }
-        Image {
-            height: s,
-            width: s,
-            data,
-        }
+        Image { height: s, width: s, data }
     }
 }
 
@@ -157,10 +145,7 @@ pub struct Normalize {
 impl Normalize {
     /// The ImageNet statistics the notebook uses.
     pub fn imagenet() -> Self {
-        Self {
-            mean: IMAGENET_MEAN,
-            std: IMAGENET_STD,
-        }
+        Self { mean: IMAGENET_MEAN, std: IMAGENET_STD }
     }
 }
 
@@ -177,13 +162,7 @@ impl Transform for Normalize {
 
 /// The notebook's test pipeline: `Resize(128, 128)`, `Normalize(ImageNet)`.
 pub fn test_pipeline(size: usize) -> Compose {
-    Compose(vec![
-        Box::new(Resize {
-            height: size,
-            width: size,
-        }),
-        Box::new(Normalize::imagenet()),
-    ])
+    Compose(vec![Box::new(Resize { height: size, width: size }), Box::new(Normalize::imagenet())])
 }
 
 /// A light training pipeline: `Resize(size + 2)`, `RandomCrop(size)`, `RandomHorizontalFlip(0.5)`,
@@ -191,10 +170,7 @@ pub fn test_pipeline(size: usize) -> Compose {
 /// rotation, mixup) is not implemented yet.
 pub fn simple_train_pipeline(size: usize) -> Compose {
     Compose(vec![
-        Box::new(Resize {
-            height: size + 2,
-            width: size + 2,
-        }),
+        Box::new(Resize { height: size + 2, width: size + 2 }),
         Box::new(RandomCrop { size }),
         Box::new(RandomHorizontalFlip { p: 0.5 }),
         Box::new(Normalize::imagenet()),
@@ -219,11 +195,7 @@ mod tests {
                 }
             }
         }
-        Image {
-            height: h,
-            width: w,
-            data,
-        }
+        Image { height: h, width: w, data }
     }
 
     #[test]
@@ -232,22 +204,13 @@ mod tests {
         // mode="bilinear", align_corners=False) gives these rows.
         let img = image(2, 2, |_, y, x| (y * 20 + x * 10) as f32);
         let out = Resize { height: 4, width: 4 }.apply(img, &mut rng());
-        let want = [
-            [0.0, 2.5, 7.5, 10.0],
-            [5.0, 7.5, 12.5, 15.0],
-            [15.0, 17.5, 22.5, 25.0],
-            [20.0, 22.5, 27.5, 30.0],
-        ];
+        let want = [[0.0, 2.5, 7.5, 10.0], [5.0, 7.5, 12.5, 15.0], [15.0, 17.5, 22.5, 25.0], [20.0, 22.5, 27.5, 30.0]];
         assert_eq!(&out.data[..16], want.concat().as_slice());
     }
 
     #[test]
     fn resize_keeps_constant_images_constant() {
-        let out = Resize {
-            height: 130,
-            width: 130,
-        }
-        .apply(image(32, 32, |c, _, _| c as f32 * 50.0), &mut rng());
+        let out = Resize { height: 130, width: 130 }.apply(image(32, 32, |c, _, _| c as f32 * 50.0), &mut rng());
         assert!(out.data[..130 * 130].iter().all(|&v| v == 0.0));
         assert!(out.data[2 * 130 * 130..].iter().all(|&v| v == 100.0));
     }

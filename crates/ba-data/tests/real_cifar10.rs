@@ -63,11 +63,7 @@ fn sample_equals_the_first_images_of_each_class_in_the_archive() {
         let picked = whole.first_per_class(per_class);
         assert_eq!(picked.len(), part.len());
         for (k, &i) in picked.iter().enumerate() {
-            assert_eq!(
-                (whole.label(i), whole.image(i)),
-                (part.label(k), part.image(k)),
-                "image {k}"
-            );
+            assert_eq!((whole.label(i), whole.image(i)), (part.label(k), part.image(k)), "image {k}");
         }
     }
 }
@@ -78,20 +74,14 @@ fn bad_inputs_name_the_file_and_the_problem() {
     std::fs::create_dir_all(&dir).unwrap();
     let missing = dir.join("nope");
     let err = Cifar10::open(&missing).unwrap_err();
-    assert!(
-        matches!(err, DataError::Io { .. }) && err.to_string().contains("nope"),
-        "{err}"
-    );
+    assert!(matches!(err, DataError::Io { .. }) && err.to_string().contains("nope"), "{err}");
 
     let err = Cifar10::open(&dir).unwrap_err().to_string();
     assert!(err.contains("no data_batch_*.bin found"), "{err}");
 
     std::fs::write(dir.join("data_batch_1.bin"), vec![0u8; 3073 + 5]).unwrap();
     let err = Cifar10::open(&dir).unwrap_err().to_string();
-    assert!(
-        err.contains("data_batch_1.bin: 3078 bytes is not a whole number"),
-        "{err}"
-    );
+    assert!(err.contains("data_batch_1.bin: 3078 bytes is not a whole number"), "{err}");
 
     let not_gzip = dir.join("archive.tar.gz");
     std::fs::write(&not_gzip, b"definitely not gzip").unwrap();

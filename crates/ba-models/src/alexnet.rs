@@ -18,9 +18,7 @@ pub struct AlexNet {
 impl AlexNet {
     /// Creates the model's variables under `vb`.
     pub fn new(config: ModelConfig, vb: VarBuilder) -> Result<Self> {
-        Ok(Self {
-            trunk: Trunk::new(config, &vb)?,
-        })
+        Ok(Self { trunk: Trunk::new(config, &vb)? })
     }
 }
 

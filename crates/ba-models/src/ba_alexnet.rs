@@ -28,12 +28,7 @@ impl BaAlexNet {
     /// Creates the model's variables under `vb`.
     pub fn new(config: ModelConfig, vb: VarBuilder) -> Result<Self> {
         let trunk = Trunk::new(config, &vb)?;
-        let ba = BridgeAttention::new(
-            &[CONV12_CHANNELS, CONV12_CHANNELS],
-            CONV3_CHANNELS,
-            REDUCTION,
-            vb.pp("ba"),
-        )?;
+        let ba = BridgeAttention::new(&[CONV12_CHANNELS, CONV12_CHANNELS], CONV3_CHANNELS, REDUCTION, vb.pp("ba"))?;
         Ok(Self { trunk, ba })
     }
 }

@@ -47,11 +47,7 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// The notebook's setting: 10 classes, dropout 0.5.
     pub fn cifar10(dropout_seed: u64) -> Self {
-        Self {
-            num_classes: 10,
-            dropout: 0.5,
-            dropout_seed,
-        }
+        Self { num_classes: 10, dropout: 0.5, dropout_seed }
     }
 }
 

@@ -52,24 +52,14 @@ impl Trunk {
         let f = vb.pp("features");
         let c = vb.pp("classifier");
         let flat = CONV3_CHANNELS * FINAL_SIDE * FINAL_SIDE;
+        let same = Conv2dParams::square(1, 1);
         Ok(Self {
-            features_0: Conv2d::new(3, 48, 11, Conv2dParams::square(4, 5), f.pp("0"))?,
-            features_3: Conv2d::new(48, 128, 5, Conv2dParams::square(1, 2), f.pp("3"))?,
-            conv1: Conv2d::new(128, CONV12_CHANNELS, 3, Conv2dParams::square(1, 1), vb.pp("conv1"))?,
-            conv2: Conv2d::new(
-                CONV12_CHANNELS,
-                CONV12_CHANNELS,
-                3,
-                Conv2dParams::square(1, 1),
-                vb.pp("conv2"),
-            )?,
-            conv3: Conv2d::new(
-                CONV12_CHANNELS,
-                CONV3_CHANNELS,
-                3,
-                Conv2dParams::square(1, 1),
-                vb.pp("conv3"),
-            )?,
+            features_0: Conv2d::new(3, 48, 11, Conv2dParams::square(4, 5).with_relu(), f.pp("0"))?,
+            features_3: Conv2d::new(48, 128, 5, Conv2dParams::square(1, 2).with_relu(), f.pp("3"))?,
+            conv1: Conv2d::new(128, CONV12_CHANNELS, 3, same.with_relu(), vb.pp("conv1"))?,
+            conv2: Conv2d::new(CONV12_CHANNELS, CONV12_CHANNELS, 3, same.with_relu(), vb.pp("conv2"))?,
+            // No fused ReLU: BA-AlexNet gates conv3's output before its ReLU.
+            conv3: Conv2d::new(CONV12_CHANNELS, CONV3_CHANNELS, 3, same, vb.pp("conv3"))?,
             classifier_0: linear(flat, 2048, c.pp("0"))?,
             classifier_2: Dropout::new(config.dropout, rng_for(config.dropout_seed, "classifier.2"))?,
             classifier_3: linear(2048, 2048, c.pp("3"))?,
@@ -84,10 +74,11 @@ impl Trunk {
             &[_, 3, INPUT_SIZE, INPUT_SIZE] => {}
             dims => candle_core::bail!("model: expected images (B, 3, {INPUT_SIZE}, {INPUT_SIZE}), got {dims:?}"),
         }
-        let x = max_pool2d(&self.features_0.forward(images)?.relu()?, pool())?;
-        let x = max_pool2d(&self.features_3.forward(&x)?.relu()?, pool())?;
-        let conv1 = self.conv1.forward(&x)?.relu()?;
-        let conv2 = self.conv2.forward(&conv1)?.relu()?;
+        // Convolutions with `with_relu` apply their ReLU themselves.
+        let x = max_pool2d(&self.features_0.forward(images)?, pool())?;
+        let x = max_pool2d(&self.features_3.forward(&x)?, pool())?;
+        let conv1 = self.conv1.forward(&x)?;
+        let conv2 = self.conv2.forward(&conv1)?;
         let conv3 = self.conv3.forward(&conv2)?;
         Ok(BlockOutputs { conv1, conv2, conv3 })
     }

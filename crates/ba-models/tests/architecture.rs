@@ -13,13 +13,7 @@ fn build(kind: ModelKind, vars: &VarMap) -> Box<dyn ImageClassifier> {
 }
 
 fn shapes(vars: &VarMap) -> Vec<(String, Vec<usize>)> {
-    let mut v: Vec<_> = vars
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(n, t)| (n.clone(), t.dims().to_vec()))
-        .collect();
+    let mut v: Vec<_> = vars.data().lock().unwrap().iter().map(|(n, t)| (n.clone(), t.dims().to_vec())).collect();
     v.sort();
     v
 }
@@ -45,11 +39,7 @@ const ALEXNET: &[(&str, &[usize])] = &[
 
 fn ba_names() -> Vec<(String, Vec<usize>)> {
     let mut v = vec![("ba.generation.1.weight".to_string(), vec![128, 8, 1, 1])];
-    for (prefix, inputs) in [
-        ("ba.pre_fusions.0", 192),
-        ("ba.pre_fusions.1", 192),
-        ("ba.cur_fusion", 128),
-    ] {
+    for (prefix, inputs) in [("ba.pre_fusions.0", 192), ("ba.pre_fusions.1", 192), ("ba.cur_fusion", 128)] {
         v.push((format!("{prefix}.1.weight"), vec![8, inputs, 1, 1]));
         for stat in ["weight", "bias", "running_mean", "running_var"] {
             v.push((format!("{prefix}.2.{stat}"), vec![8]));
@@ -65,13 +55,7 @@ fn alexnet_has_the_pytorch_names_shapes_and_7524042_parameters() {
     assert_eq!(model.name(), "alexnet");
     let want: Vec<_> = ALEXNET.iter().map(|(n, s)| (n.to_string(), s.to_vec())).collect();
     assert_eq!(shapes(&vars), want);
-    assert_eq!(
-        ParameterCount::of(&vars),
-        ParameterCount {
-            total: 7_524_042,
-            trainable: 7_524_042
-        }
-    );
+    assert_eq!(ParameterCount::of(&vars), ParameterCount { total: 7_524_042, trainable: 7_524_042 });
 }
 
 #[test]
@@ -83,13 +67,7 @@ fn ba_alexnet_adds_the_ba_module_and_counts_like_paddle_and_pytorch() {
     want.extend(ba_names());
     want.sort();
     assert_eq!(shapes(&vars), want);
-    assert_eq!(
-        ParameterCount::of(&vars),
-        ParameterCount {
-            total: 7_529_258,
-            trainable: 7_529_210
-        }
-    );
+    assert_eq!(ParameterCount::of(&vars), ParameterCount { total: 7_529_258, trainable: 7_529_210 });
 }
 
 #[test]
@@ -122,10 +100,7 @@ fn forward_gives_logits_per_class_and_rejects_other_sizes() {
     assert_eq!(model.forward_t(&images(), true).unwrap().dims(), &[2, 10]);
     let small = Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu).unwrap();
     let err = model.forward_t(&small, false).unwrap_err().to_string();
-    assert!(
-        err.contains("expected images (B, 3, 128, 128), got [2, 3, 32, 32]"),
-        "{err}"
-    );
+    assert!(err.contains("expected images (B, 3, 128, 128), got [2, 3, 32, 32]"), "{err}");
 }
 
 #[test]
@@ -151,20 +126,9 @@ fn the_gate_scales_conv3_output() {
     }
     let gated = ba.forward_t(&x, false).unwrap();
     let halved = plain.forward_t(&x, false).unwrap();
-    let max_diff = |a: &Tensor, b: &Tensor| {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
+    let max_diff =
+        |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     let scale = halved.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    assert!(
-        max_diff(&gated, &halved) < 1e-5 * scale.max(1.0),
-        "gated output differs from halved conv3"
-    );
+    assert!(max_diff(&gated, &halved) < 1e-5 * scale.max(1.0), "gated output differs from halved conv3");
     assert!(max_diff(&gated, &unhalved) > 1e-3 * scale, "the gate had no effect");
 }

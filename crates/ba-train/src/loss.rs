@@ -26,11 +26,7 @@ pub fn label_smoothing_cross_entropy(logits: &Tensor, labels: &Tensor, eps: f64)
 /// Number of rows whose largest logit is at the label.
 pub fn correct_predictions(logits: &Tensor, labels: &Tensor) -> Result<usize> {
     let predicted = logits.argmax(D::Minus1)?;
-    Ok(predicted
-        .eq(labels)?
-        .to_dtype(candle_core::DType::U32)?
-        .sum_all()?
-        .to_scalar::<u32>()? as usize)
+    Ok(predicted.eq(labels)?.to_dtype(candle_core::DType::U32)?.sum_all()?.to_scalar::<u32>()? as usize)
 }
 
 #[cfg(test)]

@@ -16,24 +16,14 @@ pub struct MetricsWriter {
 impl MetricsWriter {
     /// Creates (or truncates) the file at `path`.
     pub fn create(path: &Path) -> Result<Self> {
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(path)
-            .map_err(|e| io(path, e))?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            file,
-        })
+        let file = OpenOptions::new().create(true).write(true).truncate(true).open(path).map_err(|e| io(path, e))?;
+        Ok(Self { path: path.to_path_buf(), file })
     }
 
     /// Writes one record as one line.
     pub fn append(&mut self, record: &EpochRecord) -> Result<()> {
         let line = serde_json::to_string(record).map_err(|e| io(&self.path, e.into()))?;
-        writeln!(self.file, "{line}")
-            .and_then(|_| self.file.flush())
-            .map_err(|e| io(&self.path, e))
+        writeln!(self.file, "{line}").and_then(|_| self.file.flush()).map_err(|e| io(&self.path, e))
     }
 }
 
@@ -45,18 +35,12 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochRecord>> {
         .enumerate()
         .map(|(i, l)| {
             serde_json::from_str(l).map_err(|e| {
-                io(
-                    path,
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("line {}: {e}", i + 1)),
-                )
+                io(path, std::io::Error::new(std::io::ErrorKind::InvalidData, format!("line {}: {e}", i + 1)))
             })
         })
         .collect()
 }
 
 fn io(path: &Path, source: std::io::Error) -> TrainError {
-    TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    TrainError::Io { path: path.to_path_buf(), source }
 }

@@ -22,12 +22,7 @@ pub struct AdamConfig {
 
 impl Default for AdamConfig {
     fn default() -> Self {
-        Self {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        }
+        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
     }
 }
 
@@ -45,15 +40,8 @@ impl Adam {
         let data = vars.data().lock().unwrap_or_else(|p| p.into_inner());
         let mut named: Vec<_> = data.iter().filter(|(n, _)| !is_buffer(n)).collect();
         named.sort_by(|a, b| a.0.cmp(b.0));
-        let params = named
-            .into_iter()
-            .map(|(_, v)| (v.clone(), AdamMoments::default()))
-            .collect();
-        Self {
-            params,
-            config,
-            step: 0,
-        }
+        let params = named.into_iter().map(|(_, v)| (v.clone(), AdamMoments::default())).collect();
+        Self { params, config, step: 0 }
     }
 
     /// Steps taken so far.
@@ -65,14 +53,8 @@ impl Adam {
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         self.step += 1;
         let c = self.config;
-        let hyper = AdamStep {
-            lr,
-            beta1: c.beta1,
-            beta2: c.beta2,
-            eps: c.eps,
-            weight_decay: c.weight_decay,
-            step: self.step,
-        };
+        let hyper =
+            AdamStep { lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weight_decay: c.weight_decay, step: self.step };
         for (var, moments) in &mut self.params {
             if let Some(grad) = grads.get(var.as_tensor()) {
                 adam_update(var.as_tensor(), grad, moments, hyper)?;

@@ -26,11 +26,7 @@ mod tests {
 
     #[test]
     fn starts_at_base_halves_midway_and_ends_at_eta_min() {
-        let s = CosineAnnealing {
-            base_lr: 1e-4,
-            eta_min: 0.0,
-            total_steps: 100,
-        };
+        let s = CosineAnnealing { base_lr: 1e-4, eta_min: 0.0, total_steps: 100 };
         assert_eq!(s.lr(0), 1e-4);
         assert!((s.lr(50) - 5e-5).abs() < 1e-18);
         assert!(s.lr(100).abs() < 1e-20);

@@ -64,13 +64,7 @@ impl<'a> Trainer<'a> {
         schedule: CosineAnnealing,
         label_smoothing: f64,
     ) -> Self {
-        Self {
-            model,
-            optimizer,
-            schedule,
-            label_smoothing,
-            epoch: 0,
-        }
+        Self { model, optimizer, schedule, label_smoothing, epoch: 0 }
     }
 
     /// One optimisation step on a batch: returns the loss and the number of correct predictions.
@@ -95,11 +89,7 @@ impl<'a> Trainer<'a> {
             let (x, y) = batch.map_err(|e| TrainError::Data(Box::new(e)))?;
             let (loss, hits) = self.step(&x, &y)?;
             if !loss.is_finite() {
-                return Err(TrainError::NonFinite {
-                    epoch: self.epoch,
-                    step: i + 1,
-                    loss,
-                });
+                return Err(TrainError::NonFinite { epoch: self.epoch, step: i + 1, loss });
             }
             let n = y.dim(0)?;
             loss_sum += loss as f64 * n as f64;
@@ -116,6 +106,11 @@ impl<'a> Trainer<'a> {
         E: std::error::Error + Send + Sync + 'static,
     {
         evaluate(self.model, self.label_smoothing, batches)
+    }
+
+    /// Optimisation steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.optimizer.steps()
     }
 
     /// The learning rate the next step will use.
@@ -148,10 +143,5 @@ where
 
 fn stats(loss_sum: f64, correct: usize, images: usize, start: Instant) -> PassStats {
     let n = images.max(1) as f64;
-    PassStats {
-        loss: loss_sum / n,
-        accuracy: correct as f64 / n,
-        images,
-        seconds: start.elapsed().as_secs_f64(),
-    }
+    PassStats { loss: loss_sum / n, accuracy: correct as f64 / n, images, seconds: start.elapsed().as_secs_f64() }
 }

@@ -47,9 +47,6 @@ pub fn run(args: Args) -> Result<()> {
     );
     std::fs::write(dir.join("report.md"), &report)?;
     crate::write_json(&dir.join("summary.json"), &runs)?;
-    println!(
-        "\n{table}\nBA - AlexNet, final val acc: {diff:+.4}\nrun folder: {}",
-        dir.display()
-    );
+    println!("\n{table}\nBA - AlexNet, final val acc: {diff:+.4}\nrun folder: {}", dir.display());
     Ok(())
 }

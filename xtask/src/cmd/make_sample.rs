@@ -39,12 +39,7 @@ pub fn run(args: Args) -> Result<()> {
         let records = encode_records(split, &picked);
         write_gzip(&path, &records)?;
         let md5 = format!("{:x}", Md5::digest(std::fs::read(&path)?));
-        println!(
-            "{md5}  {}  ({} images, {} raw bytes)",
-            path.display(),
-            picked.len(),
-            records.len()
-        );
+        println!("{md5}  {}  ({} images, {} raw bytes)", path.display(), picked.len(), records.len());
     }
     Ok(())
 }

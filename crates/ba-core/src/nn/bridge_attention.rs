@@ -27,14 +27,9 @@ struct Fusion {
 impl Fusion {
     fn new(in_channels: usize, reduced: usize, vb: VarBuilder) -> Result<Self> {
         let projection =
-            vb.pp("1")
-                .get_with_hints((reduced, in_channels, 1, 1), "weight", pytorch_default(in_channels))?;
+            vb.pp("1").get_with_hints((reduced, in_channels, 1, 1), "weight", pytorch_default(in_channels))?;
         let norm = batch_norm(reduced, BatchNormConfig::default(), vb.pp("2"))?;
-        Ok(Self {
-            in_channels,
-            projection: projection.reshape((reduced, in_channels))?,
-            norm,
-        })
+        Ok(Self { in_channels, projection: projection.reshape((reduced, in_channels))?, norm })
     }
 
     /// (B, in, H, W) -> (B, C/r, 1, 1).
@@ -78,13 +73,8 @@ impl BridgeAttention {
             .collect::<Result<Vec<_>>>()?;
         let cur_fusion = Fusion::new(channels, reduced, vb.pp("cur_fusion"))?;
         let generation =
-            vb.pp("generation.1")
-                .get_with_hints((channels, reduced, 1, 1), "weight", pytorch_default(reduced))?;
-        Ok(Self {
-            pre_fusions,
-            cur_fusion,
-            generation: generation.reshape((channels, reduced))?,
-        })
+            vb.pp("generation.1").get_with_hints((channels, reduced, 1, 1), "weight", pytorch_default(reduced))?;
+        Ok(Self { pre_fusions, cur_fusion, generation: generation.reshape((channels, reduced))? })
     }
 
     /// The gate (B, C, 1, 1) in (0, 1) for `current` (B, C, H, W), given the block's earlier
@@ -179,9 +169,8 @@ mod tests {
         let (mean, var, gamma, beta) = stats;
         let mut hidden = [0f64; 2];
         for ((x, c, hw), w) in inputs.iter().zip(weights) {
-            let pooled: Vec<f64> = (0..*c)
-                .map(|ch| x[ch * hw..(ch + 1) * hw].iter().sum::<f64>() / *hw as f64)
-                .collect();
+            let pooled: Vec<f64> =
+                (0..*c).map(|ch| x[ch * hw..(ch + 1) * hw].iter().sum::<f64>() / *hw as f64).collect();
             for (j, h) in hidden.iter_mut().enumerate() {
                 let z: f64 = (0..*c).map(|ch| w[j * c + ch] * pooled[ch]).sum();
                 *h += (z - mean) / (var + EPS).sqrt() * gamma + beta;
@@ -219,12 +208,7 @@ mod tests {
             .unwrap();
         assert_eq!(gate.dims(), &[1, 4, 1, 1]);
         let got = gate.flatten_all().unwrap().to_vec1::<f64>().unwrap();
-        let want = reference(
-            &[(&x0, 2, 4), (&x1, 3, 9), (&cur, 4, 2)],
-            &[&w_pre0, &w_pre1, &w_cur],
-            &w_gen,
-            stats,
-        );
+        let want = reference(&[(&x0, 2, 4), (&x1, 3, 9), (&cur, 4, 2)], &[&w_pre0, &w_pre1, &w_cur], &w_gen, stats);
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() < 1e-12, "got {got:?}, want {want:?}");
         }
@@ -242,15 +226,7 @@ mod tests {
         // directly through its batch mean, which batch norm (weight 1, bias 0) makes zero.
         let integrated =
             (ba.cur_fusion.forward_t(&cur, true).unwrap() + ba.pre_fusions[0].forward_t(&prev, true).unwrap()).unwrap();
-        let batch_mean = integrated
-            .mean(0)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
+        let batch_mean = integrated.mean(0).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
         assert!(batch_mean < 1e-12, "batch mean {batch_mean}");
         let running = vars.data().lock().unwrap()["cur_fusion.2.running_mean"]
             .as_tensor()
@@ -297,9 +273,6 @@ mod tests {
         assert!(err(ba.forward_t(&[&x(2, 4)], &x(2, 7), false)).contains("has 7 channels"));
         assert!(err(ba.forward_t(&[&x(1, 4)], &x(1, 8), true)).contains("at least 2 images"));
         let vb = VarBuilder::from_varmap(&candle_nn::VarMap::new(), DType::F32, &dev);
-        assert!(BridgeAttention::new(&[4], 8, 16, vb)
-            .unwrap_err()
-            .to_string()
-            .contains("no hidden channels"));
+        assert!(BridgeAttention::new(&[4], 8, 16, vb).unwrap_err().to_string().contains("no hidden channels"));
     }
 }

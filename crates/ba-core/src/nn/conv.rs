@@ -6,8 +6,8 @@ use candle_nn::VarBuilder;
 use crate::init::pytorch_default;
 use crate::ops::{conv2d, Conv2dParams};
 
-/// `torch.nn.Conv2d` with a square kernel and a bias: parameters `weight` (out, in, k, k) and
-/// `bias` (out).
+/// `torch.nn.Conv2d` with a square kernel and a bias, optionally followed by a fused ReLU
+/// (`params.relu`): parameters `weight` (out, in, k, k) and `bias` (out).
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     weight: Tensor,
@@ -38,7 +38,6 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = conv2d(x, &self.weight, self.params)?;
-        y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
+        conv2d(x, &self.weight, Some(&self.bias), self.params)
     }
 }

@@ -23,10 +23,7 @@ impl Dropout {
         if !(0.0..1.0).contains(&p) {
             candle_core::bail!("dropout: probability must be in [0, 1), got {p}");
         }
-        Ok(Self {
-            p,
-            rng: Mutex::new(rng),
-        })
+        Ok(Self { p, rng: Mutex::new(rng) })
     }
 
     /// Applies the layer; the identity when `train` is false.
@@ -35,13 +32,10 @@ impl Dropout {
             return Ok(x.clone());
         }
         let scale = 1.0 / (1.0 - self.p);
-        let mut rng = self
-            .rng
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("dropout: generator lock poisoned".into()))?;
-        let mask: Vec<f32> = (0..x.elem_count())
-            .map(|_| if rng.random::<f32>() < self.p { 0.0 } else { scale })
-            .collect();
+        let mut rng =
+            self.rng.lock().map_err(|_| candle_core::Error::Msg("dropout: generator lock poisoned".into()))?;
+        let mask: Vec<f32> =
+            (0..x.elem_count()).map(|_| if rng.random::<f32>() < self.p { 0.0 } else { scale }).collect();
         drop(rng);
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         x.mul(&mask)
@@ -58,12 +52,7 @@ mod tests {
     fn drops_at_rate_p_scales_survivors_and_is_seeded() {
         let x = Tensor::ones(20_000, candle_core::DType::F32, &Device::Cpu).unwrap();
         let run = |seed| {
-            Dropout::new(0.5, rng_for(seed, "dropout"))
-                .unwrap()
-                .forward_t(&x, true)
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
+            Dropout::new(0.5, rng_for(seed, "dropout")).unwrap().forward_t(&x, true).unwrap().to_vec1::<f32>().unwrap()
         };
         let y = run(7);
         assert_eq!(y, run(7));
@@ -71,10 +60,7 @@ mod tests {
         let zeros = y.iter().filter(|&&v| v == 0.0).count() as f64 / y.len() as f64;
         assert!((zeros - 0.5).abs() < 0.02, "drop rate {zeros}");
         assert!(y.iter().all(|&v| v == 0.0 || v == 2.0));
-        let eval = Dropout::new(0.5, rng_for(7, "dropout"))
-            .unwrap()
-            .forward_t(&x, false)
-            .unwrap();
+        let eval = Dropout::new(0.5, rng_for(7, "dropout")).unwrap().forward_t(&x, false).unwrap();
         assert_eq!(eval.to_vec1::<f32>().unwrap(), vec![1.0; 20_000]);
     }
 

@@ -40,11 +40,7 @@ pub struct AdamMoments {
 /// Applies one Adam step to `param` (contiguous f32) from `grad`, updating `moments`.
 pub fn adam_update(param: &Tensor, grad: &Tensor, moments: &mut AdamMoments, hyper: AdamStep) -> Result<()> {
     if param.shape() != grad.shape() {
-        candle_core::bail!(
-            "adam: parameter {:?} and gradient {:?} differ in shape",
-            param.shape(),
-            grad.shape()
-        );
+        candle_core::bail!("adam: parameter {:?} and gradient {:?} differ in shape", param.shape(), grad.shape());
     }
     if hyper.step == 0 {
         candle_core::bail!("adam: steps count from 1");
@@ -55,13 +51,7 @@ pub fn adam_update(param: &Tensor, grad: &Tensor, moments: &mut AdamMoments, hyp
         moments.v = vec![0.0; n];
     }
     let grad = grad.contiguous()?;
-    param.inplace_op2(
-        &grad,
-        &AdamKernel {
-            hyper,
-            moments: RefCell::new(moments),
-        },
-    )
+    param.inplace_op2(&grad, &AdamKernel { hyper, moments: RefCell::new(moments) })
 }
 
 struct AdamKernel<'a> {
@@ -137,25 +127,15 @@ mod tests {
         let mut moments = AdamMoments::default();
         for (t, g) in grads.iter().enumerate() {
             let g = Tensor::new(g, &Device::Cpu).unwrap();
-            let hyper = AdamStep {
-                lr: 0.01,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: 0.1,
-                step: t as u64 + 1,
-            };
+            let hyper =
+                AdamStep { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1, step: t as u64 + 1 };
             adam_update(p.as_tensor(), &g, &mut moments, hyper).unwrap();
         }
         let got = p.as_tensor().to_vec1::<f32>().unwrap();
         for i in 0..4 {
             let g: Vec<f64> = grads.iter().map(|g| g[i] as f64).collect();
             let want = reference(starts[i] as f64, &g, 0.01, 0.1);
-            assert!(
-                (got[i] as f64 - want).abs() < 1e-6 * want.abs().max(1.0),
-                "element {i}: {} vs {want}",
-                got[i]
-            );
+            assert!((got[i] as f64 - want).abs() < 1e-6 * want.abs().max(1.0), "element {i}: {} vs {want}", got[i]);
         }
     }
 
@@ -163,22 +143,9 @@ mod tests {
     fn rejects_mismatched_shapes_and_step_zero() {
         let p = Var::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap();
         let g = Tensor::zeros(4, candle_core::DType::F32, &Device::Cpu).unwrap();
-        let h = AdamStep {
-            lr: 0.1,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            step: 1,
-        };
+        let h = AdamStep { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, step: 1 };
         assert!(adam_update(p.as_tensor(), &g, &mut AdamMoments::default(), h).is_err());
         let g = Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap();
-        assert!(adam_update(
-            p.as_tensor(),
-            &g,
-            &mut AdamMoments::default(),
-            AdamStep { step: 0, ..h }
-        )
-        .is_err());
+        assert!(adam_update(p.as_tensor(), &g, &mut AdamMoments::default(), AdamStep { step: 0, ..h }).is_err());
     }
 }

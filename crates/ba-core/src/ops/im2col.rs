@@ -97,19 +97,6 @@ pub(crate) fn col2im<T: Copy + Send + Sync + std::ops::AddAssign>(g: &ConvGeomet
     });
 }
 
-/// Rewrites `src` of shape (images, channels, positions) as (images * positions, channels).
-pub(crate) fn channels_last<T: Copy + Send + Sync + Default>(src: &[T], channels: usize, positions: usize) -> Vec<T> {
-    let mut dst = vec![T::default(); src.len()];
-    dst.par_chunks_mut(channels).enumerate().for_each(|(row, d)| {
-        let (image, pos) = (row / positions, row % positions);
-        let s = &src[image * channels * positions..];
-        for (ch, v) in d.iter_mut().enumerate() {
-            *v = s[ch * positions + pos];
-        }
-    });
-    dst
-}
-
 /// A strided matrix operand: element (i, j) is at `data[i * row_stride + j * col_stride]`.
 pub(crate) struct MatRef<'a, T> {
     pub data: &'a [T],
@@ -129,11 +116,7 @@ pub(crate) fn matmul<T: candle_core::WithDType>(
     assert!(m == 0 || k == 0 || lhs.data.len() > (m - 1) * lhs.row_stride + (k - 1) * lhs.col_stride);
     assert!(n == 0 || k == 0 || rhs.data.len() > (k - 1) * rhs.row_stride + (n - 1) * rhs.col_stride);
     let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    };
+    let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
     // SAFETY: the asserts above keep every strided access of `gemm` inside the three slices,
     // and `dst` is borrowed mutably, so it aliases neither operand.
     unsafe {

@@ -28,11 +28,7 @@ pub struct MaxPool2dParams {
 impl MaxPool2dParams {
     /// A square window of side `kernel` moved by `stride`, without padding.
     pub fn square(kernel: usize, stride: usize) -> Self {
-        Self {
-            kernel: (kernel, kernel),
-            stride: (stride, stride),
-            padding: (0, 0),
-        }
+        Self { kernel: (kernel, kernel), stride: (stride, stride), padding: (0, 0) }
     }
 
     /// Output (height, width) for an input of `(h, w)`, or an error if the window does not fit.
@@ -56,10 +52,7 @@ impl MaxPool2dParams {
 /// Max-pools a (batch, channels, height, width) tensor; differentiable.
 pub fn max_pool2d(x: &Tensor, params: MaxPool2dParams) -> Result<Tensor> {
     let x = x.contiguous()?;
-    x.apply_op1(MaxPool2d {
-        params,
-        argmax: Arc::new(Mutex::new(None)),
-    })
+    x.apply_op1(MaxPool2d { params, argmax: Arc::new(Mutex::new(None)) })
 }
 
 /// Flat index, inside its input plane, of each output element's maximum.
@@ -83,10 +76,8 @@ impl MaxPool2d {
         let (ph, pw) = self.params.padding;
         let mut out = vec![T::zero(); b * c * oh * ow];
         let mut idx = vec![0u32; out.len()];
-        out.par_chunks_mut(oh * ow)
-            .zip(idx.par_chunks_mut(oh * ow))
-            .zip(x.par_chunks(h * w))
-            .for_each(|((out, idx), plane)| {
+        out.par_chunks_mut(oh * ow).zip(idx.par_chunks_mut(oh * ow)).zip(x.par_chunks(h * w)).for_each(
+            |((out, idx), plane)| {
                 for oy in 0..oh {
                     let y0 = (oy * sh).saturating_sub(ph);
                     let y1 = (oy * sh + kh - ph).min(h);
@@ -109,7 +100,8 @@ impl MaxPool2d {
                         idx[oy * ow + ox] = best as u32;
                     }
                 }
-            });
+            },
+        );
         Ok((out, idx, Shape::from((b, c, oh, ow))))
     }
 }
@@ -137,10 +129,7 @@ impl CustomOp1 for MaxPool2d {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let backward = MaxPool2dBackward {
-            input_dims: dims4(arg.dims())?,
-            argmax: self.argmax.clone(),
-        };
+        let backward = MaxPool2dBackward { input_dims: dims4(arg.dims())?, argmax: self.argmax.clone() };
         Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&backward)?))
     }
 }
@@ -163,14 +152,13 @@ impl MaxPool2dBackward {
         }
         let plane_out = grad.len() / (b * c);
         let mut dx = vec![T::zero(); b * c * h * w];
-        dx.par_chunks_mut(h * w)
-            .zip(grad.par_chunks(plane_out))
-            .zip(argmax.par_chunks(plane_out))
-            .for_each(|((dx, g), idx)| {
+        dx.par_chunks_mut(h * w).zip(grad.par_chunks(plane_out)).zip(argmax.par_chunks(plane_out)).for_each(
+            |((dx, g), idx)| {
                 for (&g, &i) in g.iter().zip(idx) {
                     dx[i as usize] += g;
                 }
-            });
+            },
+        );
         Ok(dx)
     }
 }
@@ -199,8 +187,7 @@ impl CustomOp1 for MaxPool2dBackward {
 }
 
 fn lock(m: &Mutex<Option<Vec<u32>>>) -> Result<std::sync::MutexGuard<'_, Option<Vec<u32>>>> {
-    m.lock()
-        .map_err(|_| candle_core::Error::Msg("max_pool2d: arg-max lock poisoned".into()))
+    m.lock().map_err(|_| candle_core::Error::Msg("max_pool2d: arg-max lock poisoned".into()))
 }
 
 fn dims4(dims: &[usize]) -> Result<[usize; 4]> {
@@ -224,25 +211,15 @@ mod tests {
         let x = Tensor::randn(0f32, 1., (2, 3, 8, 6), &Device::Cpu).unwrap();
         let ours = pool(&x, 2, 2);
         let theirs = x.max_pool2d(2).unwrap();
-        let diff = (ours - theirs)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert_eq!(diff, 0.0);
     }
 
     #[test]
     fn overlapping_windows_forward_by_hand() {
         // 1x1x3x5 input, kernel 3 stride 2 -> 1x2 output.
-        let x = Tensor::new(
-            &[[[[1f32, 2., 9., 0., 0.], [0., 5., 0., 3., 8.], [4., 0., 0., 7., 1.]]]],
-            &Device::Cpu,
-        )
-        .unwrap();
+        let x = Tensor::new(&[[[[1f32, 2., 9., 0., 0.], [0., 5., 0., 3., 8.], [4., 0., 0., 7., 1.]]]], &Device::Cpu)
+            .unwrap();
         let y = pool(&x, 3, 2);
         assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![9., 9.]);
     }
@@ -266,13 +243,7 @@ mod tests {
         assert_eq!(y.dims(), &[1, 1, 2, 2]);
         let w = Tensor::new(&[[[[1f64, 10.], [100., 1000.]]]], &Device::Cpu).unwrap();
         let grads = (y * w).unwrap().sum_all().unwrap().backward().unwrap();
-        let g = grads
-            .get(x.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap();
+        let g = grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
         let mut expected = vec![0f64; 25];
         expected[2] = 11.; // both top windows pick the 9
         expected[3 * 5] = 100.; // bottom-left window (rows 2..5, cols 0..3): first 5 at (3, 0)
@@ -290,17 +261,8 @@ mod tests {
     #[test]
     fn padding_pads_with_negative_infinity() {
         let x = Tensor::new(&[[[[-1f32, -2.], [-3., -4.]]]], &Device::Cpu).unwrap();
-        let p = MaxPool2dParams {
-            kernel: (3, 3),
-            stride: (2, 2),
-            padding: (1, 1),
-        };
-        let y = max_pool2d(&x, p)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let p = MaxPool2dParams { kernel: (3, 3), stride: (2, 2), padding: (1, 1) };
+        let y = max_pool2d(&x, p).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(y, vec![-1.]);
     }
 
@@ -312,27 +274,9 @@ mod tests {
         let vals: Vec<f64> = (0..n).map(|i| ((i * 7919) % n) as f64 * 0.01).collect();
         let x = Var::from_vec(vals.clone(), (b, c, h, w), &Device::Cpu).unwrap();
         let wts = Tensor::randn(0f64, 1., (b, c, 4, 3), &Device::Cpu).unwrap();
-        let loss = |t: &Tensor| {
-            (pool(t, 3, 2) * &wts)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap()
-        };
-        let grads = (pool(x.as_tensor(), 3, 2) * &wts)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g = grads
-            .get(x.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap();
+        let loss = |t: &Tensor| (pool(t, 3, 2) * &wts).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+        let grads = (pool(x.as_tensor(), 3, 2) * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
         let eps = 1e-4;
         for i in (0..n).step_by(5) {
             let mut plus = vals.clone();
@@ -342,11 +286,7 @@ mod tests {
             let fp = loss(&Tensor::from_vec(plus, (b, c, h, w), &Device::Cpu).unwrap());
             let fm = loss(&Tensor::from_vec(minus, (b, c, h, w), &Device::Cpu).unwrap());
             let numeric = (fp - fm) / (2. * eps);
-            assert!(
-                (numeric - g[i]).abs() < 1e-6,
-                "element {i}: numeric {numeric}, analytic {}",
-                g[i]
-            );
+            assert!((numeric - g[i]).abs() < 1e-6, "element {i}: numeric {numeric}, analytic {}", g[i]);
         }
     }
 
