@@ -150,7 +150,7 @@ fn verify_official(file: &BatchFile) -> Result<()> {
 
 /// Appends the records of `bytes` to `split`.
 fn decode_records(path: &Path, bytes: &[u8], split: &mut Split) -> Result<()> {
-    if bytes.is_empty() || bytes.len() % RECORD_BYTES != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD_BYTES) {
         return Err(DataError::format(
             path,
             format!(

@@ -143,7 +143,7 @@ struct MaxPool2dBackward {
 impl MaxPool2dBackward {
     fn backward<T: WithDType>(&self, grad: &[T], argmax: &[u32]) -> Result<Vec<T>> {
         let [b, c, h, w] = self.input_dims;
-        if grad.len() != argmax.len() || grad.len() % (b * c) != 0 {
+        if grad.len() != argmax.len() || !grad.len().is_multiple_of(b * c) {
             candle_core::bail!(
                 "max_pool2d backward: gradient of {} elements for {} recorded maxima",
                 grad.len(),
