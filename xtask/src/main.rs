@@ -5,7 +5,7 @@ mod preset;
 mod run;
 mod table;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -42,20 +42,6 @@ fn main() -> Result<()> {
         Verb::Compare(args) => cmd::compare::run(args),
         Verb::MakeSample(args) => cmd::make_sample::run(args),
     }
-}
-
-/// A new run folder `<out>/<prefix>-<n>`, numbered past the existing ones so no run is overwritten.
-fn run_dir(out: &Path, prefix: &str) -> Result<PathBuf> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    for n in 1.. {
-        let dir = out.join(format!("{prefix}-{n}"));
-        match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
-        }
-    }
-    unreachable!("an unbounded range always yields")
 }
 
 /// Writes `value` as pretty JSON at `path`.

@@ -1,6 +1,6 @@
 //! Training one model under a recipe, into a run folder.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,7 +18,32 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use serde::Serialize;
 
-use crate::preset::Recipe;
+use crate::preset::{Recipe, RecipeArgs};
+
+/// What every training verb starts from: the validated recipe, the data, the device and a new
+/// run folder holding `recipe.json`.
+pub struct Setup {
+    pub recipe: Recipe,
+    pub data: Cifar10,
+    pub device: Device,
+    pub dir: PathBuf,
+}
+
+impl Setup {
+    /// Validates `args`, reads the data and creates `<out>/<name>-N`.
+    pub fn new(args: &RecipeArgs, name: &str) -> Result<Self> {
+        let recipe = args.recipe()?;
+        let data = Cifar10::open(&recipe.data)?;
+        let dir = run_dir(&args.out, name)?;
+        crate::write_json(&dir.join("recipe.json"), &recipe)?;
+        Ok(Self { recipe, data, device: Device::Cpu, dir })
+    }
+
+    /// The loaders of the recipe (see [`Loaders`]).
+    pub fn loaders(&self) -> Loaders {
+        Loaders::new(&self.data, &self.recipe, &self.device)
+    }
+}
 
 /// What a finished run reports.
 #[derive(Debug, Clone, Serialize)]
@@ -39,6 +64,20 @@ impl RunSummary {
     pub fn best(&self) -> &EpochRecord {
         &self.epochs[self.best_epoch - 1]
     }
+}
+
+/// A new run folder `<out>/<prefix>-<n>`, numbered past the existing ones so no run is overwritten.
+fn run_dir(out: &Path, prefix: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for n in 1.. {
+        let dir = out.join(format!("{prefix}-{n}"));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    }
+    unreachable!("an unbounded range always yields")
 }
 
 /// The loaders of a recipe. Both models of a comparison get loaders with the same seeds, so

@@ -2,12 +2,10 @@
 //! the comparison table.
 
 use anyhow::Result;
-use ba_data::Cifar10;
 use ba_models::ModelKind;
-use candle_core::Device;
 
 use crate::preset::RecipeArgs;
-use crate::run::{train_model, Loaders};
+use crate::run::{train_model, Setup};
 use crate::table::comparison_table;
 
 /// Arguments of `compare`.
@@ -18,11 +16,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let recipe = args.recipe.recipe()?;
-    let data = Cifar10::open(&recipe.data)?;
-    let device = Device::Cpu;
-    let dir = crate::run_dir(&args.recipe.out, "compare")?;
-    crate::write_json(&dir.join("recipe.json"), &recipe)?;
+    let setup = Setup::new(&args.recipe, "compare")?;
+    let (recipe, data, dir) = (&setup.recipe, &setup.data, &setup.dir);
     println!(
         "training alexnet and ba-alexnet: {} train / {} test images from {}, {} epochs, batch {}, lr {}, seed {}",
         data.train.len(),
@@ -34,16 +29,16 @@ pub fn run(args: Args) -> Result<()> {
         recipe.seed
     );
     // One set of loaders: both models see the same images, order and augmentation draws.
-    let loaders = Loaders::new(&data, &recipe, &device);
+    let loaders = setup.loaders();
     let mut runs = Vec::new();
     for kind in ModelKind::ALL {
-        runs.push(train_model(kind, &loaders, &recipe, &device, &dir.join(kind.name()))?);
+        runs.push(train_model(kind, &loaders, recipe, &setup.device, &dir.join(kind.name()))?);
     }
     let table = comparison_table(&runs);
     let diff = runs[1].last().val.accuracy - runs[0].last().val.accuracy;
     let report = format!(
         "# AlexNet vs BA-AlexNet\n\nRecipe: `{}`\n\n{table}\nBA - AlexNet, final val acc: {diff:+.4} (one seed: not evidence of a difference by itself)\n",
-        serde_json::to_string(&recipe)?
+        serde_json::to_string(recipe)?
     );
     std::fs::write(dir.join("report.md"), &report)?;
     crate::write_json(&dir.join("summary.json"), &runs)?;

@@ -1,12 +1,10 @@
 //! `cargo xtask train`: trains one model and writes its run folder.
 
 use anyhow::Result;
-use ba_data::Cifar10;
 use ba_models::ModelKind;
-use candle_core::Device;
 
 use crate::preset::RecipeArgs;
-use crate::run::{train_model, Loaders};
+use crate::run::{train_model, Setup};
 use crate::table::comparison_table;
 
 /// Arguments of `train`.
@@ -20,15 +18,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let recipe = args.recipe.recipe()?;
-    let data = Cifar10::open(&recipe.data)?;
-    let device = Device::Cpu;
-    let dir = crate::run_dir(&args.recipe.out, &format!("train-{}", args.model))?;
-    crate::write_json(&dir.join("recipe.json"), &recipe)?;
-    let loaders = Loaders::new(&data, &recipe, &device);
-    let summary = train_model(args.model, &loaders, &recipe, &device, &dir)?;
-    crate::write_json(&dir.join("summary.json"), &summary)?;
+    let setup = Setup::new(&args.recipe, &format!("train-{}", args.model))?;
+    let summary = train_model(args.model, &setup.loaders(), &setup.recipe, &setup.device, &setup.dir)?;
+    crate::write_json(&setup.dir.join("summary.json"), &summary)?;
     println!("{}", comparison_table(std::slice::from_ref(&summary)));
-    println!("run folder: {}", dir.display());
+    println!("run folder: {}", setup.dir.display());
     Ok(())
 }
