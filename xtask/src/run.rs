@@ -181,8 +181,7 @@ mod tests {
         out
     }
 
-    #[test]
-    fn a_run_writes_metrics_and_loadable_checkpoints() {
+    fn tiny_setup() -> (Cifar10, Recipe) {
         let full = Cifar10::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/cifar-10-sample")).unwrap();
         let data =
             Cifar10 { train: subset(&full.train, 2), test: subset(&full.test, 1), classes: full.classes.clone() };
@@ -196,6 +195,33 @@ mod tests {
             label_smoothing: 0.1,
             seed: 5,
         };
+        (data, recipe)
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_weights_and_metrics() {
+        let (data, recipe) = tiny_setup();
+        let run = |tag: &str| {
+            let dir = std::env::temp_dir().join(format!("xtask-det-{tag}-{}", std::process::id()));
+            let loaders = Loaders::new(&data, &recipe, &Device::Cpu);
+            let summary = train_model(ModelKind::BaAlexNet, &loaders, &recipe, &Device::Cpu, &dir).unwrap();
+            let weights = candle_core::safetensors::load(dir.join("final.safetensors"), &Device::Cpu).unwrap();
+            std::fs::remove_dir_all(&dir).unwrap();
+            let flat: Vec<(String, Vec<f32>)> = {
+                let mut names: Vec<_> = weights.keys().filter(|n| !n.ends_with("num_batches_tracked")).collect();
+                names.sort();
+                names.into_iter().map(|n| (n.clone(), weights[n].flatten_all().unwrap().to_vec1().unwrap())).collect()
+            };
+            (summary.epochs.iter().map(|e| (e.train.loss, e.val.loss)).collect::<Vec<_>>(), flat)
+        };
+        let (a, b) = (run("a"), run("b"));
+        assert_eq!(a.0, b.0, "metrics differ between identical runs");
+        assert!(a.1 == b.1, "weights differ between identical runs");
+    }
+
+    #[test]
+    fn a_run_writes_metrics_and_loadable_checkpoints() {
+        let (data, recipe) = tiny_setup();
         let dir = std::env::temp_dir().join(format!("xtask-run-{}", std::process::id()));
         let loaders = Loaders::new(&data, &recipe, &Device::Cpu);
         assert_eq!(loaders.train.batches_per_epoch(), 2, "20 images, batch 8, last batch dropped");
