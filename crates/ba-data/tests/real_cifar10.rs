@@ -10,14 +10,19 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-#[test]
-fn full_archive_reads_50000_plus_10000_records_with_known_first_labels() {
+/// The full CIFAR-10 beside the repository, or `None` (and a note) when it is not there.
+fn full_archive() -> Option<Cifar10> {
     let archive = repo_root().join("../shared/data/cifar-10-binary.tar.gz");
     if !archive.exists() {
         eprintln!("skipped: {} is not here", archive.display());
-        return;
+        return None;
     }
-    let data = Cifar10::open(&archive).unwrap();
+    Some(Cifar10::open(&archive).unwrap())
+}
+
+#[test]
+fn full_archive_reads_50000_plus_10000_records_with_known_first_labels() {
+    let Some(data) = full_archive() else { return };
     assert_eq!((data.train.len(), data.test.len()), (50_000, 10_000));
     assert_eq!(data.train.class_counts(), [5000; 10]);
     assert_eq!(data.test.class_counts(), [1000; 10]);
@@ -52,12 +57,7 @@ fn sample_holds_500_train_and_100_test_images_per_class() {
 
 #[test]
 fn sample_equals_the_first_images_of_each_class_in_the_archive() {
-    let archive = repo_root().join("../shared/data/cifar-10-binary.tar.gz");
-    if !archive.exists() {
-        eprintln!("skipped: {} is not here", archive.display());
-        return;
-    }
-    let full = Cifar10::open(&archive).unwrap();
+    let Some(full) = full_archive() else { return };
     let sample = Cifar10::open(repo_root().join("data/cifar-10-sample")).unwrap();
     for (whole, part, per_class) in [(&full.train, &sample.train, 500), (&full.test, &sample.test, 100)] {
         let picked = whole.first_per_class(per_class);
