@@ -6,12 +6,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The file or folder could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {reason}")]
     Io {
         /// The file that failed.
         path: PathBuf,
-        /// The operating system's reason.
-        source: std::io::Error,
+        /// The operating system's reason (not a `source`, so that chains print it once).
+        reason: std::io::Error,
     },
     /// The content is not what CIFAR-10 holds.
     #[error("{path}: {message}")]
@@ -42,7 +42,7 @@ impl DataError {
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        DataError::Io { path: path.into(), source }
+        DataError::Io { path: path.into(), reason: source }
     }
 }
 

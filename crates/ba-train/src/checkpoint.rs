@@ -28,7 +28,7 @@ pub fn state_dict(vars: &VarMap, batches_tracked: u64) -> Result<HashMap<String,
 /// Saves the [`state_dict`] of `vars` as safetensors at `path` through a temporary file that
 /// is synced and then renamed, so a crash leaves either the old file or the new one whole.
 pub fn save_weights(vars: &VarMap, batches_tracked: u64, path: &Path) -> Result<()> {
-    let io = |source| TrainError::Io { path: path.to_path_buf(), source };
+    let io = |source| TrainError::Io { path: path.to_path_buf(), reason: source };
     let tmp = path.with_extension("safetensors.tmp");
     candle_core::safetensors::save(&state_dict(vars, batches_tracked)?, &tmp)?;
     File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;

@@ -22,12 +22,12 @@ pub enum TrainError {
         loss: f32,
     },
     /// A file could not be written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {reason}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The operating system's reason.
-        source: std::io::Error,
+        /// The operating system's reason (not a `source`, so that chains print it once).
+        reason: std::io::Error,
     },
 }
 

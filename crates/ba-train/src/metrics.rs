@@ -42,5 +42,5 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochRecord>> {
 }
 
 fn io(path: &Path, source: std::io::Error) -> TrainError {
-    TrainError::Io { path: path.to_path_buf(), source }
+    TrainError::Io { path: path.to_path_buf(), reason: source }
 }
