@@ -20,11 +20,11 @@ use serde::Serialize;
 
 use crate::preset::{Recipe, RecipeArgs};
 
-/// What every training verb starts from: the validated recipe, the data, the device and a new
-/// run folder holding `recipe.json`.
+/// What every training verb starts from: the validated recipe, the loaders over the data, the
+/// device and a new run folder holding `recipe.json`.
 pub struct Setup {
     pub recipe: Recipe,
-    pub data: Cifar10,
+    pub loaders: Loaders,
     pub device: Device,
     pub dir: PathBuf,
 }
@@ -36,12 +36,9 @@ impl Setup {
         let data = Cifar10::open(&recipe.data)?;
         let dir = run_dir(&args.out, name)?;
         crate::write_json(&dir.join("recipe.json"), &recipe)?;
-        Ok(Self { recipe, data, device: Device::Cpu, dir })
-    }
-
-    /// The loaders of the recipe (see [`Loaders`]).
-    pub fn loaders(&self) -> Loaders {
-        Loaders::new(&self.data, &self.recipe, &self.device)
+        let device = Device::Cpu;
+        let loaders = Loaders::new(data, &recipe, &device);
+        Ok(Self { recipe, loaders, device, dir })
     }
 }
 
@@ -88,7 +85,8 @@ pub struct Loaders {
 }
 
 impl Loaders {
-    pub fn new(data: &Cifar10, recipe: &Recipe, device: &Device) -> Self {
+    /// Loaders over `data`, which they take over (no copy of the images).
+    pub fn new(data: Cifar10, recipe: &Recipe, device: &Device) -> Self {
         let config = LoaderConfig {
             batch_size: recipe.batch_size,
             shuffle: true,
@@ -96,15 +94,10 @@ impl Loaders {
             shuffle_seed: derive_seed(recipe.seed, "shuffle"),
             augment_seed: derive_seed(recipe.seed, "augment"),
         };
-        let train = Loader::new(
-            Arc::new(data.train.clone()),
-            Arc::new(simple_train_pipeline(INPUT_SIZE)),
-            config,
-            device.clone(),
-        );
+        let train =
+            Loader::new(Arc::new(data.train), Arc::new(simple_train_pipeline(INPUT_SIZE)), config, device.clone());
         let val_config = LoaderConfig { shuffle: false, drop_last: false, ..config };
-        let val =
-            Loader::new(Arc::new(data.test.clone()), Arc::new(test_pipeline(INPUT_SIZE)), val_config, device.clone());
+        let val = Loader::new(Arc::new(data.test), Arc::new(test_pipeline(INPUT_SIZE)), val_config, device.clone());
         Self { train, val }
     }
 }
@@ -203,7 +196,7 @@ mod tests {
         let (data, recipe) = tiny_setup();
         let run = |tag: &str| {
             let dir = std::env::temp_dir().join(format!("xtask-det-{tag}-{}", std::process::id()));
-            let loaders = Loaders::new(&data, &recipe, &Device::Cpu);
+            let loaders = Loaders::new(data.clone(), &recipe, &Device::Cpu);
             let summary = train_model(ModelKind::BaAlexNet, &loaders, &recipe, &Device::Cpu, &dir).unwrap();
             let weights = candle_core::safetensors::load(dir.join("final.safetensors"), &Device::Cpu).unwrap();
             std::fs::remove_dir_all(&dir).unwrap();
@@ -223,7 +216,7 @@ mod tests {
     fn a_run_writes_metrics_and_loadable_checkpoints() {
         let (data, recipe) = tiny_setup();
         let dir = std::env::temp_dir().join(format!("xtask-run-{}", std::process::id()));
-        let loaders = Loaders::new(&data, &recipe, &Device::Cpu);
+        let loaders = Loaders::new(data.clone(), &recipe, &Device::Cpu);
         assert_eq!(loaders.train.batches_per_epoch(), 2, "20 images, batch 8, last batch dropped");
         let summary = train_model(ModelKind::BaAlexNet, &loaders, &recipe, &Device::Cpu, &dir).unwrap();
         assert_eq!((summary.parameters, summary.trainable_parameters), (7_529_258, 7_529_210));

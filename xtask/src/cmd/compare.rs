@@ -17,11 +17,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let setup = Setup::new(&args.recipe, "compare")?;
-    let (recipe, data, dir) = (&setup.recipe, &setup.data, &setup.dir);
+    let (recipe, loaders, dir) = (&setup.recipe, &setup.loaders, &setup.dir);
     println!(
-        "training alexnet and ba-alexnet: {} train / {} test images from {}, {} epochs, batch {}, lr {}, seed {}",
-        data.train.len(),
-        data.test.len(),
+        "training alexnet and ba-alexnet on {} images an epoch from {}, {} epochs, batch {}, lr {}, seed {}",
+        loaders.train.images_per_epoch(),
         recipe.data.display(),
         recipe.epochs,
         recipe.batch_size,
@@ -29,10 +28,9 @@ pub fn run(args: Args) -> Result<()> {
         recipe.seed
     );
     // One set of loaders: both models see the same images, order and augmentation draws.
-    let loaders = setup.loaders();
     let mut runs = Vec::new();
     for kind in ModelKind::ALL {
-        runs.push(train_model(kind, &loaders, recipe, &setup.device, &dir.join(kind.name()))?);
+        runs.push(train_model(kind, loaders, recipe, &setup.device, &dir.join(kind.name()))?);
     }
     let table = comparison_table(&runs);
     let diff = runs[1].last().val.accuracy - runs[0].last().val.accuracy;

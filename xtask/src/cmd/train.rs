@@ -19,7 +19,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let setup = Setup::new(&args.recipe, &format!("train-{}", args.model))?;
-    let summary = train_model(args.model, &setup.loaders(), &setup.recipe, &setup.device, &setup.dir)?;
+    let summary = train_model(args.model, &setup.loaders, &setup.recipe, &setup.device, &setup.dir)?;
     crate::write_json(&setup.dir.join("summary.json"), &summary)?;
     println!("{}", comparison_table(std::slice::from_ref(&summary)));
     println!("run folder: {}", setup.dir.display());
