@@ -1,0 +1,248 @@
+//! Geometric transforms: crops, flips and rotation, with torchvision's parameter sampling.
+
+use rand::Rng as _;
+
+use super::resample::resized_crop;
+use super::{Image, Transform};
+use crate::Rng;
+
+/// A crop window in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CropBox {
+    /// First row.
+    pub top: usize,
+    /// First column.
+    pub left: usize,
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+}
+
+/// `RandomResizedCrop(size, scale, ratio=(3/4, 4/3))`, bilinear with antialiasing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RandomResizedCrop {
+    /// Side of the (square) output.
+    pub size: usize,
+    /// Range of the crop's area as a fraction of the image's.
+    pub scale: (f64, f64),
+    /// Range of the crop's aspect ratio (width / height).
+    pub ratio: (f64, f64),
+}
+
+impl RandomResizedCrop {
+    /// A crop to `size` x `size` with area fraction in `scale` and the default ratio range.
+    pub fn new(size: usize, scale: (f64, f64)) -> Self {
+        Self { size, scale, ratio: (3.0 / 4.0, 4.0 / 3.0) }
+    }
+
+    /// torchvision's `get_params`: ten tries of a random area and log-uniform aspect ratio,
+    /// then the largest centred window whose ratio lies in range.
+    pub fn sample(&self, height: usize, width: usize, rng: &mut Rng) -> CropBox {
+        let area = (height * width) as f64;
+        let log_ratio = (self.ratio.0.ln(), self.ratio.1.ln());
+        for _ in 0..10 {
+            let target_area = area * rng.random_range(self.scale.0..=self.scale.1);
+            let aspect = rng.random_range(log_ratio.0..=log_ratio.1).exp();
+            let w = (target_area * aspect).sqrt().round() as usize;
+            let h = (target_area / aspect).sqrt().round() as usize;
+            if 0 < w && w <= width && 0 < h && h <= height {
+                let top = rng.random_range(0..=height - h);
+                let left = rng.random_range(0..=width - w);
+                return CropBox { top, left, height: h, width: w };
+            }
+        }
+        let in_ratio = width as f64 / height as f64;
+        let (w, h) = if in_ratio < self.ratio.0 {
+            (width, ((width as f64 / self.ratio.0).round() as usize).min(height))
+        } else if in_ratio > self.ratio.1 {
+            (((height as f64 * self.ratio.1).round() as usize).min(width), height)
+        } else {
+            (width, height)
+        };
+        CropBox { top: (height - h) / 2, left: (width - w) / 2, height: h, width: w }
+    }
+
+    /// Crops `window` and resizes it to the output size.
+    pub fn apply_with(&self, window: CropBox, image: &Image) -> Image {
+        resized_crop(image, (window.top, window.left, window.height, window.width), (self.size, self.size))
+    }
+}
+
+impl Transform for RandomResizedCrop {
+    fn apply(&self, image: Image, rng: &mut Rng) -> Image {
+        let window = self.sample(image.height, image.width, rng);
+        self.apply_with(window, &image)
+    }
+}
+
+/// `RandomCrop(size)`: a uniformly placed `size` x `size` window (no padding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RandomCrop {
+    /// Side of the crop.
+    pub size: usize,
+}
+
+impl Transform for RandomCrop {
+    fn apply(&self, image: Image, rng: &mut Rng) -> Image {
+        let (h, w, s) = (image.height, image.width, self.size);
+        assert!(s <= h && s <= w, "RandomCrop({s}) of a {h}x{w} image");
+        let top = rng.random_range(0..=h - s);
+        let left = rng.random_range(0..=w - s);
+        let mut data = Vec::with_capacity(3 * s * s);
+        for c in 0..3 {
+            let p = image.plane(c);
+            for y in top..top + s {
+                data.extend_from_slice(&p[y * w + left..y * w + left + s]);
+            }
+        }
+        Image { height: s, width: s, data }
+    }
+}
+
+/// Mirrors every row in place (`F.hflip`).
+pub fn horizontal_flip(image: &mut Image) {
+    let w = image.width;
+    image.data.chunks_exact_mut(w).for_each(|row| row.reverse());
+}
+
+/// `RandomHorizontalFlip(p)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RandomHorizontalFlip {
+    /// Probability of flipping.
+    pub p: f64,
+}
+
+impl Transform for RandomHorizontalFlip {
+    fn apply(&self, mut image: Image, rng: &mut Rng) -> Image {
+        if rng.random::<f64>() < self.p {
+            horizontal_flip(&mut image);
+        }
+        image
+    }
+}
+
+/// `RandomRotation(degrees)`: an angle uniform in `[-degrees, degrees]`, counter-clockwise about
+/// the centre, nearest neighbour, same size, fill 0.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RandomRotation {
+    /// Largest rotation in degrees.
+    pub degrees: f64,
+}
+
+impl RandomRotation {
+    /// Draws the angle in degrees.
+    pub fn sample(&self, rng: &mut Rng) -> f64 {
+        rng.random_range(-self.degrees..=self.degrees)
+    }
+}
+
+impl Transform for RandomRotation {
+    fn apply(&self, image: Image, rng: &mut Rng) -> Image {
+        let angle = self.sample(rng);
+        rotate(&image, angle)
+    }
+}
+
+/// `F.rotate(img, angle, NEAREST, expand=False, center=None, fill=0)` on a tensor: each output
+/// pixel takes the source pixel its centre maps to under the inverse rotation (rounded half to
+/// even, as `grid_sample` does), or 0 outside the image. The arithmetic follows torchvision's
+/// affine grid in f32 so that ties round the same way.
+pub fn rotate(image: &Image, angle_degrees: f64) -> Image {
+    let (h, w) = (image.height, image.width);
+    // The inverse affine matrix torchvision builds for rotate (angle negated, no shear/scale).
+    let rot = (-angle_degrees).to_radians();
+    let inverse = [rot.cos() as f32, rot.sin() as f32, -(rot.sin() as f32), rot.cos() as f32];
+    let (half_w, half_h) = (0.5 * w as f32, 0.5 * h as f32);
+    let (ax, bx) = (inverse[0] / half_w, inverse[1] / half_w);
+    let (ay, by) = (inverse[2] / half_h, inverse[3] / half_h);
+    let source: Vec<Option<usize>> = (0..h * w)
+        .map(|i| {
+            let x = (i % w) as f32 - half_w + 0.5;
+            let y = (i / w) as f32 - half_h + 0.5;
+            // Normalised grid coordinates, then grid_sample's unnormalisation (align_corners=False).
+            let gx = x * ax + y * bx;
+            let gy = x * ay + y * by;
+            let sx = (((gx + 1.0) * w as f32 - 1.0) / 2.0).round_ties_even();
+            let sy = (((gy + 1.0) * h as f32 - 1.0) / 2.0).round_ties_even();
+            let inside = (0.0..w as f32).contains(&sx) && (0.0..h as f32).contains(&sy);
+            inside.then(|| sy as usize * w + sx as usize)
+        })
+        .collect();
+    let mut data = vec![0.0f32; 3 * h * w];
+    for (c, out) in data.chunks_exact_mut(h * w).enumerate() {
+        let plane = image.plane(c);
+        for (v, s) in out.iter_mut().zip(&source) {
+            if let Some(s) = *s {
+                *v = plane[s];
+            }
+        }
+    }
+    Image { height: h, width: w, data }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{image, rng};
+    use super::*;
+
+    #[test]
+    fn crop_takes_a_window_and_flip_mirrors_rows() {
+        let img = image(5, 5, |c, y, x| (c * 100 + y * 10 + x) as f32);
+        let crop = RandomCrop { size: 3 }.apply(img, &mut rng());
+        let (y0, x0) = ((crop.data[0] as usize / 10) % 10, crop.data[0] as usize % 10);
+        assert!(y0 <= 2 && x0 <= 2);
+        assert_eq!(crop.data[4], ((y0 + 1) * 10 + x0 + 1) as f32);
+        assert_eq!(crop.data[9], (100 + y0 * 10 + x0) as f32);
+        let flipped = RandomHorizontalFlip { p: 1.0 }.apply(crop.clone(), &mut rng());
+        assert_eq!(flipped.data[0], crop.data[2]);
+        let kept = RandomHorizontalFlip { p: 0.0 }.apply(crop.clone(), &mut rng());
+        assert_eq!(kept, crop);
+    }
+
+    #[test]
+    fn quarter_turns_move_pixels_exactly() {
+        let img = image(4, 4, |c, y, x| (c * 100 + y * 4 + x) as f32);
+        let turned = rotate(&img, 90.0);
+        // Counter-clockwise: the top-right pixel moves to the top-left.
+        for y in 0..4 {
+            for x in 0..4 {
+                assert_eq!(turned.data[y * 4 + x], img.data[x * 4 + (3 - y)], "at ({y}, {x})");
+            }
+        }
+        assert_eq!(rotate(&img, 0.0), img);
+    }
+
+    #[test]
+    fn rotation_fills_the_corners_with_zero() {
+        let img = image(16, 16, |_, _, _| 9.0);
+        let out = rotate(&img, 45.0);
+        assert_eq!(out.data[0], 0.0);
+        assert_eq!(out.data[8 * 16 + 8], 9.0);
+    }
+
+    #[test]
+    fn fallback_is_the_centred_crop_in_ratio() {
+        // No draw of area fraction >= 0.99 fits a 10x100 image: the fallback keeps the height
+        // and takes the widest window of ratio 4/3.
+        let crop = RandomResizedCrop { size: 8, scale: (0.99, 1.0), ratio: (3.0 / 4.0, 4.0 / 3.0) };
+        let b = crop.sample(10, 100, &mut rng());
+        assert_eq!(b, CropBox { top: 0, left: 43, height: 10, width: 13 });
+    }
+
+    #[test]
+    fn flip_and_rotation_rates_match_their_parameters() {
+        let mut rng = rng();
+        let n = 20_000;
+        let img = image(1, 2, |_, _, x| x as f32);
+        let flips =
+            (0..n).filter(|_| RandomHorizontalFlip { p: 0.5 }.apply(img.clone(), &mut rng).data[0] == 1.0).count();
+        let rate = flips as f64 / n as f64;
+        assert!((rate - 0.5).abs() < 0.015, "flip rate {rate}");
+        let angles: Vec<f64> = (0..n).map(|_| RandomRotation { degrees: 45.0 }.sample(&mut rng)).collect();
+        assert!(angles.iter().all(|a| a.abs() <= 45.0));
+        let mean = angles.iter().sum::<f64>() / n as f64;
+        let var = angles.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / n as f64;
+        assert!(mean.abs() < 0.6 && (var - 90.0 * 90.0 / 12.0).abs() < 25.0, "mean {mean}, var {var}");
+    }
+}

@@ -1,0 +1,165 @@
+//! Every transform against torchvision's output for the same parameters, on real CIFAR-10
+//! images. The fixture comes from `scripts/torchvision_fixtures.py` (torchvision's tensor path on
+//! float images in [0, 1]; ours works on the 0..=255 scale, hence the factor 255).
+
+use ba_data::transforms::{
+    adjust_brightness, horizontal_flip, resized_crop, rotate, ColorJitter, Image, JitterParams, JitterStep,
+    Normalize, RandomResizedCrop, Resize, Transform,
+};
+use rand::SeedableRng;
+use safetensors::SafeTensors;
+use serde_json::Value;
+
+const FIXTURE: &[u8] = include_bytes!("fixtures/torchvision.safetensors");
+
+/// Largest difference allowed on the [0, 1] scale for the interpolating transforms: f32
+/// rounding in a different order of operations (measured: at most 6e-7).
+const TOLERANCE: f32 = 1e-6;
+
+struct Fixture {
+    tensors: SafeTensors<'static>,
+    cases: Vec<Value>,
+    stats: Value,
+}
+
+fn fixture() -> Fixture {
+    let (_, meta) = SafeTensors::read_metadata(FIXTURE).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    Fixture {
+        tensors: SafeTensors::deserialize(FIXTURE).unwrap(),
+        cases: serde_json::from_str(&meta["cases"]).unwrap(),
+        stats: serde_json::from_str(&meta["stats"]).unwrap(),
+    }
+}
+
+impl Fixture {
+    /// Tensor `name` (3, H, W) as an image on the 0..=255 scale.
+    fn image(&self, name: &str) -> Image {
+        let t = self.tensors.tensor(name).unwrap();
+        let shape = t.shape();
+        let data = t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) * 255.0).collect();
+        Image { height: shape[1], width: shape[2], data }
+    }
+}
+
+fn steps(case: &Value) -> JitterParams {
+    JitterParams(
+        case["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let f = s[1].as_f64().unwrap() as f32;
+                match s[0].as_str().unwrap() {
+                    "brightness" => JitterStep::Brightness(f),
+                    "contrast" => JitterStep::Contrast(f),
+                    _ => JitterStep::Saturation(f),
+                }
+            })
+            .collect(),
+    )
+}
+
+fn window(case: &Value) -> (usize, usize, usize, usize) {
+    let b: Vec<usize> = case["box"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    (b[0], b[1], b[2], b[3])
+}
+
+/// Our output for a case, on the fixture's scale.
+fn ours(fx: &Fixture, case: &Value) -> Image {
+    let input = fx.image(case["input"].as_str().unwrap());
+    let mut rng = ba_data::Rng::seed_from_u64(0);
+    let mut out = match case["op"].as_str().unwrap() {
+        "resize" => {
+            let size = &case["size"];
+            let (h, w) = (size[0].as_u64().unwrap() as usize, size[1].as_u64().unwrap() as usize);
+            Resize { height: h, width: w }.apply(input, &mut rng)
+        }
+        "jitter" => ColorJitter::apply_with(&steps(case), input),
+        "resized_crop" => {
+            let size = case["size"].as_u64().unwrap() as usize;
+            resized_crop(&input, window(case), (size, size))
+        }
+        "hflip" => {
+            let mut img = input;
+            horizontal_flip(&mut img);
+            img
+        }
+        "rotate" => rotate(&input, case["angle"].as_f64().unwrap()),
+        "normalize" => return Normalize::imagenet().apply(input, &mut rng),
+        "pipeline" => {
+            let resized = Resize { height: 130, width: 130 }.apply(input, &mut rng);
+            let jittered = ColorJitter::apply_with(&steps(case), resized);
+            let mut cropped = resized_crop(&jittered, window(case), (128, 128));
+            horizontal_flip(&mut cropped);
+            let rotated = rotate(&cropped, case["angle"].as_f64().unwrap());
+            return Normalize::imagenet().apply(rotated, &mut rng);
+        }
+        op => panic!("unknown op {op}"),
+    };
+    out.data.iter_mut().for_each(|v| *v /= 255.0);
+    out
+}
+
+fn reference(fx: &Fixture, name: &str) -> Image {
+    let mut img = fx.image(name);
+    img.data.iter_mut().for_each(|v| *v /= 255.0);
+    img
+}
+
+#[test]
+fn every_transform_matches_torchvision() {
+    let fx = fixture();
+    assert!(fx.cases.len() >= 20);
+    for case in &fx.cases {
+        let name = case["name"].as_str().unwrap();
+        let (got, want) = (ours(&fx, case), reference(&fx, name));
+        assert_eq!((got.height, got.width), (want.height, want.width), "{name}");
+        let diffs: Vec<f32> = got.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).collect();
+        let max = diffs.iter().cloned().fold(0.0, f32::max);
+        let tolerance = match case["op"].as_str().unwrap() {
+            // Nearest-neighbour sampling with the same f32 grid arithmetic: identical pixels.
+            "rotate" | "hflip" => 0.0,
+            // Normalised values (up to about 2.6 in size).
+            "normalize" | "pipeline" => 10.0 * TOLERANCE,
+            _ => TOLERANCE,
+        };
+        assert!(max <= tolerance, "{name}: max difference {max} > {tolerance}");
+        eprintln!("{name}: max difference {max:.2e}");
+    }
+}
+
+#[test]
+fn a_changed_transform_is_caught() {
+    // The comparison must be able to fail: brightness 1.41 instead of 1.4 is far outside it.
+    let fx = fixture();
+    let case = fx.cases.iter().find(|c| c["name"].as_str().unwrap().ends_with("jitter_brightness1.4")).unwrap();
+    let mut got = fx.image(case["input"].as_str().unwrap());
+    adjust_brightness(&mut got, 1.41);
+    let want = fx.image(case["name"].as_str().unwrap());
+    let max = got.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs() / 255.0).fold(0.0, f32::max);
+    assert!(max > 10.0 * TOLERANCE, "{max}");
+}
+
+#[test]
+fn crop_area_distribution_matches_torchvision() {
+    let fx = fixture();
+    let crop = RandomResizedCrop::new(128, (0.4, 1.0));
+    let mut rng = ba_data::Rng::seed_from_u64(5);
+    let n = 50_000;
+    let areas: Vec<f64> = (0..n)
+        .map(|_| {
+            let b = crop.sample(130, 130, &mut rng);
+            assert!(b.top + b.height <= 130 && b.left + b.width <= 130 && b.height > 0 && b.width > 0);
+            let ratio = b.width as f64 / b.height as f64;
+            assert!((0.74..=1.36).contains(&ratio), "ratio {ratio}");
+            (b.height * b.width) as f64 / (130.0 * 130.0)
+        })
+        .collect();
+    let mean = areas.iter().sum::<f64>() / n as f64;
+    let below = areas.iter().filter(|&&a| a < 0.55).count() as f64 / n as f64;
+    let (want_mean, want_below) = (fx.stats["rrc_area_mean"].as_f64().unwrap(), fx.stats["rrc_area_below_055"].as_f64().unwrap());
+    // Five standard errors of 50,000 draws (area sd 0.147; proportion sd 0.46).
+    assert!((mean - want_mean).abs() < 5.0 * 0.147 / (n as f64).sqrt(), "mean area {mean} vs torchvision {want_mean}");
+    assert!((below - want_below).abs() < 5.0 * 0.465 / (n as f64).sqrt(), "P(area < 0.55) {below} vs {want_below}");
+}
