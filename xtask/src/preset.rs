@@ -26,12 +26,32 @@ pub struct RecipeArgs {
     /// Label smoothing of the cross-entropy.
     #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     pub label_smoothing: f64,
+    /// Training augmentation: `notebook` (resize 130, colour jitter, random resized crop 128,
+    /// flip, rotation +-45) or `simple` (resize 130, random crop 128, flip).
+    #[arg(long, value_enum, default_value_t = Augment::Notebook)]
+    pub augment: Augment,
+    /// Beta(alpha, alpha) of batch-level mixup (the notebook's MixupImage uses 1.5).
+    #[arg(long, default_value_t = 1.5)]
+    pub mixup_alpha: f64,
+    /// Trains without mixup.
+    #[arg(long)]
+    pub no_mixup: bool,
     /// Run seed: fixes initialisation, data order, augmentation and dropout.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Folder that receives the run folder.
     #[arg(long, default_value = "runs")]
     pub out: PathBuf,
+}
+
+/// Training augmentations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Augment {
+    /// The notebook's pipeline.
+    Notebook,
+    /// A light pipeline for quick experiments.
+    Simple,
 }
 
 /// A complete, validated recipe.
@@ -46,6 +66,9 @@ pub struct Recipe {
     pub lr: f64,
     pub weight_decay: f64,
     pub label_smoothing: f64,
+    pub augment: Augment,
+    /// Mixup's alpha, or `None` without mixup.
+    pub mixup_alpha: Option<f64>,
     pub seed: u64,
 }
 
@@ -62,6 +85,8 @@ impl RecipeArgs {
             lr: self.lr.unwrap_or(if sample { 1e-3 } else { 1e-4 }),
             weight_decay: self.weight_decay,
             label_smoothing: self.label_smoothing,
+            augment: self.augment,
+            mixup_alpha: (!self.no_mixup).then_some(self.mixup_alpha),
             seed: self.seed,
         };
         if recipe.epochs == 0 {
@@ -78,6 +103,9 @@ impl RecipeArgs {
         }
         if !(0.0..1.0).contains(&recipe.label_smoothing) {
             bail!("--label-smoothing must be in [0, 1), got {}", recipe.label_smoothing);
+        }
+        if !(self.mixup_alpha > 0.0 && self.mixup_alpha.is_finite()) {
+            bail!("--mixup-alpha must be a positive number, got {}", self.mixup_alpha);
         }
         Ok(recipe)
     }
@@ -105,6 +133,9 @@ mod tests {
         assert_eq!((quick.epochs, quick.lr, quick.batch_size, quick.seed), (2, 1e-3, 128, 42));
         let full = recipe(&["--data", "/data/cifar-10-binary.tar.gz"]).unwrap();
         assert_eq!((full.epochs, full.lr, full.weight_decay, full.label_smoothing), (100, 1e-4, 1e-5, 0.1));
+        assert_eq!((full.augment, full.mixup_alpha), (Augment::Notebook, Some(1.5)));
+        let plain = recipe(&["--no-mixup", "--augment", "simple"]).unwrap();
+        assert_eq!((plain.augment, plain.mixup_alpha), (Augment::Simple, None));
         let custom = recipe(&["--epochs", "7", "--lr", "0.01", "--seed", "3", "--batch-size", "64"]).unwrap();
         assert_eq!((custom.epochs, custom.lr, custom.seed, custom.batch_size), (7, 0.01, 3, 64));
     }
@@ -117,6 +148,7 @@ mod tests {
             (&["--lr", "-0.1"][..], "--lr must be a positive number"),
             (&["--lr", "NaN"][..], "--lr must be a positive number"),
             (&["--label-smoothing", "1"][..], "--label-smoothing must be in [0, 1)"),
+            (&["--mixup-alpha", "0"][..], "--mixup-alpha must be a positive number"),
         ] {
             let err = recipe(args).unwrap_err().to_string();
             assert!(err.contains(message), "{args:?}: {err}");

@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 use ba_core::init::SeededVarMap;
 use ba_core::model::ParameterCount;
 use ba_core::rng::{derive_seed, rng_for};
-use ba_data::transforms::{simple_train_pipeline, test_pipeline};
+use ba_data::transforms::mixup::Mixup;
+use ba_data::transforms::{notebook_train_pipeline, simple_train_pipeline, test_pipeline, Transform};
 use ba_data::{Batch, Cifar10, Loader, LoaderConfig};
 use ba_models::{ModelConfig, ModelKind, INPUT_SIZE};
 use ba_train::checkpoint::save_weights;
@@ -18,7 +19,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use serde::Serialize;
 
-use crate::preset::{Recipe, RecipeArgs};
+use crate::preset::{Augment, Recipe, RecipeArgs};
 
 /// What every training verb starts from: the validated recipe, the loaders over the data, the
 /// device and a new run folder holding `recipe.json`.
@@ -93,17 +94,21 @@ impl Loaders {
             drop_last: true,
             shuffle_seed: derive_seed(recipe.seed, "shuffle"),
             augment_seed: derive_seed(recipe.seed, "augment"),
+            mixup: recipe.mixup_alpha.and_then(Mixup::new),
         };
-        let train =
-            Loader::new(Arc::new(data.train), Arc::new(simple_train_pipeline(INPUT_SIZE)), config, device.clone());
-        let val_config = LoaderConfig { shuffle: false, drop_last: false, ..config };
+        let augment: Arc<dyn Transform> = match recipe.augment {
+            Augment::Notebook => Arc::new(notebook_train_pipeline(INPUT_SIZE)),
+            Augment::Simple => Arc::new(simple_train_pipeline(INPUT_SIZE)),
+        };
+        let train = Loader::new(Arc::new(data.train), augment, config, device.clone());
+        let val_config = LoaderConfig { shuffle: false, drop_last: false, mixup: None, ..config };
         let val = Loader::new(Arc::new(data.test), Arc::new(test_pipeline(INPUT_SIZE)), val_config, device.clone());
         Self { train, val }
     }
 }
 
 fn pairs(batch: ba_data::Result<Batch>) -> ba_data::Result<(Tensor, Tensor)> {
-    batch.map(|b| (b.images, b.labels))
+    batch.map(|b| (b.images, b.targets))
 }
 
 /// Trains `kind` under `recipe`, writing `metrics.jsonl`, `best.safetensors` and
@@ -186,6 +191,8 @@ mod tests {
             lr: 1e-3,
             weight_decay: 1e-5,
             label_smoothing: 0.1,
+            augment: Augment::Notebook,
+            mixup_alpha: Some(1.5),
             seed: 5,
         };
         (data, recipe)

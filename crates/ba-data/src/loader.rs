@@ -3,7 +3,8 @@
 //! The order of an epoch is a shuffle drawn from `(shuffle_seed, epoch)`; each image's
 //! augmentation draws from its own generator at `(augment_seed, epoch, position)`. Batches are
 //! therefore the same whatever the number of threads, and two runs with the same seeds (one per
-//! model, say) see the same images in the same order with the same augmentation.
+//! model, say) see the same images in the same order with the same augmentation. Mixup, when
+//! on, draws each batch's weight from `(augment_seed, epoch, batch)` on a stream of its own.
 
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
@@ -15,7 +16,9 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 
 use crate::dataset::Split;
+use crate::dataset::NUM_CLASSES;
 use crate::error::Result;
+use crate::transforms::mixup::{one_hot, Mixup};
 use crate::transforms::{Image, Transform};
 use crate::Rng;
 
@@ -23,7 +26,7 @@ use crate::Rng;
 const PREFETCH: usize = 2;
 
 /// How a loader cuts and orders an epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LoaderConfig {
     /// Images per batch.
     pub batch_size: usize,
@@ -33,17 +36,21 @@ pub struct LoaderConfig {
     pub drop_last: bool,
     /// Seed of the epoch orders.
     pub shuffle_seed: u64,
-    /// Seed of the per-image augmentation draws.
+    /// Seed of the per-image augmentation draws and of mixup.
     pub augment_seed: u64,
+    /// Batch-level mixup, or `None`.
+    pub mixup: Option<Mixup>,
 }
 
-/// One batch: normalised images (B, 3, H, W) f32 and labels (B,) u32.
+/// One batch: normalised images (B, 3, H, W) f32, labels (B,) u32 and targets (B, 10) f32.
 #[derive(Debug, Clone)]
 pub struct Batch {
-    /// The images.
+    /// The images (mixed, under mixup).
     pub images: Tensor,
-    /// The class of each image.
+    /// The class of each image (of the first image of each mixed pair).
     pub labels: Tensor,
+    /// Class probabilities to train on: one-hot, or the pair's weights under mixup.
+    pub targets: Tensor,
 }
 
 /// Produces the batches of a split through a transform.
@@ -95,10 +102,10 @@ impl Loader {
         let (tx, rx) = sync_channel(PREFETCH);
         let order = self.order(epoch);
         let (split, transform, device) = (self.split.clone(), self.transform.clone(), self.device.clone());
-        let (batch_size, seed) = (self.config.batch_size, self.config.augment_seed);
+        let config = self.config;
         let worker = std::thread::spawn(move || {
-            for (b, chunk) in order.chunks(batch_size).enumerate() {
-                let batch = make_batch(&split, transform.as_ref(), chunk, b * batch_size, seed, epoch, &device);
+            for (b, chunk) in order.chunks(config.batch_size).enumerate() {
+                let batch = make_batch(&split, transform.as_ref(), chunk, (epoch, b), &config, &device);
                 if tx.send(batch).is_err() {
                     return; // the consumer stopped early
                 }
@@ -117,20 +124,25 @@ fn epoch_rng(seed: u64, epoch: usize, position: usize) -> Rng {
     rng
 }
 
+/// Salt of the mixup generators, so they never share numbers with an image's.
+const MIXUP_STREAM_SALT: u64 = 0x6d69_7875_7000_0000;
+
+/// Batch `batch` of `epoch`, made of the images at `indices`.
 fn make_batch(
     split: &Split,
     transform: &dyn Transform,
     indices: &[usize],
-    first_position: usize,
-    seed: u64,
-    epoch: usize,
+    (epoch, batch): (usize, usize),
+    config: &LoaderConfig,
     device: &Device,
 ) -> Result<Batch> {
+    let first_position = batch * config.batch_size;
     let images: Vec<Image> = indices
         .par_iter()
         .enumerate()
         .map(|(k, &i)| {
-            transform.apply(Image::from_cifar(split.image(i)), &mut epoch_rng(seed, epoch, first_position + k))
+            let mut rng = epoch_rng(config.augment_seed, epoch, first_position + k);
+            transform.apply(Image::from_cifar(split.image(i)), &mut rng)
         })
         .collect();
     let (h, w) = (images[0].height, images[0].width);
@@ -139,9 +151,18 @@ fn make_batch(
         data.extend_from_slice(&img.data);
     }
     let labels: Vec<u32> = indices.iter().map(|&i| split.label(i) as u32).collect();
+    let targets = match config.mixup {
+        Some(mixup) => {
+            let lambda = mixup.sample(&mut epoch_rng(config.augment_seed ^ MIXUP_STREAM_SALT, epoch, batch));
+            Mixup::apply_with(lambda, &mut data, 3 * h * w, &labels, NUM_CLASSES)
+        }
+        None => one_hot(&labels, NUM_CLASSES),
+    };
+    let n = indices.len();
     Ok(Batch {
-        images: Tensor::from_vec(data, (indices.len(), 3, h, w), device)?,
-        labels: Tensor::from_vec(labels, indices.len(), device)?,
+        images: Tensor::from_vec(data, (n, 3, h, w), device)?,
+        labels: Tensor::from_vec(labels, n, device)?,
+        targets: Tensor::from_vec(targets, (n, NUM_CLASSES), device)?,
     })
 }
 
@@ -183,7 +204,7 @@ mod tests {
     }
 
     fn config(batch_size: usize, drop_last: bool) -> LoaderConfig {
-        LoaderConfig { batch_size, shuffle: true, drop_last, shuffle_seed: 1, augment_seed: 2 }
+        LoaderConfig { batch_size, shuffle: true, drop_last, shuffle_seed: 1, augment_seed: 2, mixup: None }
     }
 
     #[test]
@@ -218,5 +239,32 @@ mod tests {
             })
         };
         assert_eq!(run(1), run(3));
+    }
+
+    #[test]
+    fn mixup_mixes_images_and_targets_alike() {
+        let data = split(8);
+        let plain = Loader::new(data.clone(), Arc::new(test_pipeline(32)), config(8, true), Device::Cpu);
+        let mixup = Some(Mixup::new(1.5).unwrap());
+        let mixed =
+            Loader::new(data, Arc::new(test_pipeline(32)), LoaderConfig { mixup, ..config(8, true) }, Device::Cpu);
+        let (p, m) = (plain.epoch(0).next().unwrap().unwrap(), mixed.epoch(0).next().unwrap().unwrap());
+        let labels = p.labels.to_vec1::<u32>().unwrap();
+        assert_eq!(labels, m.labels.to_vec1::<u32>().unwrap());
+        let (hard, soft) = (p.targets.to_vec2::<f32>().unwrap(), m.targets.to_vec2::<f32>().unwrap());
+        for (i, row) in hard.iter().enumerate() {
+            assert_eq!((row[labels[i] as usize], row.iter().sum::<f32>()), (1.0, 1.0));
+        }
+        assert!(soft.iter().all(|r| (r.iter().sum::<f32>() - 1.0).abs() < 1e-6));
+        // The split's labels are i % 10 in file order, so the first and last images of the
+        // batch differ in class unless the shuffle put the same class at both ends.
+        let (first, last) = (labels[0] as usize, labels[7] as usize);
+        assert_ne!(first, last, "pick a seed whose batch ends differ");
+        let lambda = soft[0][first];
+        assert!((soft[0][last] - (1.0 - lambda)).abs() < 1e-6 && (soft[7][first] - (1.0 - lambda)).abs() < 1e-6);
+        let flat = |t: &Tensor| t.flatten_from(1).unwrap().to_vec2::<f32>().unwrap();
+        let (pi, mi) = (flat(&p.images), flat(&m.images));
+        let want = lambda * pi[0][1091] + (1.0 - lambda) * pi[7][1091];
+        assert!((mi[0][1091] - want).abs() < 1e-5, "{} vs {want}", mi[0][1091]);
     }
 }

@@ -3,8 +3,8 @@
 //! float images in [0, 1]; ours works on the 0..=255 scale, hence the factor 255).
 
 use ba_data::transforms::{
-    adjust_brightness, horizontal_flip, resized_crop, rotate, ColorJitter, Image, JitterParams, JitterStep,
-    Normalize, RandomResizedCrop, Resize, Transform,
+    adjust_brightness, horizontal_flip, resized_crop, rotate, ColorJitter, Image, JitterParams, JitterStep, Normalize,
+    RandomResizedCrop, Resize, Transform,
 };
 use rand::SeedableRng;
 use safetensors::SafeTensors;
@@ -158,7 +158,8 @@ fn crop_area_distribution_matches_torchvision() {
         .collect();
     let mean = areas.iter().sum::<f64>() / n as f64;
     let below = areas.iter().filter(|&&a| a < 0.55).count() as f64 / n as f64;
-    let (want_mean, want_below) = (fx.stats["rrc_area_mean"].as_f64().unwrap(), fx.stats["rrc_area_below_055"].as_f64().unwrap());
+    let (want_mean, want_below) =
+        (fx.stats["rrc_area_mean"].as_f64().unwrap(), fx.stats["rrc_area_below_055"].as_f64().unwrap());
     // Five standard errors of 50,000 draws (area sd 0.147; proportion sd 0.46).
     assert!((mean - want_mean).abs() < 5.0 * 0.147 / (n as f64).sqrt(), "mean area {mean} vs torchvision {want_mean}");
     assert!((below - want_below).abs() < 5.0 * 0.465 / (n as f64).sqrt(), "P(area < 0.55) {below} vs {want_below}");

@@ -7,11 +7,12 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
-use crate::loss::{correct_predictions, label_smoothing_cross_entropy};
+use crate::loss::{correct_predictions, soft_target_cross_entropy};
 use crate::optim::Adam;
 use crate::schedule::CosineAnnealing;
 
-/// A batch of (images, labels) as the loop consumes it, or the loader's error.
+/// A batch of (images (B, 3, H, W), targets (B, K) class probabilities) as the loop consumes
+/// it, or the loader's error. Targets are one-hot for plain batches, mixed for mixup.
 pub type BatchResult<E> = std::result::Result<(Tensor, Tensor), E>;
 
 /// Loss, accuracy and speed over one pass of a data set.
@@ -19,7 +20,7 @@ pub type BatchResult<E> = std::result::Result<(Tensor, Tensor), E>;
 pub struct PassStats {
     /// Mean loss per image.
     pub loss: f64,
-    /// Fraction of images whose top prediction is the label.
+    /// Fraction of images whose top prediction is the label (target-weighted under mixup).
     pub accuracy: f64,
     /// Images seen.
     pub images: usize,
@@ -67,14 +68,15 @@ impl<'a> Trainer<'a> {
         Self { model, optimizer, schedule, label_smoothing, epoch: 0 }
     }
 
-    /// One optimisation step on a batch: returns the loss and the number of correct predictions.
-    pub fn step(&mut self, images: &Tensor, labels: &Tensor) -> Result<(f32, usize)> {
+    /// One optimisation step on a batch: returns the loss and the (target-weighted) number of
+    /// correct predictions.
+    pub fn step(&mut self, images: &Tensor, targets: &Tensor) -> Result<(f32, f64)> {
         let logits = self.model.forward_t(images, true)?;
-        let loss = label_smoothing_cross_entropy(&logits, labels, self.label_smoothing)?;
+        let loss = soft_target_cross_entropy(&logits, targets, self.label_smoothing)?;
         let grads = loss.backward()?;
         let lr = self.schedule.lr(self.optimizer.steps() as usize);
         self.optimizer.step(&grads, lr)?;
-        Ok((loss.to_scalar::<f32>()?, correct_predictions(&logits, labels)?))
+        Ok((loss.to_scalar::<f32>()?, correct_predictions(&logits, targets)?))
     }
 
     /// Trains on every batch of `batches` once.
@@ -84,7 +86,7 @@ impl<'a> Trainer<'a> {
     {
         self.epoch += 1;
         let start = Instant::now();
-        let (mut loss_sum, mut correct, mut images) = (0.0, 0, 0);
+        let (mut loss_sum, mut correct, mut images) = (0.0, 0.0, 0);
         for (i, batch) in batches.enumerate() {
             let (x, y) = batch.map_err(|e| TrainError::Data(Box::new(e)))?;
             let (loss, hits) = self.step(&x, &y)?;
@@ -129,19 +131,19 @@ where
     E: std::error::Error + Send + Sync + 'static,
 {
     let start = Instant::now();
-    let (mut loss_sum, mut correct, mut images) = (0.0, 0, 0);
+    let (mut loss_sum, mut correct, mut images) = (0.0, 0.0, 0);
     for batch in batches {
         let (x, y) = batch.map_err(|e| TrainError::Data(Box::new(e)))?;
         let logits = model.forward_t(&x, false)?.detach();
         let n = y.dim(0)?;
-        loss_sum += label_smoothing_cross_entropy(&logits, &y, label_smoothing)?.to_scalar::<f32>()? as f64 * n as f64;
+        loss_sum += soft_target_cross_entropy(&logits, &y, label_smoothing)?.to_scalar::<f32>()? as f64 * n as f64;
         correct += correct_predictions(&logits, &y)?;
         images += n;
     }
     Ok(stats(loss_sum, correct, images, start))
 }
 
-fn stats(loss_sum: f64, correct: usize, images: usize, start: Instant) -> PassStats {
+fn stats(loss_sum: f64, correct: f64, images: usize, start: Instant) -> PassStats {
     let n = images.max(1) as f64;
-    PassStats { loss: loss_sum / n, accuracy: correct as f64 / n, images, seconds: start.elapsed().as_secs_f64() }
+    PassStats { loss: loss_sum / n, accuracy: correct / n, images, seconds: start.elapsed().as_secs_f64() }
 }

@@ -5,7 +5,7 @@ use ba_core::rng::rng_for;
 use ba_data::transforms::{test_pipeline, Image, Transform};
 use ba_data::Cifar10;
 use ba_models::{ModelConfig, ModelKind, INPUT_SIZE};
-use ba_train::loss::label_smoothing_cross_entropy;
+use ba_train::loss::{label_smoothing_cross_entropy, one_hot};
 use ba_train::{Adam, AdamConfig, CosineAnnealing, Trainer};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
@@ -42,7 +42,8 @@ fn steps_on_a_fixed_batch_reduce_the_loss() {
         let adam = Adam::new(&vars, AdamConfig { weight_decay: 1e-5, ..AdamConfig::default() });
         let mut trainer = Trainer::new(model.as_ref(), adam, schedule, 0.1);
         for _ in 0..5 {
-            let (loss, _) = trainer.step(&x, &y).unwrap();
+            let targets = one_hot(&y, 10, DType::F32).unwrap();
+            let (loss, _) = trainer.step(&x, &targets).unwrap();
             assert!(loss.is_finite());
         }
         let after = eval_loss();
