@@ -26,9 +26,9 @@ pub struct Cifar10 {
 }
 
 impl Cifar10 {
-    /// Reads the binary version from a folder or `.tar.gz` (see [`crate::binary`]).
+    /// Reads the binary or python version from a folder or `.tar.gz` (see [`crate::source`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        crate::binary::read_binary(path.as_ref())
+        crate::source::read(path.as_ref())
     }
 }
 

@@ -15,6 +15,9 @@ pub mod binary;
 mod dataset;
 mod error;
 pub mod loader;
+pub mod pickle;
+mod python;
+pub mod source;
 pub mod transforms;
 
 pub use dataset::{Cifar10, Split, CLASS_NAMES, IMAGE_BYTES, IMAGE_SIDE, NUM_CLASSES};

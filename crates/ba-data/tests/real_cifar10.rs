@@ -77,7 +77,7 @@ fn bad_inputs_name_the_file_and_the_problem() {
     assert!(matches!(err, DataError::Io { .. }) && err.to_string().contains("nope"), "{err}");
 
     let err = Cifar10::open(&dir).unwrap_err().to_string();
-    assert!(err.contains("no data_batch_*.bin found"), "{err}");
+    assert!(err.contains("no training batches (data_batch_*) found"), "{err}");
 
     std::fs::write(dir.join("data_batch_1.bin"), vec![0u8; 3073 + 5]).unwrap();
     let err = Cifar10::open(&dir).unwrap_err().to_string();
