@@ -8,7 +8,9 @@ use serde::Serialize;
 /// Options shared by `train` and `compare`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RecipeArgs {
-    /// CIFAR-10 binary folder or .tar.gz (default: the sample committed in data/).
+    /// CIFAR-10: a folder or .tar.gz of the binary or python version, or `hf://` (the Hugging
+    /// Face Hub's uoft-cs/cifar10, downloaded once into the HF cache; honours HF_ENDPOINT,
+    /// HF_HOME) [default: the sample committed in data/].
     #[arg(long, default_value = "data/cifar-10-sample")]
     pub data: PathBuf,
     /// Epochs [default: 2 on the sample, 100 otherwise].

@@ -1,8 +1,7 @@
 //! CIFAR-10 held in memory as u8 images and labels.
 
-use std::path::Path;
-
 use crate::error::Result;
+use crate::hub::Source;
 
 /// Number of classes.
 pub const NUM_CLASSES: usize = 10;
@@ -26,9 +25,13 @@ pub struct Cifar10 {
 }
 
 impl Cifar10 {
-    /// Reads the binary or python version from a folder or `.tar.gz` (see [`crate::source`]).
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        crate::source::read(path.as_ref())
+    /// Reads CIFAR-10 from `source`: a folder or `.tar.gz` of the binary or python version
+    /// (see [`crate::source`]), or `hf://owner/name[@revision]` for the Hub (see [`crate::hub`]).
+    pub fn open(source: impl Into<Source>) -> Result<Self> {
+        match source.into() {
+            Source::Path(path) => crate::source::read(&path),
+            Source::Hub(hub) => hub.load(),
+        }
     }
 }
 

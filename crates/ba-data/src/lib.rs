@@ -14,6 +14,7 @@
 pub mod binary;
 mod dataset;
 mod error;
+pub mod hub;
 pub mod loader;
 pub mod pickle;
 mod python;
@@ -22,6 +23,7 @@ pub mod transforms;
 
 pub use dataset::{Cifar10, Split, CLASS_NAMES, IMAGE_BYTES, IMAGE_SIDE, NUM_CLASSES};
 pub use error::{DataError, Result};
+pub use hub::{HubSource, Source};
 pub use loader::{Batch, Loader, LoaderConfig};
 
 /// The generator behind every random choice of this crate.

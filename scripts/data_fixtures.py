@@ -1,4 +1,4 @@
-"""Fixtures of CIFAR-10's python version for crates/ba-data/tests/sources.rs.
+"""Fixtures of CIFAR-10's three sources for crates/ba-data/tests/{sources,hub}.rs.
 
 Takes the first 12 training and 8 test records of data/cifar-10-sample and writes them, with
 Python's own pickle and numpy, as:
@@ -8,8 +8,11 @@ Python's own pickle and numpy, as:
   fixtures/pickle-protocols/test_batch.p{2,4,5}            Python 3 pickles of the test batch
   fixtures/cifar-10-batches-bin/{data_batch_1,test_batch}.bin  the same records, binary version
   fixtures/bad/*                                           broken batches, one problem each
-CI does not run this; rerun it with any Python 3 that has numpy:
-    python3 scripts/python_pickle_fixtures.py
+  fixtures/hub/plain_text/{train,test}-00000-of-00001.parquet  the Hub layout of uoft-cs/cifar10
+      (img = {bytes: PNG, path}, label), PNGs by Pillow, parquet by pyarrow
+  fixtures/hub-bad/*.parquet                               a label 11, a corrupt PNG
+CI does not run this; rerun it with a Python 3 that has numpy, pillow and pyarrow:
+    python3 scripts/data_fixtures.py
 """
 import gzip
 import io
@@ -20,6 +23,9 @@ import struct
 import tarfile
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data/cifar-10-sample"
@@ -70,6 +76,20 @@ class Evil:
         return (os.system, ("echo this must never run",))
 
 
+def png(record):
+    buf = io.BytesIO()
+    Image.fromarray(record[1:].reshape(3, 32, 32).transpose(1, 2, 0)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def hub_parquet(path, recs, pngs=None):
+    pngs = pngs or [png(r) for r in recs]
+    img = pa.array([{"bytes": b, "path": None} for b in pngs], type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    table = pa.table({"img": img, "label": pa.array([int(r[0]) for r in recs], type=pa.int64())})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)  # pyarrow's default codec, snappy, as the Hub's files
+
+
 def write(path, data):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
@@ -85,10 +105,13 @@ def main():
     write(OUT / "cifar-10-batches-bin/test_batch.bin", test.tobytes())
 
     tar_buf = io.BytesIO()
-    with tarfile.open(fileobj=tar_buf, mode="w:gz") as tar:
+    with tarfile.open(fileobj=tar_buf, mode="w") as tar:  # fixed metadata: reruns give the same bytes
         for name in batches:
-            tar.add(py_dir / name, arcname=f"cifar-10-batches-py/{name}")
-    write(OUT / "cifar-10-python.tar.gz", tar_buf.getvalue())
+            data = (py_dir / name).read_bytes()
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    write(OUT / "cifar-10-python.tar.gz", gzip.compress(tar_buf.getvalue(), mtime=0))
 
     for protocol in (2, 4, 5):
         write(OUT / f"pickle-protocols/test_batch.p{protocol}", pickle.dumps(batches["test_batch"], protocol=protocol))
@@ -107,6 +130,15 @@ def main():
     write(bad / "evil.pickle", pickle.dumps({b"data": Evil()}, protocol=2))
     full = python2_dumps(batches["test_batch"])
     write(bad / "truncated.pickle", full[: len(full) // 2])
+    hub_parquet(OUT / "hub/plain_text/train-00000-of-00001.parquet", train)
+    hub_parquet(OUT / "hub/plain_text/test-00000-of-00001.parquet", test)
+    bad_label = test.copy()
+    bad_label[2, 0] = 11
+    hub_parquet(OUT / "hub-bad/label11.parquet", bad_label)
+    pngs = [png(r) for r in test]
+    pngs[5] = pngs[5][:40]
+    hub_parquet(OUT / "hub-bad/corrupt-png.parquet", test, pngs)
+
     print("wrote", sorted(str(p.relative_to(OUT)) for p in OUT.rglob("*") if p.is_file() and "torchvision" not in p.name))
 
 
