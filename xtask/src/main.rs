@@ -30,6 +30,8 @@ enum Verb {
     Compare(cmd::compare::Args),
     /// Cut the committed CIFAR-10 sample from the full binary archive.
     MakeSample(cmd::make_sample::Args),
+    /// Measure speed (`bench augment`: the data pipeline beside torchvision).
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> Result<()> {
@@ -41,6 +43,7 @@ fn main() -> Result<()> {
         Verb::Train(args) => cmd::train::run(args),
         Verb::Compare(args) => cmd::compare::run(args),
         Verb::MakeSample(args) => cmd::make_sample::run(args),
+        Verb::Bench(args) => cmd::bench::run(args),
     }
 }
 

@@ -156,29 +156,46 @@ pub fn rotate(image: &Image, angle_degrees: f64) -> Image {
     let (half_w, half_h) = (0.5 * w as f32, 0.5 * h as f32);
     let (ax, bx) = (inverse[0] / half_w, inverse[1] / half_w);
     let (ay, by) = (inverse[2] / half_h, inverse[3] / half_h);
-    let source: Vec<Option<usize>> = (0..h * w)
-        .map(|i| {
-            let x = (i % w) as f32 - half_w + 0.5;
-            let y = (i / w) as f32 - half_h + 0.5;
-            // Normalised grid coordinates, then grid_sample's unnormalisation (align_corners=False).
-            let gx = x * ax + y * bx;
-            let gy = x * ay + y * by;
-            let sx = (((gx + 1.0) * w as f32 - 1.0) / 2.0).round_ties_even();
-            let sy = (((gy + 1.0) * h as f32 - 1.0) / 2.0).round_ties_even();
-            let inside = (0.0..w as f32).contains(&sx) && (0.0..h as f32).contains(&sy);
-            inside.then(|| sy as usize * w + sx as usize)
-        })
-        .collect();
-    let mut data = vec![0.0f32; 3 * h * w];
-    for (c, out) in data.chunks_exact_mut(h * w).enumerate() {
-        let plane = image.plane(c);
-        for (v, s) in out.iter_mut().zip(&source) {
-            if let Some(s) = *s {
-                *v = plane[s];
-            }
+    let (wf, hf) = (w as f32, h as f32);
+    let area = h * w;
+    // Source index of each output pixel within a plane, or `area` (a zero appended to each
+    // plane) outside the image. Row by row and branch-free so the loop vectorises; the
+    // arithmetic is torchvision's (x * a + y * b per grid point), only hoisted.
+    let mut source = vec![0u32; area];
+    for (yi, row) in source.chunks_exact_mut(w).enumerate() {
+        let y = yi as f32 - half_h + 0.5;
+        let (y_bx, y_by) = (y * bx, y * by);
+        for (xi, s) in row.iter_mut().enumerate() {
+            let x = xi as f32 - half_w + 0.5;
+            let gx = x * ax + y_bx;
+            let gy = x * ay + y_by;
+            // grid_sample's unnormalisation (align_corners=False), then nearest. Clamping to
+            // just outside the image first changes no inside/outside decision.
+            let sx = round_ties_even((((gx + 1.0) * wf - 1.0) / 2.0).clamp(-2.0, wf + 2.0));
+            let sy = round_ties_even((((gy + 1.0) * hf - 1.0) / 2.0).clamp(-2.0, hf + 2.0));
+            let inside = sx >= 0.0 && sx < wf && sy >= 0.0 && sy < hf;
+            // Exact in f32: indices stay far below 2^24.
+            *s = if inside { (sy * wf + sx) as u32 } else { area as u32 };
+        }
+    }
+    let mut padded = vec![0.0f32; area + 1];
+    let mut data = vec![0.0f32; 3 * area];
+    for (c, out) in data.chunks_exact_mut(area).enumerate() {
+        padded[..area].copy_from_slice(image.plane(c));
+        for (v, &s) in out.iter_mut().zip(&source) {
+            *v = padded[s as usize];
         }
     }
     Image { height: h, width: w, data }
+}
+
+/// `x` rounded to the nearest integer, ties to even, for `|x| < 2^22`: adding and removing
+/// 1.5 * 2^23 leaves no fraction bits, and the FPU rounds ties to even. (`f32::round_ties_even`
+/// is a libm call on x86-64 without SSE4.1, and this runs for every output pixel.)
+fn round_ties_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    debug_assert!(x.is_nan() || x.abs() < 4_194_304.0, "{x} is too large for the rounding trick");
+    (x + MAGIC) - MAGIC
 }
 
 #[cfg(test)]
@@ -198,6 +215,18 @@ mod tests {
         assert_eq!(flipped.data[0], crop.data[2]);
         let kept = RandomHorizontalFlip { p: 0.0 }.apply(crop.clone(), &mut rng());
         assert_eq!(kept, crop);
+    }
+
+    #[test]
+    fn fast_rounding_agrees_with_the_standard_library() {
+        let mut x = -300.0f32;
+        while x < 300.0 {
+            assert_eq!(round_ties_even(x), x.round_ties_even(), "{x}");
+            x += 0.125;
+        }
+        for x in [0.5f32, 1.5, 2.5, -0.5, -2.5, 4e6, -4e6, 0.49999997] {
+            assert_eq!(round_ties_even(x), x.round_ties_even(), "{x}");
+        }
     }
 
     #[test]

@@ -20,32 +20,41 @@ struct Taps {
 
 impl Taps {
     /// Taps resampling source indices `offset..offset + input` onto `output` coordinates.
+    /// Zero weights at either end are dropped (adding `0 * p` changes no sum), so enlarging
+    /// reads two taps per output instead of three.
     fn new(offset: usize, input: usize, output: usize) -> Self {
         let scale = input as f64 / output as f64;
         let (support, inv_scale) = if scale >= 1.0 { (scale, 1.0 / scale) } else { (1.0, 1.0) };
-        let width = (support.ceil() as usize) * 2 + 1;
+        let per_output: Vec<(usize, Vec<f32>)> = (0..output)
+            .map(|o| {
+                let center = scale * (o as f64 + 0.5);
+                // `as i64` truncates toward zero, as PyTorch's int64 cast does.
+                let lo = ((center - support + 0.5) as i64).max(0) as usize;
+                let hi = ((center + support + 0.5) as i64).min(input as i64) as usize;
+                let triangle = |j: usize| {
+                    let x = ((j as f64 - center + 0.5) * inv_scale).abs();
+                    if x < 1.0 {
+                        1.0 - x
+                    } else {
+                        0.0
+                    }
+                };
+                let total: f64 = (lo..hi).map(triangle).sum();
+                let mut w: Vec<f32> =
+                    (lo..hi).map(|j| if total != 0.0 { (triangle(j) / total) as f32 } else { 0.0 }).collect();
+                let first = w.iter().position(|&v| v != 0.0).unwrap_or(0);
+                let last = w.iter().rposition(|&v| v != 0.0).map_or(first, |l| l + 1);
+                w.truncate(last);
+                w.drain(..first);
+                (offset + lo + first, w)
+            })
+            .collect();
+        let width = per_output.iter().map(|(_, w)| w.len()).max().unwrap_or(1).max(1);
         let mut start = Vec::with_capacity(output);
         let mut weights = vec![0.0f32; output * width];
-        for (o, w) in weights.chunks_exact_mut(width).enumerate() {
-            let center = scale * (o as f64 + 0.5);
-            // `as i64` truncates toward zero, as PyTorch's int64 cast does.
-            let lo = ((center - support + 0.5) as i64).max(0) as usize;
-            let hi = ((center + support + 0.5) as i64).min(input as i64) as usize;
-            let triangle = |j: usize| {
-                let x = ((j as f64 - center + 0.5) * inv_scale).abs();
-                if x < 1.0 {
-                    1.0 - x
-                } else {
-                    0.0
-                }
-            };
-            let total: f64 = (lo..hi).map(triangle).sum();
-            if total != 0.0 {
-                for (k, j) in (lo..hi).enumerate() {
-                    w[k] = (triangle(j) / total) as f32;
-                }
-            }
-            start.push(offset + lo);
+        for ((s, w), packed) in per_output.into_iter().zip(weights.chunks_exact_mut(width)) {
+            start.push(s);
+            packed[..w.len()].copy_from_slice(&w);
         }
         Self { start, width, weights }
     }
@@ -65,16 +74,18 @@ pub fn resized_crop(
     let src_w = image.width;
     let mut rows = vec![0.0f32; height * out_w];
     let mut data = vec![0.0f32; 3 * out_h * out_w];
+    // A source row followed by zeros, so every output reads a full `xs.width` taps.
+    let mut padded = vec![0.0f32; src_w + xs.width];
     for (c, out_plane) in data.chunks_exact_mut(out_h * out_w).enumerate() {
         let plane = image.plane(c);
         // Horizontal pass over the window's rows.
         for (r, row_out) in rows.chunks_exact_mut(out_w).enumerate() {
-            let row = &plane[(top + r) * src_w..][..src_w];
-            for (o, v) in row_out.iter_mut().enumerate() {
-                let w = &xs.weights[o * xs.width..][..xs.width];
-                let s = xs.start[o];
-                let n = xs.width.min(src_w - s);
-                *v = row[s..s + n].iter().zip(&w[..n]).map(|(p, w)| p * w).sum();
+            padded[..src_w].copy_from_slice(&plane[(top + r) * src_w..][..src_w]);
+            match xs.width {
+                2 => horizontal::<2>(&padded, &xs, row_out),
+                3 => horizontal::<3>(&padded, &xs, row_out),
+                4 => horizontal::<4>(&padded, &xs, row_out),
+                _ => horizontal_any(&padded, &xs, row_out),
             }
         }
         // Vertical pass: each output row is a weighted sum of whole intermediate rows.
@@ -91,6 +102,26 @@ pub fn resized_crop(
         }
     }
     Image { height: out_h, width: out_w, data }
+}
+
+/// One row through the horizontal taps, for a tap count known at compile time (2 when
+/// enlarging, 3 or 4 when shrinking a little): a fixed-length loop the compiler unrolls.
+fn horizontal<const K: usize>(padded: &[f32], xs: &Taps, out: &mut [f32]) {
+    for ((v, &s), w) in out.iter_mut().zip(&xs.start).zip(xs.weights.chunks_exact(K)) {
+        let src: &[f32; K] = padded[s..s + K].try_into().expect("padded row holds every tap");
+        let mut acc = 0.0;
+        for k in 0..K {
+            acc += src[k] * w[k];
+        }
+        *v = acc;
+    }
+}
+
+/// [`horizontal`] for any tap count.
+fn horizontal_any(padded: &[f32], xs: &Taps, out: &mut [f32]) {
+    for ((v, &s), w) in out.iter_mut().zip(&xs.start).zip(xs.weights.chunks_exact(xs.width)) {
+        *v = padded[s..s + xs.width].iter().zip(w).fold(0.0, |acc, (p, w)| acc + p * w);
+    }
 }
 
 /// `Resize((height, width))`, bilinear, `antialias=True`.
