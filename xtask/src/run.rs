@@ -146,6 +146,7 @@ pub fn train_model(
             val_loss = format!("{:.4}", val.loss),
             val_acc = format!("{:.4}", val.accuracy),
             images_per_s = format!("{:.1}", train.images_per_second()),
+            data_wait_s = format!("{:.2}", train.data_wait_seconds),
             "epoch done"
         );
         if best_epoch == 0 || val.accuracy > epochs[best_epoch - 1].val.accuracy {

@@ -26,6 +26,9 @@ pub struct PassStats {
     pub images: usize,
     /// Wall-clock seconds of the pass.
     pub seconds: f64,
+    /// Seconds the training loop waited for the loader's next batch (0 for evaluation).
+    #[serde(default)]
+    pub data_wait_seconds: f64,
 }
 
 impl PassStats {
@@ -87,7 +90,11 @@ impl<'a> Trainer<'a> {
         self.epoch += 1;
         let start = Instant::now();
         let (mut loss_sum, mut correct, mut images) = (0.0, 0.0, 0);
+        // Time from the end of one step to the start of the next: the wait for the loader.
+        let mut waiting = Instant::now();
+        let mut data_wait = 0.0;
         for (i, batch) in batches.enumerate() {
+            data_wait += waiting.elapsed().as_secs_f64();
             let (x, y) = batch.map_err(|e| TrainError::Data(Box::new(e)))?;
             let (loss, hits) = self.step(&x, &y)?;
             if !loss.is_finite() {
@@ -98,8 +105,9 @@ impl<'a> Trainer<'a> {
             correct += hits;
             images += n;
             tracing::debug!(epoch = self.epoch, step = i + 1, loss, "train step");
+            waiting = Instant::now();
         }
-        Ok(stats(loss_sum, correct, images, start))
+        Ok(PassStats { data_wait_seconds: data_wait, ..stats(loss_sum, correct, images, start) })
     }
 
     /// Evaluates the model (no dropout, running batch-norm statistics) on `batches`.
@@ -145,5 +153,11 @@ where
 
 fn stats(loss_sum: f64, correct: f64, images: usize, start: Instant) -> PassStats {
     let n = images.max(1) as f64;
-    PassStats { loss: loss_sum / n, accuracy: correct / n, images, seconds: start.elapsed().as_secs_f64() }
+    PassStats {
+        loss: loss_sum / n,
+        accuracy: correct / n,
+        images,
+        seconds: start.elapsed().as_secs_f64(),
+        data_wait_seconds: 0.0,
+    }
 }

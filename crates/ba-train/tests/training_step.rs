@@ -51,3 +51,23 @@ fn steps_on_a_fixed_batch_reduce_the_loss() {
         assert!(after < before - 0.1, "{kind}: loss {before} -> {after}");
     }
 }
+
+#[test]
+fn an_epoch_reports_the_time_spent_waiting_for_data() {
+    let (x, y) = fixed_batch(4);
+    let targets = one_hot(&y, 10, DType::F32).unwrap();
+    let vars = VarMap::new();
+    let vb = SeededVarMap::builder(&vars, rng_for(3, "init"), DType::F32, &Device::Cpu);
+    let model = ModelKind::AlexNet.build(ModelConfig::cifar10(3), vb).unwrap();
+    let schedule = CosineAnnealing { base_lr: 1e-3, eta_min: 0.0, total_steps: 10 };
+    let mut trainer = Trainer::new(model.as_ref(), Adam::new(&vars, AdamConfig::default()), schedule, 0.1);
+    // A slow loader: each batch takes 150 ms to arrive.
+    let slow = (0..2).map(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        Ok::<_, std::io::Error>((x.clone(), targets.clone()))
+    });
+    let stats = trainer.train_epoch(slow).unwrap();
+    assert_eq!(stats.images, 8);
+    assert!(stats.data_wait_seconds >= 0.3, "waited {} s", stats.data_wait_seconds);
+    assert!(stats.data_wait_seconds < stats.seconds);
+}

@@ -34,10 +34,16 @@ impl Mixup {
     pub fn apply_with(lambda: f32, images: &mut [f32], image_len: usize, labels: &[u32], classes: usize) -> Vec<f32> {
         let b = labels.len();
         assert_eq!(images.len(), b * image_len, "images and labels disagree on the batch size");
-        let original = images.to_vec();
-        for (i, image) in images.chunks_exact_mut(image_len).enumerate() {
-            let partner = &original[(b - 1 - i) * image_len..][..image_len];
-            image.iter_mut().zip(partner).for_each(|(v, p)| *v = lambda * *v + (1.0 - lambda) * p);
+        // Pairs (i, B-1-i) mix each other: update both in place, no copy of the batch.
+        for i in 0..b / 2 {
+            let (head, tail) = images.split_at_mut((b - 1 - i) * image_len);
+            let first = &mut head[i * image_len..][..image_len];
+            let second = &mut tail[..image_len];
+            for (x, y) in first.iter_mut().zip(second.iter_mut()) {
+                let (a, c) = (*x, *y);
+                *x = lambda * a + (1.0 - lambda) * c;
+                *y = lambda * c + (1.0 - lambda) * a;
+            }
         }
         let mut targets = vec![0.0f32; b * classes];
         for (i, row) in targets.chunks_exact_mut(classes).enumerate() {
