@@ -32,6 +32,8 @@ enum Verb {
     MakeSample(cmd::make_sample::Args),
     /// Measure speed (`bench augment`: the data pipeline beside torchvision).
     Bench(cmd::bench::Args),
+    /// Write a PNG grid of training images through the augmentation, as the model sees them.
+    AugmentPreview(cmd::augment_preview::Args),
 }
 
 fn main() -> Result<()> {
@@ -44,6 +46,7 @@ fn main() -> Result<()> {
         Verb::Compare(args) => cmd::compare::run(args),
         Verb::MakeSample(args) => cmd::make_sample::run(args),
         Verb::Bench(args) => cmd::bench::run(args),
+        Verb::AugmentPreview(args) => cmd::augment_preview::run(args),
     }
 }
 
