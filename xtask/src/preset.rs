@@ -32,9 +32,10 @@ pub struct RecipeArgs {
     /// flip, rotation +-45) or `simple` (resize 130, random crop 128, flip).
     #[arg(long, value_enum, default_value_t = Augment::Notebook)]
     pub augment: Augment,
-    /// Beta(alpha, alpha) of batch-level mixup (the notebook's MixupImage uses 1.5).
-    #[arg(long, default_value_t = 1.5)]
-    pub mixup_alpha: f64,
+    /// Batch-level mixup with Beta(alpha, alpha) weights [default: 1.5 as the notebook's
+    /// MixupImage; off on the sample, where two epochs are too few for it to pay off].
+    #[arg(long)]
+    pub mixup_alpha: Option<f64>,
     /// Trains without mixup.
     #[arg(long)]
     pub no_mixup: bool,
@@ -74,6 +75,21 @@ pub struct Recipe {
     pub seed: u64,
 }
 
+impl Recipe {
+    /// The recipe in one line, for the terminal.
+    pub fn describe(&self) -> String {
+        let mixup = self.mixup_alpha.map_or("no mixup".to_string(), |a| format!("mixup alpha {a}"));
+        let augment = match self.augment {
+            Augment::Notebook => "notebook",
+            Augment::Simple => "simple",
+        };
+        format!(
+            "{} epochs, batch {}, lr {}, seed {}, {augment} augmentation, {mixup}",
+            self.epochs, self.batch_size, self.lr, self.seed
+        )
+    }
+}
+
 impl RecipeArgs {
     /// The recipe: the notebook's on full data, a short higher-rate one on the sample, with
     /// every explicit option applied. Invalid values are rejected before any work.
@@ -88,7 +104,11 @@ impl RecipeArgs {
             weight_decay: self.weight_decay,
             label_smoothing: self.label_smoothing,
             augment: self.augment,
-            mixup_alpha: (!self.no_mixup).then_some(self.mixup_alpha),
+            mixup_alpha: match (self.no_mixup, self.mixup_alpha) {
+                (true, _) => None,
+                (false, Some(alpha)) => Some(alpha),
+                (false, None) => (!sample).then_some(1.5),
+            },
             seed: self.seed,
         };
         if recipe.epochs == 0 {
@@ -106,8 +126,8 @@ impl RecipeArgs {
         if !(0.0..1.0).contains(&recipe.label_smoothing) {
             bail!("--label-smoothing must be in [0, 1), got {}", recipe.label_smoothing);
         }
-        if !(self.mixup_alpha > 0.0 && self.mixup_alpha.is_finite()) {
-            bail!("--mixup-alpha must be a positive number, got {}", self.mixup_alpha);
+        if let Some(alpha) = self.mixup_alpha.filter(|a| !(*a > 0.0 && a.is_finite())) {
+            bail!("--mixup-alpha must be a positive number, got {alpha}");
         }
         Ok(recipe)
     }
@@ -133,6 +153,8 @@ mod tests {
         let quick = recipe(&[]).unwrap();
         assert!(quick.sample);
         assert_eq!((quick.epochs, quick.lr, quick.batch_size, quick.seed), (2, 1e-3, 128, 42));
+        assert_eq!((quick.augment, quick.mixup_alpha), (Augment::Notebook, None));
+        assert_eq!(recipe(&["--mixup-alpha", "0.4"]).unwrap().mixup_alpha, Some(0.4));
         let full = recipe(&["--data", "/data/cifar-10-binary.tar.gz"]).unwrap();
         assert_eq!((full.epochs, full.lr, full.weight_decay, full.label_smoothing), (100, 1e-4, 1e-5, 0.1));
         assert_eq!((full.augment, full.mixup_alpha), (Augment::Notebook, Some(1.5)));

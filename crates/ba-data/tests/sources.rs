@@ -74,3 +74,14 @@ fn a_folder_with_both_versions_is_ambiguous() {
     assert!(err.contains("holds both the binary and the python version"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_truncated_archive_says_so() {
+    let whole = std::fs::read(fixtures().join("cifar-10-python.tar.gz")).unwrap();
+    let cut = std::env::temp_dir().join(format!("ba-data-cut-{}.tar.gz", std::process::id()));
+    std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
+    let err = Cifar10::open(&cut).unwrap_err().to_string();
+    std::fs::remove_file(&cut).unwrap();
+    assert!(err.contains(&cut.display().to_string()), "{err}");
+    assert!(err.contains("truncated or corrupt") || err.contains("not a gzipped tar archive"), "{err}");
+}

@@ -19,13 +19,10 @@ pub fn run(args: Args) -> Result<()> {
     let setup = Setup::new(&args.recipe, "compare")?;
     let (recipe, loaders, dir) = (&setup.recipe, &setup.loaders, &setup.dir);
     println!(
-        "training alexnet and ba-alexnet on {} images an epoch from {}, {} epochs, batch {}, lr {}, seed {}",
+        "training alexnet and ba-alexnet on {} images an epoch from {}: {}",
         loaders.train.images_per_epoch(),
         recipe.data.display(),
-        recipe.epochs,
-        recipe.batch_size,
-        recipe.lr,
-        recipe.seed
+        recipe.describe()
     );
     // One set of loaders: both models see the same images, order and augmentation draws.
     let mut runs = Vec::new();
