@@ -434,7 +434,7 @@ fn array(dtype: &str, shape: Vec<usize>, data: Rc<[u8]>) -> Result<Value, String
     if count.checked_mul(width) != Some(data.len()) {
         return Err(format!(
             "array of shape {shape:?} and type {dtype} needs {} bytes, has {}",
-            count * width,
+            count.saturating_mul(width),
             data.len()
         ));
     }

@@ -85,3 +85,24 @@ fn a_truncated_archive_says_so() {
     assert!(err.contains(&cut.display().to_string()), "{err}");
     assert!(err.contains("truncated or corrupt") || err.contains("not a gzipped tar archive"), "{err}");
 }
+
+#[test]
+fn corrupted_pickles_never_panic() {
+    use rand::{Rng, SeedableRng};
+    let valid = std::fs::read(fixtures().join("cifar-10-batches-py/test_batch")).unwrap();
+    let mut rng = ba_data::Rng::seed_from_u64(11);
+    let mut failures = 0;
+    for _ in 0..3000 {
+        let mut bytes = valid.clone();
+        // Corrupt the structure (the first few hundred bytes hold every opcode but the pixels).
+        for _ in 0..rng.random_range(1..4) {
+            let at = rng.random_range(0..400.min(bytes.len()));
+            bytes[at] = rng.random();
+        }
+        if rng.random_bool(0.3) {
+            bytes.truncate(rng.random_range(0..bytes.len()));
+        }
+        failures += usize::from(ba_data::pickle::parse(&bytes).is_err());
+    }
+    assert!(failures > 1000, "most corruptions are detected ({failures} of 3000)");
+}
