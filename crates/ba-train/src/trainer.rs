@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 use crate::loss::{correct_predictions, soft_target_cross_entropy};
-use crate::optim::Adam;
-use crate::schedule::CosineAnnealing;
+use crate::optim::Optimizer;
+use crate::schedule::Schedule;
 
 /// A batch of (images (B, 3, H, W), targets (B, K) class probabilities) as the loop consumes
 /// it, or the loader's error. Targets are one-hot for plain batches, mixed for mixup.
@@ -51,11 +51,11 @@ pub struct EpochRecord {
     pub val: PassStats,
 }
 
-/// Trains one model with Adam, a per-step cosine schedule and label-smoothing cross-entropy.
+/// Trains one model with an optimizer, a per-step schedule and label-smoothing cross-entropy.
 pub struct Trainer<'a> {
     model: &'a dyn ImageClassifier,
-    optimizer: Adam,
-    schedule: CosineAnnealing,
+    optimizer: Box<dyn Optimizer>,
+    schedule: Box<dyn Schedule>,
     label_smoothing: f64,
     epoch: usize,
 }
@@ -64,11 +64,11 @@ impl<'a> Trainer<'a> {
     /// A trainer for `model`, whose variables `optimizer` updates.
     pub fn new(
         model: &'a dyn ImageClassifier,
-        optimizer: Adam,
-        schedule: CosineAnnealing,
+        optimizer: impl Optimizer + 'static,
+        schedule: impl Schedule + 'static,
         label_smoothing: f64,
     ) -> Self {
-        Self { model, optimizer, schedule, label_smoothing, epoch: 0 }
+        Self { model, optimizer: Box::new(optimizer), schedule: Box::new(schedule), label_smoothing, epoch: 0 }
     }
 
     /// One optimisation step on a batch: returns the loss and the (target-weighted) number of

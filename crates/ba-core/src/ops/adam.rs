@@ -9,9 +9,10 @@ use std::cell::RefCell;
 use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Tensor};
 use rayon::prelude::*;
 
-/// Hyper-parameters of one Adam step, with PyTorch's semantics: weight decay is coupled L2
-/// (`weight_decay * param` is added to the gradient before the moments), both moments are
-/// bias-corrected, and `eps` is added outside the square root.
+/// Hyper-parameters of one Adam step, with PyTorch's semantics: both moments are
+/// bias-corrected and `eps` is added outside the square root. Weight decay is coupled L2
+/// (`torch.optim.Adam`: `weight_decay * param` joins the gradient before the moments) or,
+/// with `decoupled`, AdamW's (`param *= 1 - lr * weight_decay` before the update).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamStep {
     /// Learning rate of this step.
@@ -22,8 +23,10 @@ pub struct AdamStep {
     pub beta2: f64,
     /// Added to the denominator.
     pub eps: f64,
-    /// Coupled L2 penalty.
+    /// Weight decay.
     pub weight_decay: f64,
+    /// AdamW's decoupled decay instead of coupled L2.
+    pub decoupled: bool,
     /// 1 for the first step.
     pub step: u64,
 }
@@ -78,7 +81,13 @@ impl InplaceOp2 for AdamKernel<'_> {
         let h = self.hyper;
         let bc1 = 1.0 - h.beta1.powi(h.step as i32);
         let bc2_sqrt = (1.0 - h.beta2.powi(h.step as i32)).sqrt();
-        let (b1, b2, wd, eps) = (h.beta1 as f32, h.beta2 as f32, h.weight_decay as f32, h.eps as f32);
+        let (b1, b2, eps) = (h.beta1 as f32, h.beta2 as f32, h.eps as f32);
+        // 1 - beta in f64 before rounding, as PyTorch does: `1.0 - 0.999f32` is off by 5e-5
+        // relative, which the f64 bias correction would not match.
+        let (one_minus_b1, one_minus_b2) = ((1.0 - h.beta1) as f32, (1.0 - h.beta2) as f32);
+        // Exactly one of the two decays is non-zero.
+        let (l2, shrink) =
+            if h.decoupled { (0.0, (1.0 - h.lr * h.weight_decay) as f32) } else { (h.weight_decay as f32, 1.0) };
         let (step_size, inv_bc2_sqrt) = ((h.lr / bc1) as f32, (1.0 / bc2_sqrt) as f32);
         let mut moments = self.moments.borrow_mut();
         let AdamMoments { m, v } = &mut **moments;
@@ -88,9 +97,10 @@ impl InplaceOp2 for AdamKernel<'_> {
             .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
             .for_each(|((p, g), (m, v))| {
                 for i in 0..p.len() {
-                    let g = g[i] + wd * p[i];
-                    m[i] = b1 * m[i] + (1.0 - b1) * g;
-                    v[i] = b2 * v[i] + (1.0 - b2) * g * g;
+                    p[i] *= shrink;
+                    let g = g[i] + l2 * p[i];
+                    m[i] = b1 * m[i] + one_minus_b1 * g;
+                    v[i] = b2 * v[i] + one_minus_b2 * g * g;
                     p[i] -= step_size * m[i] / (v[i].sqrt() * inv_bc2_sqrt + eps);
                 }
             });
@@ -127,8 +137,15 @@ mod tests {
         let mut moments = AdamMoments::default();
         for (t, g) in grads.iter().enumerate() {
             let g = Tensor::new(g, &Device::Cpu).unwrap();
-            let hyper =
-                AdamStep { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1, step: t as u64 + 1 };
+            let hyper = AdamStep {
+                lr: 0.01,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.1,
+                decoupled: false,
+                step: t as u64 + 1,
+            };
             adam_update(p.as_tensor(), &g, &mut moments, hyper).unwrap();
         }
         let got = p.as_tensor().to_vec1::<f32>().unwrap();
@@ -143,7 +160,7 @@ mod tests {
     fn rejects_mismatched_shapes_and_step_zero() {
         let p = Var::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap();
         let g = Tensor::zeros(4, candle_core::DType::F32, &Device::Cpu).unwrap();
-        let h = AdamStep { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, step: 1 };
+        let h = AdamStep { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false, step: 1 };
         assert!(adam_update(p.as_tensor(), &g, &mut AdamMoments::default(), h).is_err());
         let g = Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap();
         assert!(adam_update(p.as_tensor(), &g, &mut AdamMoments::default(), AdamStep { step: 0, ..h }).is_err());

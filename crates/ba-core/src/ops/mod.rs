@@ -1,5 +1,5 @@
 //! Candle custom ops that training AlexNet-style networks needs and Candle lacks or runs slowly:
-//! max-pool with arg-max, convolution by im2col + GEMM, and a fused Adam update.
+//! max-pool with arg-max, convolution by im2col + GEMM, and fused Adam/AdamW and SGD updates.
 //!
 //! Each op lives in its own file with its forward, its backward and its tests. Kernels are
 //! written for the CPU now; every op keeps the state its backward needs in a device-neutral
@@ -10,10 +10,12 @@ mod adam;
 mod conv2d;
 mod im2col;
 mod max_pool2d;
+mod sgd;
 
 pub use adam::{adam_update, AdamMoments, AdamStep};
 pub use conv2d::{conv2d, Conv2dParams};
 pub use max_pool2d::{max_pool2d, MaxPool2dParams};
+pub use sgd::{sgd_update, SgdStep};
 
 use candle_core::{CpuStorage, Layout, Result, WithDType};
 
