@@ -8,8 +8,10 @@
 
 use ba_core::model::is_buffer;
 use ba_core::ops::{adam_update, sgd_update, AdamMoments, AdamStep, SgdStep};
+use std::collections::HashMap;
+
 use candle_core::backprop::GradStore;
-use candle_core::{Result, Var};
+use candle_core::{Device, Result, Tensor, Var};
 use candle_nn::VarMap;
 
 /// An optimizer: one update of every parameter that has a gradient, at a given learning rate.
@@ -18,6 +20,38 @@ pub trait Optimizer {
     fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()>;
     /// Steps taken so far.
     fn steps(&self) -> u64;
+    /// Everything the next steps depend on, as named CPU tensors: per parameter (under its
+    /// variable name) the moments or momentum buffer and its own step count, and `step`.
+    fn state(&self) -> Result<HashMap<String, Tensor>>;
+    /// Restores a [`Optimizer::state`] of an optimizer over the same variables; an error names
+    /// what is missing or mis-shaped.
+    fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()>;
+}
+
+/// The global step count's entry in a state.
+const STEP_KEY: &str = "step";
+
+fn step_tensor(step: u64) -> Result<Tensor> {
+    Tensor::new(step as i64, &Device::Cpu)
+}
+
+fn read_step(state: &HashMap<String, Tensor>, key: &str) -> Result<u64> {
+    let t = state.get(key).ok_or_else(|| candle_core::Error::Msg(format!("optimizer state lacks {key}")))?;
+    Ok(t.to_dtype(candle_core::DType::I64)?.to_scalar::<i64>()?.max(0) as u64)
+}
+
+/// A per-parameter vector of `state[key]`: empty when absent (the parameter has not stepped),
+/// an error when its length differs from the parameter's.
+fn read_vector(state: &HashMap<String, Tensor>, key: &str, len: usize) -> Result<Vec<f32>> {
+    match state.get(key) {
+        None => Ok(Vec::new()),
+        Some(t) if t.elem_count() == len => t.flatten_all()?.to_vec1::<f32>(),
+        Some(t) => candle_core::bail!("optimizer state {key} has {} values, the parameter {len}", t.elem_count()),
+    }
+}
+
+fn vector_tensor(values: &[f32], like: &Var) -> Result<Tensor> {
+    Tensor::from_slice(values, like.shape(), &Device::Cpu)
 }
 
 /// Which parameters weight decay applies to.
@@ -69,10 +103,11 @@ impl Default for AdamConfig {
     }
 }
 
-/// One Adam parameter: the variable, its moments, its own step count (PyTorch counts steps
-/// per parameter, so a parameter skipped in a step keeps its bias correction), and whether
-/// it is decayed.
+/// One Adam parameter: its name and variable, its moments, its own step count (PyTorch
+/// counts steps per parameter, so a parameter skipped in a step keeps its bias correction),
+/// and whether it is decayed.
 struct AdamParam {
+    name: String,
     var: Var,
     moments: AdamMoments,
     steps: u64,
@@ -104,8 +139,9 @@ impl Adam {
     fn build(vars: &VarMap, config: AdamConfig, decoupled: bool) -> Self {
         let params = trainable(vars)
             .into_iter()
-            .map(|(_, var)| AdamParam {
+            .map(|(name, var)| AdamParam {
                 decays: config.decay_filter.decays(&var),
+                name,
                 var,
                 moments: AdamMoments::default(),
                 steps: 0,
@@ -140,6 +176,31 @@ impl Optimizer for Adam {
     fn steps(&self) -> u64 {
         self.step
     }
+
+    fn state(&self) -> Result<HashMap<String, Tensor>> {
+        let mut state = HashMap::from([(STEP_KEY.to_string(), step_tensor(self.step)?)]);
+        for p in self.params.iter().filter(|p| p.steps > 0) {
+            state.insert(format!("{}.exp_avg", p.name), vector_tensor(&p.moments.m, &p.var)?);
+            state.insert(format!("{}.exp_avg_sq", p.name), vector_tensor(&p.moments.v, &p.var)?);
+            state.insert(format!("{}.step", p.name), step_tensor(p.steps)?);
+        }
+        Ok(state)
+    }
+
+    fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
+        self.step = read_step(state, STEP_KEY)?;
+        for p in &mut self.params {
+            let n = p.var.elem_count();
+            let m = read_vector(state, &format!("{}.exp_avg", p.name), n)?;
+            let v = read_vector(state, &format!("{}.exp_avg_sq", p.name), n)?;
+            p.steps = if m.is_empty() { 0 } else { read_step(state, &format!("{}.step", p.name))? };
+            if m.is_empty() != v.is_empty() {
+                candle_core::bail!("optimizer state holds only one of the moments of {}", p.name);
+            }
+            p.moments = AdamMoments { m, v };
+        }
+        Ok(())
+    }
 }
 
 /// SGD's hyper-parameters (`torch.optim.SGD`'s; the learning rate comes from the schedule).
@@ -159,7 +220,8 @@ pub struct SgdConfig {
 
 /// SGD with momentum (`torch.optim.SGD`).
 pub struct Sgd {
-    params: Vec<(Var, Vec<f32>, bool)>,
+    /// Name, variable, momentum buffer (empty before its first step), whether decayed.
+    params: Vec<(String, Var, Vec<f32>, bool)>,
     config: SgdConfig,
     step: u64,
 }
@@ -167,8 +229,13 @@ pub struct Sgd {
 impl Sgd {
     /// SGD over the trainable variables of `vars`, in name order.
     pub fn new(vars: &VarMap, config: SgdConfig) -> Self {
-        let params =
-            trainable(vars).into_iter().map(|(_, v)| (v.clone(), Vec::new(), config.decay_filter.decays(&v))).collect();
+        let params = trainable(vars)
+            .into_iter()
+            .map(|(n, v)| {
+                let decays = config.decay_filter.decays(&v);
+                (n, v, Vec::new(), decays)
+            })
+            .collect();
         Self { params, config, step: 0 }
     }
 }
@@ -177,7 +244,7 @@ impl Optimizer for Sgd {
     fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         self.step += 1;
         let c = self.config;
-        for (var, buffer, decays) in &mut self.params {
+        for (_, var, buffer, decays) in &mut self.params {
             if let Some(grad) = grads.get(var.as_tensor()) {
                 let hyper = SgdStep {
                     lr,
@@ -194,5 +261,21 @@ impl Optimizer for Sgd {
 
     fn steps(&self) -> u64 {
         self.step
+    }
+
+    fn state(&self) -> Result<HashMap<String, Tensor>> {
+        let mut state = HashMap::from([(STEP_KEY.to_string(), step_tensor(self.step)?)]);
+        for (name, var, buffer, _) in self.params.iter().filter(|p| !p.2.is_empty()) {
+            state.insert(format!("{name}.momentum_buffer"), vector_tensor(buffer, var)?);
+        }
+        Ok(state)
+    }
+
+    fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
+        self.step = read_step(state, STEP_KEY)?;
+        for (name, var, buffer, _) in &mut self.params {
+            *buffer = read_vector(state, &format!("{name}.momentum_buffer"), var.elem_count())?;
+        }
+        Ok(())
     }
 }
