@@ -111,6 +111,9 @@ fn pairs(batch: ba_data::Result<Batch>) -> ba_data::Result<(Tensor, Tensor)> {
     batch.map(|b| (b.images, b.targets))
 }
 
+/// Steps per training-loss record in the metrics file.
+const STEP_LOG_EVERY: u64 = 10;
+
 /// Trains `kind` under `recipe`, writing `metrics.jsonl`, `best.safetensors` and
 /// `final.safetensors` into `dir`.
 pub fn train_model(
@@ -128,13 +131,17 @@ pub fn train_model(
     let steps = recipe.epochs * loaders.train.batches_per_epoch();
     let schedule = CosineAnnealing { base_lr: recipe.lr, eta_min: 0.0, total_steps: steps };
     let optimizer = Adam::new(&vars, AdamConfig { weight_decay: recipe.weight_decay, ..AdamConfig::default() });
-    let mut trainer = Trainer::new(model.as_ref(), optimizer, schedule, recipe.label_smoothing);
+    let mut trainer =
+        Trainer::new(model.as_ref(), optimizer, schedule, recipe.label_smoothing).with_step_log(STEP_LOG_EVERY);
     let mut metrics = MetricsWriter::create(&dir.join("metrics.jsonl"))?;
     let start = Instant::now();
     let mut epochs: Vec<EpochRecord> = Vec::new();
     let mut best_epoch = 0;
     for epoch in 1..=recipe.epochs {
         let train = trainer.train_epoch(loaders.train.epoch(epoch - 1).map(pairs))?;
+        for record in trainer.take_step_records() {
+            metrics.append_step(&record)?;
+        }
         let val = trainer.evaluate(loaders.val.epoch(0).map(pairs))?;
         let record = EpochRecord { epoch, lr: trainer.current_lr(), train, val };
         metrics.append(&record)?;

@@ -1,11 +1,15 @@
-//! The metrics file: JSON Lines, one [`EpochRecord`] per line, appended as epochs end.
+//! The metrics file: JSON Lines, appended as training goes: one [`EpochRecord`] per epoch and,
+//! before it, that epoch's [`StepRecord`]s (mean training loss every N steps). Each line is
+//! one JSON object; step lines are those with a `step` field.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Result, TrainError};
-use crate::trainer::EpochRecord;
+use serde::Deserialize;
+
+use crate::trainer::{EpochRecord, StepRecord};
 
 /// Appends epoch records to a JSON Lines file, flushing each line.
 pub struct MetricsWriter {
@@ -20,15 +24,56 @@ impl MetricsWriter {
         Ok(Self { path: path.to_path_buf(), file })
     }
 
-    /// Writes one record as one line.
+    /// Writes one epoch record as one line.
     pub fn append(&mut self, record: &EpochRecord) -> Result<()> {
+        self.write(record)
+    }
+
+    /// Writes one step record as one line.
+    pub fn append_step(&mut self, record: &StepRecord) -> Result<()> {
+        self.write(record)
+    }
+
+    fn write(&mut self, record: &impl serde::Serialize) -> Result<()> {
         let line = serde_json::to_string(record).map_err(|e| io(&self.path, e.into()))?;
         writeln!(self.file, "{line}").and_then(|_| self.file.flush()).map_err(|e| io(&self.path, e))
     }
 }
 
-/// Reads every record of a metrics file.
+/// One line of the metrics file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum MetricsLine {
+    /// The end of an epoch.
+    Epoch(EpochRecord),
+    /// A window of training steps.
+    Step(StepRecord),
+}
+
+/// Reads the epoch records of a metrics file.
 pub fn read_metrics(path: &Path) -> Result<Vec<EpochRecord>> {
+    Ok(read_lines(path)?
+        .into_iter()
+        .filter_map(|l| match l {
+            MetricsLine::Epoch(e) => Some(e),
+            MetricsLine::Step(_) => None,
+        })
+        .collect())
+}
+
+/// Reads the step records of a metrics file.
+pub fn read_step_records(path: &Path) -> Result<Vec<StepRecord>> {
+    Ok(read_lines(path)?
+        .into_iter()
+        .filter_map(|l| match l {
+            MetricsLine::Step(s) => Some(s),
+            MetricsLine::Epoch(_) => None,
+        })
+        .collect())
+}
+
+/// Reads every line of a metrics file; an error names the file and the line.
+pub fn read_lines(path: &Path) -> Result<Vec<MetricsLine>> {
     let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
     text.lines()
         .filter(|l| !l.trim().is_empty())
@@ -43,4 +88,28 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochRecord>> {
 
 fn io(path: &Path, source: std::io::Error) -> TrainError {
     TrainError::Io { path: path.to_path_buf(), reason: source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trainer::PassStats;
+
+    #[test]
+    fn epoch_and_step_lines_read_back_apart_and_exactly() {
+        let path = std::env::temp_dir().join(format!("ba-train-metrics-{}.jsonl", std::process::id()));
+        let pass =
+            PassStats { loss: 2.302716159820557, accuracy: 0.1, images: 10, seconds: 0.5, data_wait_seconds: 0.01 };
+        let epoch = EpochRecord { epoch: 1, lr: 5e-4, train: pass, val: PassStats { data_wait_seconds: 0.0, ..pass } };
+        let step = StepRecord { step: 10, epoch: 1, loss: 2.2951, lr: 1e-3 / 3.0 };
+        let mut writer = MetricsWriter::create(&path).unwrap();
+        writer.append_step(&step).unwrap();
+        writer.append(&epoch).unwrap();
+        assert_eq!(read_metrics(&path).unwrap(), vec![epoch]);
+        assert_eq!(read_step_records(&path).unwrap(), vec![step]);
+        std::fs::write(&path, "{\"epoch\": 1}\n").unwrap();
+        let err = read_metrics(&path).unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+    }
 }

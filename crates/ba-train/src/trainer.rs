@@ -51,6 +51,19 @@ pub struct EpochRecord {
     pub val: PassStats,
 }
 
+/// The mean training loss of the last `every` steps (see [`Trainer::with_step_log`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Optimizer steps taken, from 1.
+    pub step: u64,
+    /// Epoch of the step, from 1.
+    pub epoch: usize,
+    /// Mean loss over the steps since the previous record.
+    pub loss: f64,
+    /// Learning rate of the step.
+    pub lr: f64,
+}
+
 /// Trains one model with an optimizer, a per-step schedule and label-smoothing cross-entropy.
 pub struct Trainer<'a> {
     model: &'a dyn ImageClassifier,
@@ -58,6 +71,10 @@ pub struct Trainer<'a> {
     schedule: Box<dyn Schedule>,
     label_smoothing: f64,
     epoch: usize,
+    /// Steps per [`StepRecord`] (0: none), the loss summed since the last one, and the records.
+    log_every: u64,
+    window: (f64, u64),
+    step_records: Vec<StepRecord>,
 }
 
 impl<'a> Trainer<'a> {
@@ -68,7 +85,40 @@ impl<'a> Trainer<'a> {
         schedule: impl Schedule + 'static,
         label_smoothing: f64,
     ) -> Self {
-        Self { model, optimizer: Box::new(optimizer), schedule: Box::new(schedule), label_smoothing, epoch: 0 }
+        Self {
+            model,
+            optimizer: Box::new(optimizer),
+            schedule: Box::new(schedule),
+            label_smoothing,
+            epoch: 0,
+            log_every: 0,
+            window: (0.0, 0),
+            step_records: Vec::new(),
+        }
+    }
+
+    /// Records the mean training loss every `every` steps (0: never); see
+    /// [`Trainer::take_step_records`].
+    pub fn with_step_log(mut self, every: u64) -> Self {
+        self.log_every = every;
+        self
+    }
+
+    /// The step records made since the last call.
+    pub fn take_step_records(&mut self) -> Vec<StepRecord> {
+        std::mem::take(&mut self.step_records)
+    }
+
+    fn record_step(&mut self, loss: f32, lr: f64) {
+        if self.log_every == 0 {
+            return;
+        }
+        self.window = (self.window.0 + loss as f64, self.window.1 + 1);
+        let step = self.optimizer.steps();
+        if step % self.log_every == 0 {
+            let (sum, n) = std::mem::take(&mut self.window);
+            self.step_records.push(StepRecord { step, epoch: self.epoch, loss: sum / n as f64, lr });
+        }
     }
 
     /// One optimisation step on a batch: returns the loss and the (target-weighted) number of
@@ -96,10 +146,12 @@ impl<'a> Trainer<'a> {
         for (i, batch) in batches.enumerate() {
             data_wait += waiting.elapsed().as_secs_f64();
             let (x, y) = batch.map_err(|e| TrainError::Data(Box::new(e)))?;
+            let lr = self.current_lr();
             let (loss, hits) = self.step(&x, &y)?;
             if !loss.is_finite() {
                 return Err(TrainError::NonFinite { epoch: self.epoch, step: i + 1, loss });
             }
+            self.record_step(loss, lr);
             let n = y.dim(0)?;
             loss_sum += loss as f64 * n as f64;
             correct += hits;

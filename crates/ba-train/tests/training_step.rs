@@ -6,7 +6,7 @@ use ba_data::transforms::{test_pipeline, Image, Transform};
 use ba_data::Cifar10;
 use ba_models::{ModelConfig, ModelKind, INPUT_SIZE};
 use ba_train::loss::{label_smoothing_cross_entropy, one_hot};
-use ba_train::{Adam, AdamConfig, CosineAnnealing, Trainer};
+use ba_train::{Adam, AdamConfig, CosineAnnealing, Schedule, Trainer};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use rand::SeedableRng;
@@ -60,7 +60,8 @@ fn an_epoch_reports_the_time_spent_waiting_for_data() {
     let vb = SeededVarMap::builder(&vars, rng_for(3, "init"), DType::F32, &Device::Cpu);
     let model = ModelKind::AlexNet.build(ModelConfig::cifar10(3), vb).unwrap();
     let schedule = CosineAnnealing { base_lr: 1e-3, eta_min: 0.0, total_steps: 10 };
-    let mut trainer = Trainer::new(model.as_ref(), Adam::new(&vars, AdamConfig::default()), schedule, 0.1);
+    let mut trainer =
+        Trainer::new(model.as_ref(), Adam::new(&vars, AdamConfig::default()), schedule, 0.1).with_step_log(1);
     // A slow loader: each batch takes 150 ms to arrive.
     let slow = (0..2).map(|_| {
         std::thread::sleep(std::time::Duration::from_millis(150));
@@ -70,4 +71,10 @@ fn an_epoch_reports_the_time_spent_waiting_for_data() {
     assert_eq!(stats.images, 8);
     assert!(stats.data_wait_seconds >= 0.3, "waited {} s", stats.data_wait_seconds);
     assert!(stats.data_wait_seconds < stats.seconds);
+    // One step record per step here: the loss of that step and the rate it used.
+    let records = trainer.take_step_records();
+    assert_eq!(records.iter().map(|r| (r.step, r.epoch)).collect::<Vec<_>>(), vec![(1, 1), (2, 1)]);
+    assert_eq!((records[0].lr, records[1].lr), (schedule.lr(0), schedule.lr(1)));
+    assert!((records.iter().map(|r| r.loss).sum::<f64>() / 2.0 - stats.loss).abs() < 1e-6);
+    assert!(trainer.take_step_records().is_empty());
 }
