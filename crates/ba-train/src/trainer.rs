@@ -115,7 +115,7 @@ impl<'a> Trainer<'a> {
         }
         self.window = (self.window.0 + loss as f64, self.window.1 + 1);
         let step = self.optimizer.steps();
-        if step % self.log_every == 0 {
+        if step.is_multiple_of(self.log_every) {
             let (sum, n) = std::mem::take(&mut self.window);
             self.step_records.push(StepRecord { step, epoch: self.epoch, loss: sum / n as f64, lr });
         }
