@@ -2,6 +2,7 @@
 
 mod cmd;
 mod preset;
+mod progress;
 mod run;
 mod table;
 

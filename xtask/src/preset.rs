@@ -22,9 +22,21 @@ pub struct RecipeArgs {
     /// Peak learning rate of Adam [default: 1e-3 on the sample, 1e-4 otherwise].
     #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
-    /// Coupled L2 weight decay of Adam.
+    /// Optimizer: `adam` (coupled L2 decay, the notebook's), `adamw` (decoupled) or `sgd`.
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
+    pub optimizer: OptimizerKind,
+    /// Momentum of SGD.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Nesterov momentum for SGD.
+    #[arg(long)]
+    pub nesterov: bool,
+    /// Weight decay (coupled L2 for adam and sgd, decoupled for adamw).
     #[arg(long, default_value_t = 1e-5, allow_negative_numbers = true)]
     pub weight_decay: f64,
+    /// Epochs of linear warm-up (from 1% of the rate) before the cosine decay.
+    #[arg(long, default_value_t = 0)]
+    pub warmup_epochs: usize,
     /// Label smoothing of the cross-entropy.
     #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     pub label_smoothing: f64,
@@ -47,6 +59,18 @@ pub struct RecipeArgs {
     pub out: PathBuf,
 }
 
+/// Optimizers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Adam with coupled L2 weight decay (torch.optim.Adam, Paddle's Adam).
+    Adam,
+    /// Adam with decoupled weight decay (torch.optim.AdamW).
+    AdamW,
+    /// SGD with momentum (torch.optim.SGD).
+    Sgd,
+}
+
 /// Training augmentations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -67,7 +91,12 @@ pub struct Recipe {
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
+    pub optimizer: OptimizerKind,
+    /// SGD's momentum and Nesterov flag (unused by the Adams).
+    pub momentum: f64,
+    pub nesterov: bool,
     pub weight_decay: f64,
+    pub warmup_epochs: usize,
     pub label_smoothing: f64,
     pub augment: Augment,
     /// Mixup's alpha, or `None` without mixup.
@@ -83,8 +112,17 @@ impl Recipe {
             Augment::Notebook => "notebook",
             Augment::Simple => "simple",
         };
+        let optimizer = match self.optimizer {
+            OptimizerKind::Adam => "adam".to_string(),
+            OptimizerKind::AdamW => "adamw".to_string(),
+            OptimizerKind::Sgd => {
+                format!("sgd (momentum {}{})", self.momentum, if self.nesterov { ", nesterov" } else { "" })
+            }
+        };
+        let warmup =
+            if self.warmup_epochs > 0 { format!("{} warm-up epochs, ", self.warmup_epochs) } else { String::new() };
         format!(
-            "{} epochs, batch {}, lr {}, seed {}, {augment} augmentation, {mixup}",
+            "{} epochs, batch {}, {optimizer} lr {}, {warmup}seed {}, {augment} augmentation, {mixup}",
             self.epochs, self.batch_size, self.lr, self.seed
         )
     }
@@ -101,7 +139,11 @@ impl RecipeArgs {
             epochs: self.epochs.unwrap_or(if sample { 3 } else { 100 }),
             batch_size: self.batch_size,
             lr: self.lr.unwrap_or(if sample { 1e-3 } else { 1e-4 }),
+            optimizer: self.optimizer,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
             weight_decay: self.weight_decay,
+            warmup_epochs: self.warmup_epochs,
             label_smoothing: self.label_smoothing,
             augment: self.augment,
             mixup_alpha: match (self.no_mixup, self.mixup_alpha) {
@@ -122,6 +164,15 @@ impl RecipeArgs {
         }
         if !(recipe.weight_decay >= 0.0 && recipe.weight_decay.is_finite()) {
             bail!("--weight-decay must be zero or positive, got {}", recipe.weight_decay);
+        }
+        if !(0.0..1.0).contains(&recipe.momentum) {
+            bail!("--momentum must be in [0, 1), got {}", recipe.momentum);
+        }
+        if recipe.nesterov && (recipe.optimizer != OptimizerKind::Sgd || recipe.momentum == 0.0) {
+            bail!("--nesterov needs --optimizer sgd and a positive --momentum");
+        }
+        if recipe.warmup_epochs >= recipe.epochs {
+            bail!("--warmup-epochs ({}) must be fewer than --epochs ({})", recipe.warmup_epochs, recipe.epochs);
         }
         if !(0.0..1.0).contains(&recipe.label_smoothing) {
             bail!("--label-smoothing must be in [0, 1), got {}", recipe.label_smoothing);
@@ -173,6 +224,9 @@ mod tests {
             (&["--lr", "NaN"][..], "--lr must be a positive number"),
             (&["--label-smoothing", "1"][..], "--label-smoothing must be in [0, 1)"),
             (&["--mixup-alpha", "0"][..], "--mixup-alpha must be a positive number"),
+            (&["--nesterov"][..], "--nesterov needs --optimizer sgd"),
+            (&["--warmup-epochs", "3"][..], "--warmup-epochs (3) must be fewer than --epochs (3)"),
+            (&["--optimizer", "sgd", "--momentum", "1.5"][..], "--momentum must be in [0, 1)"),
         ] {
             let err = recipe(args).unwrap_err().to_string();
             assert!(err.contains(message), "{args:?}: {err}");

@@ -14,12 +14,14 @@ use ba_data::{Batch, Cifar10, Loader, LoaderConfig};
 use ba_models::{ModelConfig, ModelKind, INPUT_SIZE};
 use ba_train::checkpoint::save_weights;
 use ba_train::metrics::MetricsWriter;
-use ba_train::{Adam, AdamConfig, CosineAnnealing, EpochRecord, Trainer};
+use ba_train::{
+    Adam, AdamConfig, CosineAnnealing, EpochRecord, Linear, Optimizer, Schedule, Sequential, Sgd, SgdConfig, Trainer,
+};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use serde::Serialize;
 
-use crate::preset::{Augment, Recipe, RecipeArgs};
+use crate::preset::{Augment, OptimizerKind, Recipe, RecipeArgs};
 
 /// What every training verb starts from: the validated recipe, the loaders over the data, the
 /// device and a new run folder holding `recipe.json`.
@@ -111,6 +113,36 @@ fn pairs(batch: ba_data::Result<Batch>) -> ba_data::Result<(Tensor, Tensor)> {
     batch.map(|b| (b.images, b.targets))
 }
 
+/// The recipe's optimizer over `vars`.
+fn optimizer(recipe: &Recipe, vars: &VarMap) -> Box<dyn Optimizer> {
+    let adam = AdamConfig { weight_decay: recipe.weight_decay, ..AdamConfig::default() };
+    match recipe.optimizer {
+        OptimizerKind::Adam => Box::new(Adam::new(vars, adam)),
+        OptimizerKind::AdamW => Box::new(Adam::adamw(vars, adam)),
+        OptimizerKind::Sgd => Box::new(Sgd::new(
+            vars,
+            SgdConfig {
+                momentum: recipe.momentum,
+                nesterov: recipe.nesterov,
+                weight_decay: recipe.weight_decay,
+                ..SgdConfig::default()
+            },
+        )),
+    }
+}
+
+/// The recipe's schedule over `steps` optimizer steps: cosine annealing to 0, after a linear
+/// warm-up from 1% of the rate when asked.
+fn schedule(recipe: &Recipe, steps: usize) -> Box<dyn Schedule> {
+    let warmup = steps * recipe.warmup_epochs / recipe.epochs;
+    let cosine = CosineAnnealing { base_lr: recipe.lr, eta_min: 0.0, total_steps: steps - warmup };
+    if warmup == 0 {
+        return Box::new(cosine);
+    }
+    let ramp = Linear { base_lr: recipe.lr, start_factor: 0.01, end_factor: 1.0, total_steps: warmup };
+    Box::new(Sequential::new(vec![Box::new(ramp), Box::new(cosine)], vec![warmup]).expect("one milestone, two phases"))
+}
+
 /// Steps per training-loss record in the metrics file.
 const STEP_LOG_EVERY: u64 = 10;
 
@@ -129,10 +161,11 @@ pub fn train_model(
     let model = kind.build(ModelConfig::cifar10(derive_seed(recipe.seed, "dropout")), vb)?;
     let count = ParameterCount::of(&vars);
     let steps = recipe.epochs * loaders.train.batches_per_epoch();
-    let schedule = CosineAnnealing { base_lr: recipe.lr, eta_min: 0.0, total_steps: steps };
-    let optimizer = Adam::new(&vars, AdamConfig { weight_decay: recipe.weight_decay, ..AdamConfig::default() });
+    let bar = crate::progress::bar(kind.name(), steps);
     let mut trainer =
-        Trainer::new(model.as_ref(), optimizer, schedule, recipe.label_smoothing).with_step_log(STEP_LOG_EVERY);
+        Trainer::new(model.as_ref(), optimizer(recipe, &vars), schedule(recipe, steps), recipe.label_smoothing)
+            .with_step_log(STEP_LOG_EVERY)
+            .with_progress(|p| crate::progress::show(&bar, p));
     let mut metrics = MetricsWriter::create(&dir.join("metrics.jsonl"))?;
     let start = Instant::now();
     let mut epochs: Vec<EpochRecord> = Vec::new();
@@ -145,17 +178,19 @@ pub fn train_model(
         let val = trainer.evaluate(loaders.val.epoch(0).map(pairs))?;
         let record = EpochRecord { epoch, lr: trainer.current_lr(), train, val };
         metrics.append(&record)?;
-        tracing::info!(
-            model = kind.name(),
-            epoch,
-            train_loss = format!("{:.4}", train.loss),
-            train_acc = format!("{:.4}", train.accuracy),
-            val_loss = format!("{:.4}", val.loss),
-            val_acc = format!("{:.4}", val.accuracy),
-            images_per_s = format!("{:.1}", train.images_per_second()),
-            data_wait_s = format!("{:.2}", train.data_wait_seconds),
-            "epoch done"
-        );
+        bar.suspend(|| {
+            tracing::info!(
+                model = kind.name(),
+                epoch,
+                train_loss = format!("{:.4}", train.loss),
+                train_acc = format!("{:.4}", train.accuracy),
+                val_loss = format!("{:.4}", val.loss),
+                val_acc = format!("{:.4}", val.accuracy),
+                images_per_s = format!("{:.1}", train.images_per_second()),
+                data_wait_s = format!("{:.2}", train.data_wait_seconds),
+                "epoch done"
+            )
+        });
         if best_epoch == 0 || val.accuracy > epochs[best_epoch - 1].val.accuracy {
             best_epoch = epoch;
             save_weights(&vars, trainer.steps(), &dir.join("best.safetensors"))?;
@@ -163,6 +198,8 @@ pub fn train_model(
         epochs.push(record);
     }
     save_weights(&vars, trainer.steps(), &dir.join("final.safetensors"))?;
+    drop(trainer);
+    bar.finish_and_clear();
     Ok(RunSummary {
         model: kind.name().to_string(),
         parameters: count.total,
@@ -199,11 +236,29 @@ mod tests {
             lr: 1e-3,
             weight_decay: 1e-5,
             label_smoothing: 0.1,
+            optimizer: OptimizerKind::Adam,
+            momentum: 0.9,
+            nesterov: false,
+            warmup_epochs: 0,
             augment: Augment::Notebook,
             mixup_alpha: Some(1.5),
             seed: 5,
         };
         (data, recipe)
+    }
+
+    #[test]
+    fn warm_up_ramps_to_the_rate_then_cosine_decays() {
+        let (_, mut recipe) = tiny_setup();
+        recipe.epochs = 3;
+        recipe.warmup_epochs = 1;
+        let s = schedule(&recipe, 30);
+        assert!((s.lr(0) - 0.01 * recipe.lr).abs() < 1e-15);
+        assert!(s.lr(5) < s.lr(9) && s.lr(9) < recipe.lr);
+        assert_eq!(s.lr(10), recipe.lr);
+        assert!((s.lr(20) - recipe.lr / 2.0).abs() < 1e-12, "half-way through the cosine");
+        recipe.warmup_epochs = 0;
+        assert_eq!(schedule(&recipe, 30).lr(0), recipe.lr);
     }
 
     #[test]

@@ -28,6 +28,21 @@ pub trait Optimizer {
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()>;
 }
 
+impl<T: Optimizer + ?Sized> Optimizer for Box<T> {
+    fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+        (**self).step(grads, lr)
+    }
+    fn steps(&self) -> u64 {
+        (**self).steps()
+    }
+    fn state(&self) -> Result<HashMap<String, Tensor>> {
+        (**self).state()
+    }
+    fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
+        (**self).load_state(state)
+    }
+}
+
 /// The global step count's entry in a state.
 const STEP_KEY: &str = "step";
 

@@ -7,6 +7,12 @@ pub trait Schedule: Send + Sync {
     fn lr(&self, step: usize) -> f64;
 }
 
+impl<T: Schedule + ?Sized> Schedule for Box<T> {
+    fn lr(&self, step: usize) -> f64 {
+        (**self).lr(step)
+    }
+}
+
 /// `CosineAnnealingLR(T_max = total_steps, eta_min)`:
 /// `eta_min + (base - eta_min) * (1 + cos(pi * step / total_steps)) / 2` (periodic past
 /// `total_steps`, as PyTorch's is).

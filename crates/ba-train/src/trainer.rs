@@ -64,6 +64,23 @@ pub struct StepRecord {
     pub lr: f64,
 }
 
+/// Where an epoch stands after a training step, for progress displays.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepProgress {
+    /// Epoch, from 1.
+    pub epoch: usize,
+    /// Steps taken in this epoch, from 1.
+    pub step_in_epoch: usize,
+    /// Mean loss of the epoch so far.
+    pub loss: f64,
+    /// Accuracy of the epoch so far.
+    pub accuracy: f64,
+    /// Training images per second of the epoch so far.
+    pub images_per_second: f64,
+    /// Learning rate of the step.
+    pub lr: f64,
+}
+
 /// Trains one model with an optimizer, a per-step schedule and label-smoothing cross-entropy.
 pub struct Trainer<'a> {
     model: &'a dyn ImageClassifier,
@@ -75,6 +92,7 @@ pub struct Trainer<'a> {
     log_every: u64,
     window: (f64, u64),
     step_records: Vec<StepRecord>,
+    progress: Option<Box<dyn FnMut(&StepProgress) + 'a>>,
 }
 
 impl<'a> Trainer<'a> {
@@ -94,7 +112,14 @@ impl<'a> Trainer<'a> {
             log_every: 0,
             window: (0.0, 0),
             step_records: Vec::new(),
+            progress: None,
         }
+    }
+
+    /// Calls `report` after every training step (a progress bar, say).
+    pub fn with_progress(mut self, report: impl FnMut(&StepProgress) + 'a) -> Self {
+        self.progress = Some(Box::new(report));
+        self
     }
 
     /// Records the mean training loss every `every` steps (0: never); see
@@ -156,6 +181,16 @@ impl<'a> Trainer<'a> {
             loss_sum += loss as f64 * n as f64;
             correct += hits;
             images += n;
+            if let Some(report) = self.progress.as_mut() {
+                report(&StepProgress {
+                    epoch: self.epoch,
+                    step_in_epoch: i + 1,
+                    loss: loss_sum / images as f64,
+                    accuracy: correct / images as f64,
+                    images_per_second: images as f64 / start.elapsed().as_secs_f64().max(1e-9),
+                    lr,
+                });
+            }
             tracing::debug!(epoch = self.epoch, step = i + 1, loss, "train step");
             waiting = Instant::now();
         }
