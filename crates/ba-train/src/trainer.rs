@@ -81,6 +81,9 @@ pub struct StepProgress {
     pub lr: f64,
 }
 
+/// A callback shown each [`StepProgress`].
+type ProgressFn<'a> = Box<dyn FnMut(&StepProgress) + 'a>;
+
 /// Trains one model with an optimizer, a per-step schedule and label-smoothing cross-entropy.
 pub struct Trainer<'a> {
     model: &'a dyn ImageClassifier,
@@ -92,7 +95,7 @@ pub struct Trainer<'a> {
     log_every: u64,
     window: (f64, u64),
     step_records: Vec<StepRecord>,
-    progress: Option<Box<dyn FnMut(&StepProgress) + 'a>>,
+    progress: Option<ProgressFn<'a>>,
 }
 
 impl<'a> Trainer<'a> {
