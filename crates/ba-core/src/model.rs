@@ -11,6 +11,19 @@ pub trait ImageClassifier: Send + Sync {
 
     /// A short name for tables and file names, e.g. `alexnet`.
     fn name(&self) -> &str;
+
+    /// Positions of the model's own random generators (dropout masks), for checkpoints.
+    fn rng_positions(&self) -> Vec<u128> {
+        Vec::new()
+    }
+
+    /// Restores [`ImageClassifier::rng_positions`] of a model built with the same seeds.
+    fn set_rng_positions(&self, positions: &[u128]) -> Result<()> {
+        if !positions.is_empty() {
+            candle_core::bail!("{} has no random generators, got {} positions", self.name(), positions.len());
+        }
+        Ok(())
+    }
 }
 
 /// Names of the variables that hold statistics rather than learned parameters.

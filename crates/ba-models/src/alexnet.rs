@@ -31,4 +31,12 @@ impl ImageClassifier for AlexNet {
     fn name(&self) -> &str {
         "alexnet"
     }
+
+    fn rng_positions(&self) -> Vec<u128> {
+        self.trunk.rng_positions()
+    }
+
+    fn set_rng_positions(&self, positions: &[u128]) -> Result<()> {
+        self.trunk.set_rng_positions(positions)
+    }
 }

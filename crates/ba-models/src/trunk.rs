@@ -83,6 +83,21 @@ impl Trunk {
         Ok(BlockOutputs { conv1, conv2, conv3 })
     }
 
+    /// Positions of the two dropout generators.
+    pub fn rng_positions(&self) -> Vec<u128> {
+        vec![self.classifier_2.position(), self.classifier_5.position()]
+    }
+
+    /// Restores [`Trunk::rng_positions`].
+    pub fn set_rng_positions(&self, positions: &[u128]) -> Result<()> {
+        let [a, b] = positions else {
+            candle_core::bail!("AlexNet has two dropout generators, got {} positions", positions.len());
+        };
+        self.classifier_2.set_position(*a);
+        self.classifier_5.set_position(*b);
+        Ok(())
+    }
+
     /// ReLU and max-pool of the (possibly gated) conv3 output, flatten, `classifier`.
     pub fn head(&self, conv3: &Tensor, train: bool) -> Result<Tensor> {
         let x = max_pool2d(&conv3.relu()?, pool())?.flatten_from(1)?;

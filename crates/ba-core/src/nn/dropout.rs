@@ -26,6 +26,17 @@ impl Dropout {
         Ok(Self { p, rng: Mutex::new(rng) })
     }
 
+    /// How far the mask generator has advanced (its ChaCha word position): with the seed it
+    /// was built from, all a checkpoint needs to continue the same masks.
+    pub fn position(&self) -> u128 {
+        self.rng.lock().unwrap_or_else(|p| p.into_inner()).get_word_pos()
+    }
+
+    /// Moves the mask generator to `position` (from [`Dropout::position`]).
+    pub fn set_position(&self, position: u128) {
+        self.rng.lock().unwrap_or_else(|p| p.into_inner()).set_word_pos(position);
+    }
+
     /// Applies the layer; the identity when `train` is false.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if !train || self.p == 0.0 {
@@ -67,5 +78,17 @@ mod tests {
     #[test]
     fn rejects_probability_one() {
         assert!(Dropout::new(1.0, rng_for(0, "dropout")).is_err());
+    }
+
+    #[test]
+    fn a_restored_position_repeats_the_masks() {
+        let x = Tensor::ones(64, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+        let layer = Dropout::new(0.5, crate::rng::rng_for(3, "test")).unwrap();
+        layer.forward_t(&x, true).unwrap();
+        let at = layer.position();
+        let first = layer.forward_t(&x, true).unwrap().to_vec1::<f32>().unwrap();
+        let other = Dropout::new(0.5, crate::rng::rng_for(3, "test")).unwrap();
+        other.set_position(at);
+        assert_eq!(other.forward_t(&x, true).unwrap().to_vec1::<f32>().unwrap(), first);
     }
 }
