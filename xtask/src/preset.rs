@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Options shared by `train` and `compare`.
 #[derive(Debug, Clone, clap::Args)]
@@ -60,7 +60,7 @@ pub struct RecipeArgs {
 }
 
 /// Optimizers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     /// Adam with coupled L2 weight decay (torch.optim.Adam, Paddle's Adam).
@@ -72,7 +72,7 @@ pub enum OptimizerKind {
 }
 
 /// Training augmentations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Augment {
     /// The notebook's pipeline.
@@ -82,7 +82,7 @@ pub enum Augment {
 }
 
 /// A complete, validated recipe.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Recipe {
     /// Where the images come from.
     pub data: PathBuf,

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use ba_core::init::SeededVarMap;
 use ba_core::model::ParameterCount;
 use ba_core::rng::{derive_seed, rng_for};
@@ -12,8 +12,8 @@ use ba_data::transforms::mixup::Mixup;
 use ba_data::transforms::{notebook_train_pipeline, simple_train_pipeline, test_pipeline, Transform};
 use ba_data::{Batch, Cifar10, Loader, LoaderConfig};
 use ba_models::{ModelConfig, ModelKind, INPUT_SIZE};
-use ba_train::checkpoint::save_weights;
-use ba_train::metrics::MetricsWriter;
+use ba_train::checkpoint::{load_checkpoint, save_checkpoint, save_weights, TrainState};
+use ba_train::metrics::{read_lines, MetricsLine, MetricsWriter};
 use ba_train::{
     Adam, AdamConfig, CosineAnnealing, EpochRecord, Linear, Optimizer, Schedule, Sequential, Sgd, SgdConfig, Trainer,
 };
@@ -42,6 +42,18 @@ impl Setup {
         let device = Device::Cpu;
         let loaders = Loaders::new(data, &recipe, &device);
         Ok(Self { recipe, loaders, device, dir })
+    }
+
+    /// The setup of the existing run folder `dir`, from its `recipe.json`.
+    pub fn resume(dir: &Path) -> Result<Self> {
+        let path = dir.join("recipe.json");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let recipe: Recipe =
+            serde_json::from_str(&text).with_context(|| format!("{}: not a recipe", path.display()))?;
+        let data = Cifar10::open(&recipe.data)?;
+        let device = Device::Cpu;
+        let loaders = Loaders::new(data, &recipe, &device);
+        Ok(Self { recipe, loaders, device, dir: dir.to_path_buf() })
     }
 }
 
@@ -146,14 +158,30 @@ fn schedule(recipe: &Recipe, steps: usize) -> Box<dyn Schedule> {
 /// Steps per training-loss record in the metrics file.
 const STEP_LOG_EVERY: u64 = 10;
 
-/// Trains `kind` under `recipe`, writing `metrics.jsonl`, `best.safetensors` and
-/// `final.safetensors` into `dir`.
+/// How a call of [`train_model`] starts and ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Control {
+    /// Continue from the run folder's checkpoint.
+    pub resume: bool,
+    /// Stop after this epoch (the checkpoint allows resuming), instead of after the last.
+    pub pause_after: Option<usize>,
+}
+
+/// The training checkpoint in a model's run folder, rewritten after every epoch.
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+
+/// Trains `kind` under `recipe`, writing `metrics.jsonl`, `best.safetensors`,
+/// `final.safetensors` and, after every epoch, `checkpoint.safetensors` into `dir`. With
+/// `control.resume`, continues from `dir`'s checkpoint: weights, optimizer state, dropout
+/// generators, epoch count and metrics so far, and the rest of the run is what it would have
+/// been. With `control.pause_after`, stops after that epoch (no `final.safetensors`).
 pub fn train_model(
     kind: ModelKind,
     loaders: &Loaders,
     recipe: &Recipe,
     device: &Device,
     dir: &Path,
+    control: Control,
 ) -> Result<RunSummary> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let vars = VarMap::new();
@@ -166,11 +194,47 @@ pub fn train_model(
         Trainer::new(model.as_ref(), optimizer(recipe, &vars), schedule(recipe, steps), recipe.label_smoothing)
             .with_step_log(STEP_LOG_EVERY)
             .with_progress(|p| crate::progress::show(&bar, p));
-    let mut metrics = MetricsWriter::create(&dir.join("metrics.jsonl"))?;
-    let start = Instant::now();
+    let metrics_path = dir.join("metrics.jsonl");
+    let mut kept = Vec::new();
+    if control.resume {
+        let state = load_checkpoint(&dir.join(CHECKPOINT), &vars, trainer.optimizer_mut())?;
+        if state.model != kind.name() {
+            bail!("{}: a checkpoint of {}, not {}", dir.join(CHECKPOINT).display(), state.model, kind.name());
+        }
+        let positions: Vec<u128> = state.rng_positions.iter().map(|p| p.parse()).collect::<Result<_, _>>()?;
+        model.set_rng_positions(&positions)?;
+        trainer.set_epochs_done(state.epochs_done);
+        bar.set_position(trainer.steps());
+        // What the metrics file said up to the checkpoint; anything later is redone.
+        kept = read_lines(&metrics_path)?
+            .into_iter()
+            .filter(|l| match l {
+                MetricsLine::Epoch(e) => e.epoch <= state.epochs_done,
+                MetricsLine::Step(s) => s.epoch <= state.epochs_done,
+            })
+            .collect();
+    }
+    let mut metrics = MetricsWriter::create(&metrics_path)?;
     let mut epochs: Vec<EpochRecord> = Vec::new();
-    let mut best_epoch = 0;
-    for epoch in 1..=recipe.epochs {
+    for line in kept {
+        match line {
+            MetricsLine::Epoch(e) => {
+                metrics.append(&e)?;
+                epochs.push(e);
+            }
+            MetricsLine::Step(s) => metrics.append_step(&s)?,
+        }
+    }
+    let start = Instant::now();
+    let mut best_epoch = (1..=epochs.len()).fold(0, |best, e| {
+        if best == 0 || epochs[e - 1].val.accuracy > epochs[best - 1].val.accuracy {
+            e
+        } else {
+            best
+        }
+    });
+    let last = control.pause_after.map_or(recipe.epochs, |p| p.min(recipe.epochs));
+    for epoch in trainer.epochs_done() + 1..=last {
         let train = trainer.train_epoch(loaders.train.epoch(epoch - 1).map(pairs))?;
         for record in trainer.take_step_records() {
             metrics.append_step(&record)?;
@@ -196,8 +260,17 @@ pub fn train_model(
             save_weights(&vars, trainer.steps(), &dir.join("best.safetensors"))?;
         }
         epochs.push(record);
+        let state = TrainState {
+            model: kind.name().to_string(),
+            epochs_done: epoch,
+            steps: trainer.steps(),
+            rng_positions: model.rng_positions().iter().map(|p| p.to_string()).collect(),
+        };
+        save_checkpoint(&dir.join(CHECKPOINT), &vars, trainer.optimizer(), &state)?;
     }
-    save_weights(&vars, trainer.steps(), &dir.join("final.safetensors"))?;
+    if trainer.epochs_done() == recipe.epochs {
+        save_weights(&vars, trainer.steps(), &dir.join("final.safetensors"))?;
+    }
     drop(trainer);
     bar.finish_and_clear();
     Ok(RunSummary {
@@ -267,7 +340,8 @@ mod tests {
         let run = |tag: &str| {
             let dir = std::env::temp_dir().join(format!("xtask-det-{tag}-{}", std::process::id()));
             let loaders = Loaders::new(data.clone(), &recipe, &Device::Cpu);
-            let summary = train_model(ModelKind::BaAlexNet, &loaders, &recipe, &Device::Cpu, &dir).unwrap();
+            let summary =
+                train_model(ModelKind::BaAlexNet, &loaders, &recipe, &Device::Cpu, &dir, Control::default()).unwrap();
             let weights = candle_core::safetensors::load(dir.join("final.safetensors"), &Device::Cpu).unwrap();
             std::fs::remove_dir_all(&dir).unwrap();
             let flat: Vec<(String, Vec<f32>)> = {
@@ -283,12 +357,47 @@ mod tests {
     }
 
     #[test]
+    fn a_paused_and_resumed_run_equals_an_uninterrupted_one() {
+        let (data, recipe) = tiny_setup();
+        let loaders = Loaders::new(data, &recipe, &Device::Cpu);
+        let base = std::env::temp_dir().join(format!("xtask-resume-{}", std::process::id()));
+        let (straight_dir, paused_dir) = (base.join("straight"), base.join("paused"));
+        let kind = ModelKind::BaAlexNet;
+        let straight = train_model(kind, &loaders, &recipe, &Device::Cpu, &straight_dir, Control::default()).unwrap();
+        let pause = Control { resume: false, pause_after: Some(1) };
+        let first = train_model(kind, &loaders, &recipe, &Device::Cpu, &paused_dir, pause).unwrap();
+        assert_eq!(first.epochs.len(), 1);
+        assert!(!paused_dir.join("final.safetensors").exists());
+        let resume = Control { resume: true, pause_after: None };
+        let resumed = train_model(kind, &loaders, &recipe, &Device::Cpu, &paused_dir, resume).unwrap();
+        let losses =
+            |s: &RunSummary| s.epochs.iter().map(|e| (e.train.loss, e.train.accuracy, e.val.loss)).collect::<Vec<_>>();
+        assert_eq!(losses(&resumed), losses(&straight), "metrics of the resumed run");
+        let lines = |d: &Path| {
+            read_metrics(&d.join("metrics.jsonl")).unwrap().iter().map(|e| (e.epoch, e.train.loss)).collect::<Vec<_>>()
+        };
+        assert_eq!(lines(&paused_dir), lines(&straight_dir), "metrics file: no duplicate or missing epoch");
+        for file in ["final.safetensors", "checkpoint.safetensors"] {
+            let a = candle_core::safetensors::load(straight_dir.join(file), &Device::Cpu).unwrap();
+            let b = candle_core::safetensors::load(paused_dir.join(file), &Device::Cpu).unwrap();
+            assert_eq!(a.len(), b.len());
+            for (name, t) in &a {
+                let same = t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap()
+                    == b[name].flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+                assert!(same, "{file}: {name} differs after resuming");
+            }
+        }
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
     fn a_run_writes_metrics_and_loadable_checkpoints() {
         let (data, recipe) = tiny_setup();
         let dir = std::env::temp_dir().join(format!("xtask-run-{}", std::process::id()));
         let loaders = Loaders::new(data.clone(), &recipe, &Device::Cpu);
         assert_eq!(loaders.train.batches_per_epoch(), 2, "20 images, batch 8, last batch dropped");
-        let summary = train_model(ModelKind::BaAlexNet, &loaders, &recipe, &Device::Cpu, &dir).unwrap();
+        let summary =
+            train_model(ModelKind::BaAlexNet, &loaders, &recipe, &Device::Cpu, &dir, Control::default()).unwrap();
         assert_eq!((summary.parameters, summary.trainable_parameters), (7_529_258, 7_529_210));
         let metrics = read_metrics(&dir.join("metrics.jsonl")).unwrap();
         assert_eq!(metrics, summary.epochs);

@@ -132,6 +132,26 @@ impl<'a> Trainer<'a> {
         self
     }
 
+    /// The optimizer, for checkpoints.
+    pub fn optimizer(&self) -> &dyn Optimizer {
+        self.optimizer.as_ref()
+    }
+
+    /// The optimizer, for restoring a checkpoint.
+    pub fn optimizer_mut(&mut self) -> &mut dyn Optimizer {
+        self.optimizer.as_mut()
+    }
+
+    /// Epochs trained so far.
+    pub fn epochs_done(&self) -> usize {
+        self.epoch
+    }
+
+    /// Continues after `epochs` completed epochs (when resuming from a checkpoint).
+    pub fn set_epochs_done(&mut self, epochs: usize) {
+        self.epoch = epochs;
+    }
+
     /// The step records made since the last call.
     pub fn take_step_records(&mut self) -> Vec<StepRecord> {
         std::mem::take(&mut self.step_records)

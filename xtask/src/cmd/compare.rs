@@ -5,7 +5,7 @@ use anyhow::Result;
 use ba_models::ModelKind;
 
 use crate::preset::RecipeArgs;
-use crate::run::{train_model, Setup};
+use crate::run::{train_model, Control, Setup};
 use crate::table::comparison_table;
 
 /// Arguments of `compare`.
@@ -27,7 +27,7 @@ pub fn run(args: Args) -> Result<()> {
     // One set of loaders: both models see the same images, order and augmentation draws.
     let mut runs = Vec::new();
     for kind in ModelKind::ALL {
-        runs.push(train_model(kind, loaders, recipe, &setup.device, &dir.join(kind.name()))?);
+        runs.push(train_model(kind, loaders, recipe, &setup.device, &dir.join(kind.name()), Control::default())?);
     }
     let table = comparison_table(&runs);
     let diff = runs[1].last().val.accuracy - runs[0].last().val.accuracy;

@@ -1,10 +1,13 @@
-//! `cargo xtask train`: trains one model and writes its run folder.
+//! `cargo xtask train`: trains one model and writes its run folder, or continues one.
+
+use std::path::PathBuf;
 
 use anyhow::Result;
 use ba_models::ModelKind;
+use ba_train::checkpoint::read_train_state;
 
 use crate::preset::RecipeArgs;
-use crate::run::{train_model, Setup};
+use crate::run::{train_model, Control, Setup, CHECKPOINT};
 use crate::table::comparison_table;
 
 /// Arguments of `train`.
@@ -13,13 +16,35 @@ pub struct Args {
     /// Architecture: alexnet or ba-alexnet.
     #[arg(long, default_value = "ba-alexnet")]
     model: ModelKind,
+    /// Continue the run in this folder from its last checkpoint (its recipe and model; other
+    /// options are ignored).
+    #[arg(long, value_name = "RUN_DIR")]
+    resume: Option<PathBuf>,
+    /// Stop after this epoch, keeping the checkpoint (continue later with --resume).
+    #[arg(long, value_name = "EPOCH")]
+    pause_after: Option<usize>,
     #[command(flatten)]
     recipe: RecipeArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let setup = Setup::new(&args.recipe, &format!("train-{}", args.model))?;
-    let summary = train_model(args.model, &setup.loaders, &setup.recipe, &setup.device, &setup.dir)?;
+    let (setup, model) = match &args.resume {
+        Some(dir) => {
+            let state = read_train_state(&dir.join(CHECKPOINT))?;
+            println!("resuming {} after epoch {} (step {})", dir.display(), state.epochs_done, state.steps);
+            (Setup::resume(dir)?, state.model.parse().map_err(anyhow::Error::msg)?)
+        }
+        None => (Setup::new(&args.recipe, &format!("train-{}", args.model))?, args.model),
+    };
+    let control = Control { resume: args.resume.is_some(), pause_after: args.pause_after };
+    let summary = train_model(model, &setup.loaders, &setup.recipe, &setup.device, &setup.dir, control)?;
+    if summary.epochs.len() < setup.recipe.epochs {
+        println!(
+            "paused after epoch {}; continue with: cargo xtask train --resume {}",
+            summary.epochs.len(),
+            setup.dir.display()
+        );
+    }
     crate::write_json(&setup.dir.join("summary.json"), &summary)?;
     println!("{}", comparison_table(std::slice::from_ref(&summary)));
     println!("run folder: {}", setup.dir.display());
