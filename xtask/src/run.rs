@@ -1,12 +1,13 @@
 //! Training one model under a recipe, into a run folder.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use ba_core::init::SeededVarMap;
-use ba_core::model::ParameterCount;
+use ba_core::model::{ImageClassifier, ParameterCount};
 use ba_core::rng::{derive_seed, rng_for};
 use ba_data::transforms::mixup::Mixup;
 use ba_data::transforms::{notebook_train_pipeline, simple_train_pipeline, test_pipeline, Transform};
@@ -15,7 +16,8 @@ use ba_models::{ModelConfig, ModelKind, INPUT_SIZE};
 use ba_train::checkpoint::{load_checkpoint, save_checkpoint, save_weights, TrainState};
 use ba_train::metrics::{read_lines, MetricsLine, MetricsWriter};
 use ba_train::{
-    Adam, AdamConfig, CosineAnnealing, EpochRecord, Linear, Optimizer, Schedule, Sequential, Sgd, SgdConfig, Trainer,
+    Adam, AdamConfig, CosineAnnealing, EpochOutcome, EpochProgress, EpochRecord, Linear, Optimizer, Schedule,
+    Sequential, Sgd, SgdConfig, Trainer,
 };
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
@@ -155,16 +157,44 @@ fn schedule(recipe: &Recipe, steps: usize) -> Box<dyn Schedule> {
     Box::new(Sequential::new(vec![Box::new(ramp), Box::new(cosine)], vec![warmup]).expect("one milestone, two phases"))
 }
 
-/// Steps per training-loss record in the metrics file.
-const STEP_LOG_EVERY: u64 = 10;
-
 /// How a call of [`train_model`] starts and ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Control {
     /// Continue from the run folder's checkpoint.
     pub resume: bool,
     /// Stop after this epoch (the checkpoint allows resuming), instead of after the last.
     pub pause_after: Option<usize>,
+    /// Stop, mid-epoch, once this many optimizer steps are taken (as Ctrl-C does).
+    pub pause_after_step: Option<u64>,
+    /// Steps per training-loss record in the metrics file.
+    pub step_log_every: u64,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Self { resume: false, pause_after: None, pause_after_step: None, step_log_every: 10 }
+    }
+}
+
+/// Set by the Ctrl-C handler of `cargo xtask train`: the current step finishes, a checkpoint
+/// is written, and the run stops.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// The checkpoint's description of where `trainer` stands.
+fn train_state(
+    kind: ModelKind,
+    trainer: &Trainer,
+    model: &dyn ImageClassifier,
+    partial: Option<EpochProgress>,
+) -> TrainState {
+    TrainState {
+        model: kind.name().to_string(),
+        epochs_done: trainer.epochs_done(),
+        steps: trainer.steps(),
+        rng_positions: model.rng_positions().iter().map(|p| p.to_string()).collect(),
+        step_window: trainer.step_window(),
+        partial,
+    }
 }
 
 /// The training checkpoint in a model's run folder, rewritten after every epoch.
@@ -192,10 +222,11 @@ pub fn train_model(
     let bar = crate::progress::bar(kind.name(), steps);
     let mut trainer =
         Trainer::new(model.as_ref(), optimizer(recipe, &vars), schedule(recipe, steps), recipe.label_smoothing)
-            .with_step_log(STEP_LOG_EVERY)
+            .with_step_log(control.step_log_every)
             .with_progress(|p| crate::progress::show(&bar, p));
     let metrics_path = dir.join("metrics.jsonl");
     let mut kept = Vec::new();
+    let mut partial = None;
     if control.resume {
         let state = load_checkpoint(&dir.join(CHECKPOINT), &vars, trainer.optimizer_mut())?;
         if state.model != kind.name() {
@@ -204,13 +235,15 @@ pub fn train_model(
         let positions: Vec<u128> = state.rng_positions.iter().map(|p| p.parse()).collect::<Result<_, _>>()?;
         model.set_rng_positions(&positions)?;
         trainer.set_epochs_done(state.epochs_done);
+        trainer.set_step_window(state.step_window);
+        partial = state.partial;
         bar.set_position(trainer.steps());
         // What the metrics file said up to the checkpoint; anything later is redone.
         kept = read_lines(&metrics_path)?
             .into_iter()
             .filter(|l| match l {
                 MetricsLine::Epoch(e) => e.epoch <= state.epochs_done,
-                MetricsLine::Step(s) => s.epoch <= state.epochs_done,
+                MetricsLine::Step(s) => s.step <= state.steps,
             })
             .collect();
     }
@@ -234,11 +267,25 @@ pub fn train_model(
         }
     });
     let last = control.pause_after.map_or(recipe.epochs, |p| p.min(recipe.epochs));
+    let stop = |steps: u64| INTERRUPTED.load(Ordering::SeqCst) || control.pause_after_step.is_some_and(|s| steps >= s);
     for epoch in trainer.epochs_done() + 1..=last {
-        let train = trainer.train_epoch(loaders.train.epoch(epoch - 1).map(pairs))?;
+        let from: EpochProgress = partial.take().unwrap_or_default();
+        let batches = loaders.train.epoch_from(epoch - 1, from.batches_done).map(pairs);
+        let outcome = trainer.train_epoch_from(batches, from, &stop)?;
         for record in trainer.take_step_records() {
             metrics.append_step(&record)?;
         }
+        let train = match outcome {
+            EpochOutcome::Finished(stats) => stats,
+            EpochOutcome::Paused(progress) => {
+                let state = train_state(kind, &trainer, model.as_ref(), Some(progress));
+                save_checkpoint(&dir.join(CHECKPOINT), &vars, trainer.optimizer(), &state)?;
+                bar.suspend(|| {
+                    tracing::info!(model = kind.name(), epoch, batch = progress.batches_done, "paused mid-epoch")
+                });
+                break;
+            }
+        };
         let val = trainer.evaluate(loaders.val.epoch(0).map(pairs))?;
         let record = EpochRecord { epoch, lr: trainer.current_lr(), train, val };
         metrics.append(&record)?;
@@ -260,13 +307,11 @@ pub fn train_model(
             save_weights(&vars, trainer.steps(), &dir.join("best.safetensors"))?;
         }
         epochs.push(record);
-        let state = TrainState {
-            model: kind.name().to_string(),
-            epochs_done: epoch,
-            steps: trainer.steps(),
-            rng_positions: model.rng_positions().iter().map(|p| p.to_string()).collect(),
-        };
+        let state = train_state(kind, &trainer, model.as_ref(), None);
         save_checkpoint(&dir.join(CHECKPOINT), &vars, trainer.optimizer(), &state)?;
+        if stop(trainer.steps()) {
+            break;
+        }
     }
     if trainer.epochs_done() == recipe.epochs {
         save_weights(&vars, trainer.steps(), &dir.join("final.safetensors"))?;
@@ -287,7 +332,7 @@ pub fn train_model(
 mod tests {
     use super::*;
     use ba_data::Split;
-    use ba_train::metrics::read_metrics;
+    use ba_train::metrics::{read_metrics, read_step_records};
 
     fn subset(split: &Split, per_class: usize) -> Split {
         let mut out = Split::default();
@@ -360,31 +405,47 @@ mod tests {
     fn a_paused_and_resumed_run_equals_an_uninterrupted_one() {
         let (data, recipe) = tiny_setup();
         let loaders = Loaders::new(data, &recipe, &Device::Cpu);
+        assert_eq!(loaders.train.batches_per_epoch(), 2);
         let base = std::env::temp_dir().join(format!("xtask-resume-{}", std::process::id()));
-        let (straight_dir, paused_dir) = (base.join("straight"), base.join("paused"));
         let kind = ModelKind::BaAlexNet;
-        let straight = train_model(kind, &loaders, &recipe, &Device::Cpu, &straight_dir, Control::default()).unwrap();
-        let pause = Control { resume: false, pause_after: Some(1) };
-        let first = train_model(kind, &loaders, &recipe, &Device::Cpu, &paused_dir, pause).unwrap();
-        assert_eq!(first.epochs.len(), 1);
-        assert!(!paused_dir.join("final.safetensors").exists());
-        let resume = Control { resume: true, pause_after: None };
-        let resumed = train_model(kind, &loaders, &recipe, &Device::Cpu, &paused_dir, resume).unwrap();
-        let losses =
-            |s: &RunSummary| s.epochs.iter().map(|e| (e.train.loss, e.train.accuracy, e.val.loss)).collect::<Vec<_>>();
-        assert_eq!(losses(&resumed), losses(&straight), "metrics of the resumed run");
-        let lines = |d: &Path| {
-            read_metrics(&d.join("metrics.jsonl")).unwrap().iter().map(|e| (e.epoch, e.train.loss)).collect::<Vec<_>>()
-        };
-        assert_eq!(lines(&paused_dir), lines(&straight_dir), "metrics file: no duplicate or missing epoch");
-        for file in ["final.safetensors", "checkpoint.safetensors"] {
-            let a = candle_core::safetensors::load(straight_dir.join(file), &Device::Cpu).unwrap();
-            let b = candle_core::safetensors::load(paused_dir.join(file), &Device::Cpu).unwrap();
-            assert_eq!(a.len(), b.len());
-            for (name, t) in &a {
-                let same = t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap()
-                    == b[name].flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
-                assert!(same, "{file}: {name} differs after resuming");
+        // Step records every 3 steps, so a window spans a pause.
+        let plain = Control { step_log_every: 3, ..Control::default() };
+        let straight_dir = base.join("straight");
+        let straight = train_model(kind, &loaders, &recipe, &Device::Cpu, &straight_dir, plain).unwrap();
+        let pauses = [
+            ("after epoch 1", Control { pause_after: Some(1), ..plain }),
+            ("mid-epoch 1", Control { pause_after_step: Some(1), ..plain }),
+            ("mid-epoch 2", Control { pause_after_step: Some(3), ..plain }),
+        ];
+        for (what, pause) in pauses {
+            let dir = base.join(what.replace(' ', "-"));
+            let first = train_model(kind, &loaders, &recipe, &Device::Cpu, &dir, pause).unwrap();
+            assert!(first.epochs.len() < 2 && !dir.join("final.safetensors").exists(), "{what}");
+            let resumed =
+                train_model(kind, &loaders, &recipe, &Device::Cpu, &dir, Control { resume: true, ..plain }).unwrap();
+            let losses = |s: &RunSummary| {
+                s.epochs
+                    .iter()
+                    .map(|e| (e.train.loss, e.train.accuracy, e.train.images, e.val.loss))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(losses(&resumed), losses(&straight), "{what}: metrics of the resumed run");
+            let path = |d: &Path| d.join("metrics.jsonl");
+            let epochs =
+                |d: &Path| read_metrics(&path(d)).unwrap().iter().map(|e| (e.epoch, e.train.loss)).collect::<Vec<_>>();
+            assert_eq!(epochs(&dir), epochs(&straight_dir), "{what}: metrics file epochs");
+            let steps = read_step_records(&path(&dir)).unwrap();
+            assert_eq!(steps, read_step_records(&path(&straight_dir)).unwrap(), "{what}: step records");
+            assert_eq!(steps.len(), 1, "one record, at step 3");
+            for file in ["final.safetensors", "checkpoint.safetensors"] {
+                let a = candle_core::safetensors::load(straight_dir.join(file), &Device::Cpu).unwrap();
+                let b = candle_core::safetensors::load(dir.join(file), &Device::Cpu).unwrap();
+                assert_eq!(a.len(), b.len());
+                for (name, t) in &a {
+                    let values =
+                        |t: &Tensor| t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+                    assert!(values(t) == values(&b[name]), "{what}: {file}: {name} differs after resuming");
+                }
             }
         }
         std::fs::remove_dir_all(&base).unwrap();

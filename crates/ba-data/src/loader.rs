@@ -99,12 +99,18 @@ impl Loader {
 
     /// The batches of `epoch`, prepared on a background thread while the caller consumes them.
     pub fn epoch(&self, epoch: usize) -> EpochIter {
+        self.epoch_from(epoch, 0)
+    }
+
+    /// The batches of `epoch` from batch `first` on (to continue an interrupted epoch): the
+    /// same batches [`Loader::epoch`] yields there, without preparing the earlier ones.
+    pub fn epoch_from(&self, epoch: usize, first: usize) -> EpochIter {
         let (tx, rx) = sync_channel(PREFETCH);
         let order = self.order(epoch);
         let (split, transform, device) = (self.split.clone(), self.transform.clone(), self.device.clone());
         let config = self.config;
         let worker = std::thread::spawn(move || {
-            for (b, chunk) in order.chunks(config.batch_size).enumerate() {
+            for (b, chunk) in order.chunks(config.batch_size).enumerate().skip(first) {
                 let batch = make_batch(&split, transform.as_ref(), chunk, (epoch, b), &config, &device);
                 if tx.send(batch).is_err() {
                     return; // the consumer stopped early
@@ -266,5 +272,14 @@ mod tests {
         let (pi, mi) = (flat(&p.images), flat(&m.images));
         let want = lambda * pi[0][1091] + (1.0 - lambda) * pi[7][1091];
         assert!((mi[0][1091] - want).abs() < 1e-5, "{} vs {want}", mi[0][1091]);
+    }
+
+    #[test]
+    fn an_epoch_continues_from_any_batch() {
+        let loader = Loader::new(split(40), Arc::new(simple_train_pipeline(28)), config(8, true), Device::Cpu);
+        let flat = |b: Batch| b.images.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let whole: Vec<_> = loader.epoch(2).map(|b| flat(b.unwrap())).collect();
+        let rest: Vec<_> = loader.epoch_from(2, 3).map(|b| flat(b.unwrap())).collect();
+        assert_eq!(rest, whole[3..]);
     }
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 use crate::optim::Optimizer;
+use crate::trainer::EpochProgress;
 
 /// The tensors of a PyTorch `state_dict` for `vars`: every variable under its name, plus the
 /// `num_batches_tracked` counter (int64, 0-dim) PyTorch keeps beside each batch norm's running
@@ -51,7 +52,7 @@ fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
 }
 
 /// Where a run stands at a checkpoint (stored as JSON in the file's metadata).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
     /// The model's name (`alexnet`, `ba-alexnet`).
     pub model: String,
@@ -62,6 +63,10 @@ pub struct TrainState {
     /// The model's generator positions ([`ba_core::model::ImageClassifier::rng_positions`]),
     /// as decimal strings (JSON numbers cannot hold 128 bits).
     pub rng_positions: Vec<String>,
+    /// The trainer's unfinished step-record window ([`crate::Trainer::step_window`]).
+    pub step_window: (f64, u64),
+    /// How far the next epoch got, when the checkpoint was taken in the middle of it.
+    pub partial: Option<EpochProgress>,
 }
 
 /// Metadata key of the [`TrainState`].
@@ -175,6 +180,8 @@ mod tests {
             epochs_done: 3,
             steps: 1,
             rng_positions: vec!["340282366920938463463374607431768211455".into()],
+            step_window: (4.5, 2),
+            partial: Some(EpochProgress { batches_done: 2, loss_sum: 9.25, images: 16, ..EpochProgress::default() }),
         };
         let path = dir.join("checkpoint.safetensors");
         save_checkpoint(&path, &vars, &adam, &state).unwrap();

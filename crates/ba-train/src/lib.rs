@@ -19,4 +19,6 @@ mod trainer;
 pub use error::{Result, TrainError};
 pub use optim::{Adam, AdamConfig, DecayFilter, Optimizer, Sgd, SgdConfig};
 pub use schedule::{CosineAnnealing, Linear, Schedule, Sequential, StepDecay};
-pub use trainer::{evaluate, BatchResult, EpochRecord, PassStats, StepProgress, StepRecord, Trainer};
+pub use trainer::{
+    evaluate, BatchResult, EpochOutcome, EpochProgress, EpochRecord, PassStats, StepProgress, StepRecord, Trainer,
+};

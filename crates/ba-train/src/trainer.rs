@@ -81,6 +81,32 @@ pub struct StepProgress {
     pub lr: f64,
 }
 
+/// How far a training pass got into its epoch: what a checkpoint needs to continue it.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct EpochProgress {
+    /// Batches trained.
+    pub batches_done: usize,
+    /// Sum over those batches of loss times batch size.
+    pub loss_sum: f64,
+    /// Correct predictions (target-weighted).
+    pub correct: f64,
+    /// Images trained.
+    pub images: usize,
+    /// Wall-clock seconds spent.
+    pub seconds: f64,
+    /// Seconds spent waiting for data.
+    pub data_wait_seconds: f64,
+}
+
+/// How a training pass ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum EpochOutcome {
+    /// The epoch is complete.
+    Finished(PassStats),
+    /// Stopped early on request; the epoch continues from here.
+    Paused(EpochProgress),
+}
+
 /// A callback shown each [`StepProgress`].
 type ProgressFn<'a> = Box<dyn FnMut(&StepProgress) + 'a>;
 
@@ -185,39 +211,81 @@ impl<'a> Trainer<'a> {
     where
         E: std::error::Error + Send + Sync + 'static,
     {
+        match self.train_epoch_from(batches, EpochProgress::default(), &|_| false)? {
+            EpochOutcome::Finished(stats) => Ok(stats),
+            EpochOutcome::Paused(_) => unreachable!("a pass that is never asked to stop finishes"),
+        }
+    }
+
+    /// Trains on `batches`, the rest of an epoch of which `from` is done (the default for a
+    /// whole epoch). After each step `stop(steps taken)` may end the pass early: the outcome
+    /// then holds what a checkpoint needs to continue it exactly.
+    pub fn train_epoch_from<E>(
+        &mut self,
+        batches: impl Iterator<Item = BatchResult<E>>,
+        from: EpochProgress,
+        stop: &dyn Fn(u64) -> bool,
+    ) -> Result<EpochOutcome>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
         self.epoch += 1;
         let start = Instant::now();
-        let (mut loss_sum, mut correct, mut images) = (0.0, 0.0, 0);
+        let mut done = from;
         // Time from the end of one step to the start of the next: the wait for the loader.
         let mut waiting = Instant::now();
-        let mut data_wait = 0.0;
-        for (i, batch) in batches.enumerate() {
-            data_wait += waiting.elapsed().as_secs_f64();
+        for batch in batches {
+            done.data_wait_seconds += waiting.elapsed().as_secs_f64();
             let (x, y) = batch.map_err(|e| TrainError::Data(Box::new(e)))?;
             let lr = self.current_lr();
             let (loss, hits) = self.step(&x, &y)?;
+            done.batches_done += 1;
             if !loss.is_finite() {
-                return Err(TrainError::NonFinite { epoch: self.epoch, step: i + 1, loss });
+                return Err(TrainError::NonFinite { epoch: self.epoch, step: done.batches_done, loss });
             }
             self.record_step(loss, lr);
             let n = y.dim(0)?;
-            loss_sum += loss as f64 * n as f64;
-            correct += hits;
-            images += n;
+            done.loss_sum += loss as f64 * n as f64;
+            done.correct += hits;
+            done.images += n;
+            let seconds = done.seconds + start.elapsed().as_secs_f64();
             if let Some(report) = self.progress.as_mut() {
                 report(&StepProgress {
                     epoch: self.epoch,
-                    step_in_epoch: i + 1,
-                    loss: loss_sum / images as f64,
-                    accuracy: correct / images as f64,
-                    images_per_second: images as f64 / start.elapsed().as_secs_f64().max(1e-9),
+                    step_in_epoch: done.batches_done,
+                    loss: done.loss_sum / done.images as f64,
+                    accuracy: done.correct / done.images as f64,
+                    images_per_second: done.images as f64 / seconds.max(1e-9),
                     lr,
                 });
             }
-            tracing::debug!(epoch = self.epoch, step = i + 1, loss, "train step");
+            tracing::debug!(epoch = self.epoch, step = done.batches_done, loss, "train step");
+            if stop(self.steps()) {
+                self.epoch -= 1;
+                done.seconds = seconds;
+                return Ok(EpochOutcome::Paused(done));
+            }
             waiting = Instant::now();
         }
-        Ok(PassStats { data_wait_seconds: data_wait, ..stats(loss_sum, correct, images, start) })
+        let n = done.images.max(1) as f64;
+        Ok(EpochOutcome::Finished(PassStats {
+            loss: done.loss_sum / n,
+            accuracy: done.correct / n,
+            images: done.images,
+            seconds: done.seconds + start.elapsed().as_secs_f64(),
+            data_wait_seconds: done.data_wait_seconds,
+        }))
+    }
+
+    /// The training loss summed since the last step record, and its step count (for
+    /// checkpoints, so that a resumed run records the same means).
+    pub fn step_window(&self) -> (f64, u64) {
+        self.window
+    }
+
+    /// Restores [`Trainer::step_window`].
+    pub fn set_step_window(&mut self, window: (f64, u64)) {
+        self.window = window;
     }
 
     /// Evaluates the model (no dropout, running batch-norm statistics) on `batches`.
