@@ -196,14 +196,17 @@ impl<'a> Trainer<'a> {
     }
 
     /// One optimisation step on a batch: returns the loss and the (target-weighted) number of
-    /// correct predictions.
+    /// correct predictions. A loss that is not finite leaves the parameters untouched.
     pub fn step(&mut self, images: &Tensor, targets: &Tensor) -> Result<(f32, f64)> {
         let logits = self.model.forward_t(images, true)?;
         let loss = soft_target_cross_entropy(&logits, targets, self.label_smoothing)?;
-        let grads = loss.backward()?;
-        let lr = self.schedule.lr(self.optimizer.steps() as usize);
-        self.optimizer.step(&grads, lr)?;
-        Ok((loss.to_scalar::<f32>()?, correct_predictions(&logits, targets)?))
+        let value = loss.to_scalar::<f32>()?;
+        if value.is_finite() {
+            let grads = loss.backward()?;
+            let lr = self.schedule.lr(self.optimizer.steps() as usize);
+            self.optimizer.step(&grads, lr)?;
+        }
+        Ok((value, correct_predictions(&logits, targets)?))
     }
 
     /// Trains on every batch of `batches` once.

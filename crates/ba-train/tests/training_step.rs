@@ -78,3 +78,25 @@ fn an_epoch_reports_the_time_spent_waiting_for_data() {
     assert!((records.iter().map(|r| r.loss).sum::<f64>() / 2.0 - stats.loss).abs() < 1e-6);
     assert!(trainer.take_step_records().is_empty());
 }
+
+#[test]
+fn a_non_finite_loss_stops_the_epoch_and_leaves_the_weights() {
+    let (x, y) = fixed_batch(2);
+    let targets = one_hot(&y, 10, DType::F32).unwrap();
+    let vars = VarMap::new();
+    let vb = SeededVarMap::builder(&vars, rng_for(3, "init"), DType::F32, &Device::Cpu);
+    let model = ModelKind::AlexNet.build(ModelConfig::cifar10(3), vb).unwrap();
+    let schedule = CosineAnnealing { base_lr: 1e-3, eta_min: 0.0, total_steps: 10 };
+    let mut trainer = Trainer::new(model.as_ref(), Adam::new(&vars, AdamConfig::default()), schedule, 0.1);
+    let weights = |vars: &VarMap| {
+        vars.data().lock().unwrap()["features.0.weight"].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let before = weights(&vars);
+    // NaN targets give a NaN loss. (NaN images would not: Candle's ReLU maps NaN to 0, unlike
+    // PyTorch's, so the standalone ReLUs of the trunk hide them.)
+    let poisoned = (targets.clone() * f64::NAN).unwrap();
+    let batches = vec![Ok::<_, std::io::Error>((x.clone(), poisoned)), Ok((x, targets))];
+    let err = trainer.train_epoch(batches.into_iter()).unwrap_err().to_string();
+    assert_eq!(err, "epoch 1, step 1: the loss is NaN; lower the learning rate or check the data");
+    assert_eq!(weights(&vars), before, "no update from the poisoned step");
+}
