@@ -176,9 +176,20 @@ impl Default for Control {
     }
 }
 
-/// Set by the Ctrl-C handler of `cargo xtask train`: the current step finishes, a checkpoint
+/// Set by the Ctrl-C handler of the training verbs: the current step finishes, a checkpoint
 /// is written, and the run stops.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Installs the Ctrl-C handler: the first press sets [`INTERRUPTED`], a second quits at once.
+pub fn stop_on_ctrl_c() -> Result<()> {
+    ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step and writing a checkpoint (Ctrl-C again to quit now)");
+    })?;
+    Ok(())
+}
 
 /// The checkpoint's description of where `trainer` stands.
 fn train_state(

@@ -7,7 +7,7 @@ use ba_models::ModelKind;
 use ba_train::checkpoint::read_train_state;
 
 use crate::preset::RecipeArgs;
-use crate::run::{train_model, Control, Setup, CHECKPOINT, INTERRUPTED};
+use crate::run::{stop_on_ctrl_c, train_model, Control, Setup, CHECKPOINT};
 use crate::table::comparison_table;
 
 /// Arguments of `train`.
@@ -36,13 +36,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => (Setup::new(&args.recipe, &format!("train-{}", args.model))?, args.model),
     };
-    // Ctrl-C: finish the step, write the checkpoint, stop; a second Ctrl-C exits at once.
-    ctrlc::set_handler(|| {
-        if INTERRUPTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\nstopping after this step and writing a checkpoint (Ctrl-C again to quit now)");
-    })?;
+    stop_on_ctrl_c()?;
     let control = Control { resume: args.resume.is_some(), pause_after: args.pause_after, ..Control::default() };
     let summary = train_model(model, &setup.loaders, &setup.recipe, &setup.device, &setup.dir, control)?;
     if summary.epochs.len() < setup.recipe.epochs {
