@@ -13,7 +13,7 @@ use ba_data::transforms::mixup::Mixup;
 use ba_data::transforms::{notebook_train_pipeline, simple_train_pipeline, test_pipeline, Transform};
 use ba_data::{Batch, Cifar10, Loader, LoaderConfig};
 use ba_models::{ModelConfig, ModelKind, INPUT_SIZE};
-use ba_train::checkpoint::{load_checkpoint, save_checkpoint, save_weights, TrainState};
+use ba_train::checkpoint::{load_checkpoint, read_train_state, save_checkpoint, save_weights, TrainState};
 use ba_train::metrics::{read_lines, MetricsLine, MetricsWriter};
 use ba_train::{
     Adam, AdamConfig, CosineAnnealing, EpochOutcome, EpochProgress, EpochRecord, Linear, Optimizer, Schedule,
@@ -46,12 +46,23 @@ impl Setup {
         Ok(Self { recipe, loaders, device, dir })
     }
 
-    /// The setup of the existing run folder `dir`, from its `recipe.json`.
+    /// The setup of the existing run folder `dir`, from its `recipe.json` or, without it, from
+    /// the recipe stored in a checkpoint (its own or a model's in a comparison).
     pub fn resume(dir: &Path) -> Result<Self> {
         let path = dir.join("recipe.json");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let recipe: Recipe =
-            serde_json::from_str(&text).with_context(|| format!("{}: not a recipe", path.display()))?;
+        let recipe: Recipe = if path.is_file() {
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("{}: not a recipe", path.display()))?
+        } else {
+            let checkpoint = std::iter::once(dir.join(CHECKPOINT))
+                .chain(ModelKind::ALL.iter().map(|k| dir.join(k.name()).join(CHECKPOINT)))
+                .find(|p| p.is_file())
+                .with_context(|| format!("{}: no recipe.json and no checkpoint to resume from", dir.display()))?;
+            let state = read_train_state(&checkpoint)?;
+            serde_json::from_value(state.config)
+                .with_context(|| format!("{}: no recipe inside", checkpoint.display()))?
+        };
+        crate::write_json(&path, &recipe)?;
         let data = Cifar10::open(&recipe.data)?;
         let device = Device::Cpu;
         let loaders = Loaders::new(data, &recipe, &device);
@@ -193,19 +204,22 @@ pub fn stop_on_ctrl_c() -> Result<()> {
 
 /// The checkpoint's description of where `trainer` stands.
 fn train_state(
-    kind: ModelKind,
+    (kind, recipe): (ModelKind, &Recipe),
     trainer: &Trainer,
     model: &dyn ImageClassifier,
+    history: &[EpochRecord],
     partial: Option<EpochProgress>,
-) -> TrainState {
-    TrainState {
+) -> Result<TrainState> {
+    Ok(TrainState {
         model: kind.name().to_string(),
         epochs_done: trainer.epochs_done(),
         steps: trainer.steps(),
         rng_positions: model.rng_positions().iter().map(|p| p.to_string()).collect(),
         step_window: trainer.step_window(),
         partial,
-    }
+        history: history.to_vec(),
+        config: serde_json::to_value(recipe)?,
+    })
 }
 
 /// The training checkpoint in a model's run folder, rewritten after every epoch.
@@ -249,14 +263,19 @@ pub fn train_model(
         trainer.set_step_window(state.step_window);
         partial = state.partial;
         bar.set_position(trainer.steps());
-        // What the metrics file said up to the checkpoint; anything later is redone.
-        kept = read_lines(&metrics_path)?
-            .into_iter()
-            .filter(|l| match l {
-                MetricsLine::Epoch(e) => e.epoch <= state.epochs_done,
-                MetricsLine::Step(s) => s.step <= state.steps,
-            })
-            .collect();
+        // What the metrics file said up to the checkpoint (anything later is redone); without
+        // the file, the checkpoint's own epoch history.
+        kept = if metrics_path.is_file() {
+            read_lines(&metrics_path)?
+                .into_iter()
+                .filter(|l| match l {
+                    MetricsLine::Epoch(e) => e.epoch <= state.epochs_done,
+                    MetricsLine::Step(s) => s.step <= state.steps,
+                })
+                .collect()
+        } else {
+            state.history.iter().copied().map(MetricsLine::Epoch).collect()
+        };
     }
     let mut metrics = MetricsWriter::create(&metrics_path)?;
     let mut epochs: Vec<EpochRecord> = Vec::new();
@@ -289,7 +308,7 @@ pub fn train_model(
         let train = match outcome {
             EpochOutcome::Finished(stats) => stats,
             EpochOutcome::Paused(progress) => {
-                let state = train_state(kind, &trainer, model.as_ref(), Some(progress));
+                let state = train_state((kind, recipe), &trainer, model.as_ref(), &epochs, Some(progress))?;
                 save_checkpoint(&dir.join(CHECKPOINT), &vars, trainer.optimizer(), &state)?;
                 bar.suspend(|| {
                     tracing::info!(model = kind.name(), epoch, batch = progress.batches_done, "paused mid-epoch")
@@ -318,7 +337,7 @@ pub fn train_model(
             save_weights(&vars, trainer.steps(), &dir.join("best.safetensors"))?;
         }
         epochs.push(record);
-        let state = train_state(kind, &trainer, model.as_ref(), None);
+        let state = train_state((kind, recipe), &trainer, model.as_ref(), &epochs, None)?;
         save_checkpoint(&dir.join(CHECKPOINT), &vars, trainer.optimizer(), &state)?;
         if stop(trainer.steps()) {
             break;
@@ -432,6 +451,13 @@ mod tests {
             let dir = base.join(what.replace(' ', "-"));
             let first = train_model(kind, &loaders, &recipe, &Device::Cpu, &dir, pause).unwrap();
             assert!(first.epochs.len() < 2 && !dir.join("final.safetensors").exists(), "{what}");
+            let stored = read_train_state(&dir.join(CHECKPOINT)).unwrap();
+            assert_eq!(stored.history, first.epochs, "{what}: the checkpoint holds the history");
+            assert_eq!(stored.config, serde_json::to_value(&recipe).unwrap(), "{what}: and the recipe");
+            if what == "after epoch 1" {
+                // A lost metrics file is rebuilt from the checkpoint's history.
+                std::fs::remove_file(dir.join("metrics.jsonl")).unwrap();
+            }
             let resumed =
                 train_model(kind, &loaders, &recipe, &Device::Cpu, &dir, Control { resume: true, ..plain }).unwrap();
             let losses = |s: &RunSummary| {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 use crate::optim::Optimizer;
-use crate::trainer::EpochProgress;
+use crate::trainer::{EpochProgress, EpochRecord};
 
 /// The tensors of a PyTorch `state_dict` for `vars`: every variable under its name, plus the
 /// `num_batches_tracked` counter (int64, 0-dim) PyTorch keeps beside each batch norm's running
@@ -67,6 +67,12 @@ pub struct TrainState {
     pub step_window: (f64, u64),
     /// How far the next epoch got, when the checkpoint was taken in the middle of it.
     pub partial: Option<EpochProgress>,
+    /// The epoch records so far, so that the checkpoint alone holds the run's history.
+    #[serde(default)]
+    pub history: Vec<EpochRecord>,
+    /// The run's configuration, as the caller describes it (opaque JSON here).
+    #[serde(default)]
+    pub config: serde_json::Value,
 }
 
 /// Metadata key of the [`TrainState`].
@@ -182,6 +188,8 @@ mod tests {
             rng_positions: vec!["340282366920938463463374607431768211455".into()],
             step_window: (4.5, 2),
             partial: Some(EpochProgress { batches_done: 2, loss_sum: 9.25, images: 16, ..EpochProgress::default() }),
+            history: Vec::new(),
+            config: serde_json::json!({"epochs": 3, "lr": 1e-4}),
         };
         let path = dir.join("checkpoint.safetensors");
         save_checkpoint(&path, &vars, &adam, &state).unwrap();
