@@ -98,6 +98,20 @@ pub struct EpochProgress {
     pub data_wait_seconds: f64,
 }
 
+impl EpochProgress {
+    /// The pass's statistics from its sums.
+    pub fn stats(&self) -> PassStats {
+        let n = self.images.max(1) as f64;
+        PassStats {
+            loss: self.loss_sum / n,
+            accuracy: self.correct / n,
+            images: self.images,
+            seconds: self.seconds,
+            data_wait_seconds: self.data_wait_seconds,
+        }
+    }
+}
+
 /// How a training pass ended.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum EpochOutcome {
@@ -270,14 +284,8 @@ impl<'a> Trainer<'a> {
             }
             waiting = Instant::now();
         }
-        let n = done.images.max(1) as f64;
-        Ok(EpochOutcome::Finished(PassStats {
-            loss: done.loss_sum / n,
-            accuracy: done.correct / n,
-            images: done.images,
-            seconds: done.seconds + start.elapsed().as_secs_f64(),
-            data_wait_seconds: done.data_wait_seconds,
-        }))
+        done.seconds += start.elapsed().as_secs_f64();
+        Ok(EpochOutcome::Finished(done.stats()))
     }
 
     /// The training loss summed since the last step record, and its step count (for
@@ -320,25 +328,16 @@ where
     E: std::error::Error + Send + Sync + 'static,
 {
     let start = Instant::now();
-    let (mut loss_sum, mut correct, mut images) = (0.0, 0.0, 0);
+    let mut done = EpochProgress::default();
     for batch in batches {
         let (x, y) = batch.map_err(|e| TrainError::Data(Box::new(e)))?;
         let logits = model.forward_t(&x, false)?.detach();
         let n = y.dim(0)?;
-        loss_sum += soft_target_cross_entropy(&logits, &y, label_smoothing)?.to_scalar::<f32>()? as f64 * n as f64;
-        correct += correct_predictions(&logits, &y)?;
-        images += n;
+        done.loss_sum += soft_target_cross_entropy(&logits, &y, label_smoothing)?.to_scalar::<f32>()? as f64 * n as f64;
+        done.correct += correct_predictions(&logits, &y)?;
+        done.images += n;
+        done.batches_done += 1;
     }
-    Ok(stats(loss_sum, correct, images, start))
-}
-
-fn stats(loss_sum: f64, correct: f64, images: usize, start: Instant) -> PassStats {
-    let n = images.max(1) as f64;
-    PassStats {
-        loss: loss_sum / n,
-        accuracy: correct / n,
-        images,
-        seconds: start.elapsed().as_secs_f64(),
-        data_wait_seconds: 0.0,
-    }
+    done.seconds = start.elapsed().as_secs_f64();
+    Ok(done.stats())
 }

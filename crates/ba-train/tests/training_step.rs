@@ -1,6 +1,7 @@
 //! A few optimisation steps on a fixed batch of real images lower the loss, for both models.
 
 use ba_core::init::SeededVarMap;
+use ba_core::model::ImageClassifier;
 use ba_core::rng::rng_for;
 use ba_data::transforms::{test_pipeline, Image, Transform};
 use ba_data::Cifar10;
@@ -26,13 +27,22 @@ fn fixed_batch(n: usize) -> (Tensor, Tensor) {
     )
 }
 
+/// A seeded model of `kind` with its variables.
+fn model(kind: ModelKind) -> (VarMap, Box<dyn ImageClassifier>) {
+    let vars = VarMap::new();
+    let vb = SeededVarMap::builder(&vars, rng_for(3, "init"), DType::F32, &Device::Cpu);
+    let model = kind.build(ModelConfig::cifar10(3), vb).unwrap();
+    (vars, model)
+}
+
+/// The cosine schedule the tests train with.
+const SCHEDULE: CosineAnnealing = CosineAnnealing { base_lr: 1e-3, eta_min: 0.0, total_steps: 10 };
+
 #[test]
 fn steps_on_a_fixed_batch_reduce_the_loss() {
     let (x, y) = fixed_batch(12);
     for kind in ModelKind::ALL {
-        let vars = VarMap::new();
-        let vb = SeededVarMap::builder(&vars, rng_for(3, "init"), DType::F32, &Device::Cpu);
-        let model = kind.build(ModelConfig::cifar10(3), vb).unwrap();
+        let (vars, model) = model(kind);
         let eval_loss = || {
             let logits = model.forward_t(&x, false).unwrap();
             label_smoothing_cross_entropy(&logits, &y, 0.1).unwrap().to_scalar::<f32>().unwrap()
@@ -56,10 +66,8 @@ fn steps_on_a_fixed_batch_reduce_the_loss() {
 fn an_epoch_reports_the_time_spent_waiting_for_data() {
     let (x, y) = fixed_batch(4);
     let targets = one_hot(&y, 10, DType::F32).unwrap();
-    let vars = VarMap::new();
-    let vb = SeededVarMap::builder(&vars, rng_for(3, "init"), DType::F32, &Device::Cpu);
-    let model = ModelKind::AlexNet.build(ModelConfig::cifar10(3), vb).unwrap();
-    let schedule = CosineAnnealing { base_lr: 1e-3, eta_min: 0.0, total_steps: 10 };
+    let (vars, model) = model(ModelKind::AlexNet);
+    let schedule = SCHEDULE;
     let mut trainer =
         Trainer::new(model.as_ref(), Adam::new(&vars, AdamConfig::default()), schedule, 0.1).with_step_log(1);
     // A slow loader: each batch takes 150 ms to arrive.
@@ -83,10 +91,8 @@ fn an_epoch_reports_the_time_spent_waiting_for_data() {
 fn a_non_finite_loss_stops_the_epoch_and_leaves_the_weights() {
     let (x, y) = fixed_batch(2);
     let targets = one_hot(&y, 10, DType::F32).unwrap();
-    let vars = VarMap::new();
-    let vb = SeededVarMap::builder(&vars, rng_for(3, "init"), DType::F32, &Device::Cpu);
-    let model = ModelKind::AlexNet.build(ModelConfig::cifar10(3), vb).unwrap();
-    let schedule = CosineAnnealing { base_lr: 1e-3, eta_min: 0.0, total_steps: 10 };
+    let (vars, model) = model(ModelKind::AlexNet);
+    let schedule = SCHEDULE;
     let mut trainer = Trainer::new(model.as_ref(), Adam::new(&vars, AdamConfig::default()), schedule, 0.1);
     let weights = |vars: &VarMap| {
         vars.data().lock().unwrap()["features.0.weight"].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()

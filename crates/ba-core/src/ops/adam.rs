@@ -71,13 +71,7 @@ impl InplaceOp2 for AdamKernel<'_> {
     }
 
     fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
-        let (CpuStorage::F32(param), CpuStorage::F32(grad)) = (s1, s2) else {
-            candle_core::bail!("adam: only f32 parameters are supported");
-        };
-        let (Some((p0, p1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
-            candle_core::bail!("adam: parameter and gradient must be contiguous");
-        };
-        let (param, grad) = (&mut param[p0..p1], &grad[g0..g1]);
+        let (param, grad) = super::f32_param_and_grad("adam", (s1, l1), (s2, l2))?;
         let h = self.hyper;
         let bc1 = 1.0 - h.beta1.powi(h.step as i32);
         let bc2_sqrt = (1.0 - h.beta2.powi(h.step as i32)).sqrt();

@@ -27,3 +27,19 @@ fn contiguous_slice<'a, T: WithDType>(op: &str, storage: &'a CpuStorage, layout:
         None => candle_core::bail!("{op}: the input must be contiguous, got strides {:?}", layout.stride()),
     }
 }
+
+/// The parameter and gradient of an in-place optimizer update as contiguous f32 slices, or an
+/// error naming `op`.
+fn f32_param_and_grad<'a>(
+    op: &str,
+    (param, param_layout): (&'a mut CpuStorage, &Layout),
+    (grad, grad_layout): (&'a CpuStorage, &Layout),
+) -> Result<(&'a mut [f32], &'a [f32])> {
+    let (CpuStorage::F32(param), CpuStorage::F32(grad)) = (param, grad) else {
+        candle_core::bail!("{op}: only f32 parameters are supported");
+    };
+    let (Some((p0, p1)), Some((g0, g1))) = (param_layout.contiguous_offsets(), grad_layout.contiguous_offsets()) else {
+        candle_core::bail!("{op}: parameter and gradient must be contiguous");
+    };
+    Ok((&mut param[p0..p1], &grad[g0..g1]))
+}

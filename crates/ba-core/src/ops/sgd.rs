@@ -55,13 +55,7 @@ impl InplaceOp2 for SgdKernel<'_> {
     }
 
     fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
-        let (CpuStorage::F32(param), CpuStorage::F32(grad)) = (s1, s2) else {
-            candle_core::bail!("sgd: only f32 parameters are supported");
-        };
-        let (Some((p0, p1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
-            candle_core::bail!("sgd: parameter and gradient must be contiguous");
-        };
-        let (param, grad) = (&mut param[p0..p1], &grad[g0..g1]);
+        let (param, grad) = super::f32_param_and_grad("sgd", (s1, l1), (s2, l2))?;
         let h = self.hyper;
         let (lr, wd, mu, keep) = (h.lr as f32, h.weight_decay as f32, h.momentum as f32, (1.0 - h.dampening) as f32);
         if h.momentum == 0.0 {
