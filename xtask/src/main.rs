@@ -1,10 +1,14 @@
 //! `cargo xtask`: the ba-net command line. Each verb lives in `cmd/`.
 
 mod cmd;
+mod machine;
+mod plot;
 mod preset;
 mod progress;
+mod report;
 mod run;
 mod table;
+mod trained;
 
 use std::path::Path;
 
@@ -29,6 +33,14 @@ enum Verb {
     Train(cmd::train::Args),
     /// Train AlexNet and BA-AlexNet under identical conditions and print the comparison.
     Compare(cmd::compare::Args),
+    /// Rebuild the report of a comparison folder (tables, curves, prediction grids).
+    Report(cmd::report::Args),
+    /// Accuracy, loss, per-class accuracy and confusion matrix of weights on the test set.
+    Eval(cmd::eval::Args),
+    /// Top classes of image files or test images by trained weights.
+    Predict(cmd::predict::Args),
+    /// The layer table of paddle.summary: layers, input and output shapes, parameters.
+    Summary(cmd::summary::Args),
     /// Cut the committed CIFAR-10 sample from the full binary archive.
     MakeSample(cmd::make_sample::Args),
     /// Measure speed (`bench augment`: the data pipeline beside torchvision).
@@ -45,6 +57,10 @@ fn main() -> Result<()> {
     match Cli::parse().verb {
         Verb::Train(args) => cmd::train::run(args),
         Verb::Compare(args) => cmd::compare::run(args),
+        Verb::Report(args) => cmd::report::run(args),
+        Verb::Eval(args) => cmd::eval::run(args),
+        Verb::Predict(args) => cmd::predict::run(args),
+        Verb::Summary(args) => cmd::summary::run(args),
         Verb::MakeSample(args) => cmd::make_sample::run(args),
         Verb::Bench(args) => cmd::bench::run(args),
         Verb::AugmentPreview(args) => cmd::augment_preview::run(args),

@@ -11,7 +11,7 @@ use ba_core::model::{ImageClassifier, ParameterCount};
 use ba_core::rng::{derive_seed, rng_for};
 use ba_data::transforms::mixup::Mixup;
 use ba_data::transforms::{notebook_train_pipeline, simple_train_pipeline, test_pipeline, Transform};
-use ba_data::{Batch, Cifar10, Loader, LoaderConfig};
+use ba_data::{Batch, Cifar10, Loader, LoaderConfig, Split};
 use ba_models::{ModelConfig, ModelKind, INPUT_SIZE};
 use ba_train::checkpoint::{load_checkpoint, read_train_state, save_checkpoint, save_weights, TrainState};
 use ba_train::metrics::{read_lines, MetricsLine, MetricsWriter};
@@ -25,11 +25,26 @@ use serde::Serialize;
 
 use crate::preset::{Augment, OptimizerKind, Recipe, RecipeArgs};
 
-/// What every training verb starts from: the validated recipe, the loaders over the data, the
-/// device and a new run folder holding `recipe.json`.
+/// The images of a run, shared by every loader over them.
+#[derive(Clone)]
+pub struct Data {
+    pub train: Arc<Split>,
+    pub test: Arc<Split>,
+    /// Class names, by label.
+    pub classes: Vec<String>,
+}
+
+impl From<Cifar10> for Data {
+    fn from(data: Cifar10) -> Self {
+        Self { train: Arc::new(data.train), test: Arc::new(data.test), classes: data.classes }
+    }
+}
+
+/// What every training verb starts from: the validated recipe, the data, the device and a
+/// new run folder holding `recipe.json`.
 pub struct Setup {
     pub recipe: Recipe,
-    pub loaders: Loaders,
+    pub data: Data,
     pub device: Device,
     pub dir: PathBuf,
 }
@@ -38,12 +53,10 @@ impl Setup {
     /// Validates `args`, reads the data and creates `<out>/<name>-N`.
     pub fn new(args: &RecipeArgs, name: &str) -> Result<Self> {
         let recipe = args.recipe()?;
-        let data = Cifar10::open(&recipe.data)?;
+        let data = Cifar10::open(&recipe.data)?.into();
         let dir = run_dir(&args.out, name)?;
         crate::write_json(&dir.join("recipe.json"), &recipe)?;
-        let device = Device::Cpu;
-        let loaders = Loaders::new(data, &recipe, &device);
-        Ok(Self { recipe, loaders, device, dir })
+        Ok(Self { recipe, data, device: Device::Cpu, dir })
     }
 
     /// The setup of the existing run folder `dir`, from its `recipe.json` or, without it, from
@@ -54,20 +67,37 @@ impl Setup {
             let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
             serde_json::from_str(&text).with_context(|| format!("{}: not a recipe", path.display()))?
         } else {
-            let checkpoint = std::iter::once(dir.join(CHECKPOINT))
-                .chain(ModelKind::ALL.iter().map(|k| dir.join(k.name()).join(CHECKPOINT)))
-                .find(|p| p.is_file())
+            let checkpoint = find_checkpoint(dir)
                 .with_context(|| format!("{}: no recipe.json and no checkpoint to resume from", dir.display()))?;
             let state = read_train_state(&checkpoint)?;
             serde_json::from_value(state.config)
                 .with_context(|| format!("{}: no recipe inside", checkpoint.display()))?
         };
         crate::write_json(&path, &recipe)?;
-        let data = Cifar10::open(&recipe.data)?;
-        let device = Device::Cpu;
-        let loaders = Loaders::new(data, &recipe, &device);
-        Ok(Self { recipe, loaders, device, dir: dir.to_path_buf() })
+        let data = Cifar10::open(&recipe.data)?.into();
+        Ok(Self { recipe, data, device: Device::Cpu, dir: dir.to_path_buf() })
     }
+
+    /// Loaders over the data for the recipe with `seed`.
+    pub fn loaders(&self, seed: u64) -> Loaders {
+        Loaders::new(&self.data, &Recipe { seed, ..self.recipe.clone() }, &self.device)
+    }
+}
+
+/// A checkpoint in `dir` or in a run folder below it (a comparison's models).
+fn find_checkpoint(dir: &Path) -> Option<PathBuf> {
+    let direct = dir.join(CHECKPOINT);
+    if direct.is_file() {
+        return Some(direct);
+    }
+    let below = |d: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(d).map(|r| r.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect()).unwrap_or_default()
+    };
+    below(dir)
+        .iter()
+        .flat_map(|d| std::iter::once(d.clone()).chain(below(d)))
+        .map(|d| d.join(CHECKPOINT))
+        .find(|p| p.is_file())
 }
 
 /// What a finished run reports.
@@ -113,8 +143,8 @@ pub struct Loaders {
 }
 
 impl Loaders {
-    /// Loaders over `data`, which they take over (no copy of the images).
-    pub fn new(data: Cifar10, recipe: &Recipe, device: &Device) -> Self {
+    /// Loaders over `data` (shared, not copied).
+    pub fn new(data: &Data, recipe: &Recipe, device: &Device) -> Self {
         let config = LoaderConfig {
             batch_size: recipe.batch_size,
             shuffle: true,
@@ -127,9 +157,9 @@ impl Loaders {
             Augment::Notebook => Arc::new(notebook_train_pipeline(INPUT_SIZE)),
             Augment::Simple => Arc::new(simple_train_pipeline(INPUT_SIZE)),
         };
-        let train = Loader::new(Arc::new(data.train), augment, config, device.clone());
+        let train = Loader::new(data.train.clone(), augment, config, device.clone());
         let val_config = LoaderConfig { shuffle: false, drop_last: false, mixup: None, ..config };
-        let val = Loader::new(Arc::new(data.test), Arc::new(test_pipeline(INPUT_SIZE)), val_config, device.clone());
+        let val = Loader::new(data.test.clone(), Arc::new(test_pipeline(INPUT_SIZE)), val_config, device.clone());
         Self { train, val }
     }
 }
@@ -359,12 +389,10 @@ pub fn train_model(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_util {
     use super::*;
-    use ba_data::Split;
-    use ba_train::metrics::{read_metrics, read_step_records};
 
-    fn subset(split: &Split, per_class: usize) -> Split {
+    pub fn subset(split: &Split, per_class: usize) -> Split {
         let mut out = Split::default();
         for i in split.first_per_class(per_class) {
             out.push(split.label(i), split.image(i));
@@ -372,10 +400,11 @@ mod tests {
         out
     }
 
-    fn tiny_setup() -> (Cifar10, Recipe) {
+    pub fn tiny_setup() -> (Data, Recipe) {
         let full = Cifar10::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/cifar-10-sample")).unwrap();
-        let data =
-            Cifar10 { train: subset(&full.train, 2), test: subset(&full.test, 1), classes: full.classes.clone() };
+        let data: Data =
+            Cifar10 { train: subset(&full.train, 2), test: subset(&full.test, 1), classes: full.classes.clone() }
+                .into();
         let recipe = Recipe {
             data: "unused".into(),
             sample: true,
@@ -394,6 +423,13 @@ mod tests {
         };
         (data, recipe)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::tiny_setup;
+    use super::*;
+    use ba_train::metrics::{read_metrics, read_step_records};
 
     #[test]
     fn warm_up_ramps_to_the_rate_then_cosine_decays() {
@@ -414,7 +450,7 @@ mod tests {
         let (data, recipe) = tiny_setup();
         let run = |tag: &str| {
             let dir = std::env::temp_dir().join(format!("xtask-det-{tag}-{}", std::process::id()));
-            let loaders = Loaders::new(data.clone(), &recipe, &Device::Cpu);
+            let loaders = Loaders::new(&data, &recipe, &Device::Cpu);
             let summary =
                 train_model(ModelKind::BaAlexNet, &loaders, &recipe, &Device::Cpu, &dir, Control::default()).unwrap();
             let weights = candle_core::safetensors::load(dir.join("final.safetensors"), &Device::Cpu).unwrap();
@@ -434,7 +470,7 @@ mod tests {
     #[test]
     fn a_paused_and_resumed_run_equals_an_uninterrupted_one() {
         let (data, recipe) = tiny_setup();
-        let loaders = Loaders::new(data, &recipe, &Device::Cpu);
+        let loaders = Loaders::new(&data, &recipe, &Device::Cpu);
         assert_eq!(loaders.train.batches_per_epoch(), 2);
         let base = std::env::temp_dir().join(format!("xtask-resume-{}", std::process::id()));
         let kind = ModelKind::BaAlexNet;
@@ -492,7 +528,7 @@ mod tests {
     fn a_run_writes_metrics_and_loadable_checkpoints() {
         let (data, recipe) = tiny_setup();
         let dir = std::env::temp_dir().join(format!("xtask-run-{}", std::process::id()));
-        let loaders = Loaders::new(data.clone(), &recipe, &Device::Cpu);
+        let loaders = Loaders::new(&data, &recipe, &Device::Cpu);
         assert_eq!(loaders.train.batches_per_epoch(), 2, "20 images, batch 8, last batch dropped");
         let summary =
             train_model(ModelKind::BaAlexNet, &loaders, &recipe, &Device::Cpu, &dir, Control::default()).unwrap();

@@ -8,7 +8,8 @@
 //! - [`ops`]: custom ops with forward and backward (max-pool with arg-max, im2col convolution);
 //! - [`nn`]: layers with PyTorch names and initialisation, and a seeded dropout;
 //! - [`init`] and [`rng`]: seeded initialisation and one generator per purpose;
-//! - [`model`]: the [`ImageClassifier`](model::ImageClassifier) trait and parameter counts.
+//! - [`model`]: the [`ImageClassifier`](model::ImageClassifier) trait and parameter counts;
+//! - [`summary`]: layer-by-layer records of a forward pass (`paddle.summary`'s table).
 //!
 //! It knows nothing of CIFAR, AlexNet or training loops.
 
@@ -17,3 +18,4 @@ pub mod model;
 pub mod nn;
 pub mod ops;
 pub mod rng;
+pub mod summary;

@@ -3,11 +3,17 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarMap;
 
+use crate::summary::Trace;
+
 /// An image classifier: images in, logits out.
 pub trait ImageClassifier: Send + Sync {
     /// Logits (B, classes) for normalised images (B, 3, H, W); `train` enables dropout and
     /// batch statistics.
     fn forward_t(&self, images: &Tensor, train: bool) -> Result<Tensor>;
+
+    /// The logits in evaluation mode, reporting every layer the pass runs to `trace` (the
+    /// same computation as `forward_t(images, false)`).
+    fn forward_traced(&self, images: &Tensor, trace: &mut Trace) -> Result<Tensor>;
 
     /// A short name for tables and file names, e.g. `alexnet`.
     fn name(&self) -> &str;

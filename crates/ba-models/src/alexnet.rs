@@ -1,6 +1,7 @@
 //! AlexNet as the BA-Net CIFAR-10 notebook defines it for 128x128 input.
 
 use ba_core::model::ImageClassifier;
+use ba_core::summary::Trace;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -20,12 +21,20 @@ impl AlexNet {
     pub fn new(config: ModelConfig, vb: VarBuilder) -> Result<Self> {
         Ok(Self { trunk: Trunk::new(config, &vb)? })
     }
+
+    fn run(&self, images: &Tensor, train: bool, trace: &mut Trace) -> Result<Tensor> {
+        let block = self.trunk.block(images, trace)?;
+        self.trunk.head(&block.conv3, train, trace)
+    }
 }
 
 impl ImageClassifier for AlexNet {
     fn forward_t(&self, images: &Tensor, train: bool) -> Result<Tensor> {
-        let block = self.trunk.block(images)?;
-        self.trunk.head(&block.conv3, train)
+        self.run(images, train, &mut Trace::off())
+    }
+
+    fn forward_traced(&self, images: &Tensor, trace: &mut Trace) -> Result<Tensor> {
+        self.run(images, false, trace)
     }
 
     fn name(&self) -> &str {

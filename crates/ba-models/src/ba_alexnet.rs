@@ -2,6 +2,7 @@
 
 use ba_core::model::ImageClassifier;
 use ba_core::nn::BridgeAttention;
+use ba_core::summary::Trace;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -31,13 +32,28 @@ impl BaAlexNet {
         let ba = BridgeAttention::new(&[CONV12_CHANNELS, CONV12_CHANNELS], CONV3_CHANNELS, REDUCTION, vb.pp("ba"))?;
         Ok(Self { trunk, ba })
     }
+
+    fn run(&self, images: &Tensor, train: bool, trace: &mut Trace) -> Result<Tensor> {
+        let block = self.trunk.block(images, trace)?;
+        let previous = [&block.conv1, &block.conv2];
+        let gate = if train {
+            self.ba.forward_t(&previous, &block.conv3, true)?
+        } else {
+            trace.scoped("ba", |t| self.ba.forward_traced(&previous, &block.conv3, t))?
+        };
+        let gated = block.conv3.broadcast_mul(&gate)?;
+        trace.layer("gate", "Multiply", (&block.conv3, &gated), (0, 0));
+        self.trunk.head(&gated, train, trace)
+    }
 }
 
 impl ImageClassifier for BaAlexNet {
     fn forward_t(&self, images: &Tensor, train: bool) -> Result<Tensor> {
-        let block = self.trunk.block(images)?;
-        let gate = self.ba.forward_t(&[&block.conv1, &block.conv2], &block.conv3, train)?;
-        self.trunk.head(&block.conv3.broadcast_mul(&gate)?, train)
+        self.run(images, train, &mut Trace::off())
+    }
+
+    fn forward_traced(&self, images: &Tensor, trace: &mut Trace) -> Result<Tensor> {
+        self.run(images, false, trace)
     }
 
     fn name(&self) -> &str {

@@ -3,6 +3,7 @@
 use ba_core::nn::{linear, Conv2d, Dropout};
 use ba_core::ops::{max_pool2d, Conv2dParams, MaxPool2dParams};
 use ba_core::rng::rng_for;
+use ba_core::summary::Trace;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
@@ -69,17 +70,19 @@ impl Trunk {
     }
 
     /// `features` and the conv1..conv3 block.
-    pub fn block(&self, images: &Tensor) -> Result<BlockOutputs> {
+    pub fn block(&self, images: &Tensor, trace: &mut Trace) -> Result<BlockOutputs> {
         match images.dims() {
             &[_, 3, INPUT_SIZE, INPUT_SIZE] => {}
             dims => candle_core::bail!("model: expected images (B, 3, {INPUT_SIZE}, {INPUT_SIZE}), got {dims:?}"),
         }
-        // Convolutions with `with_relu` apply their ReLU themselves.
-        let x = max_pool2d(&self.features_0.forward(images)?, pool())?;
-        let x = max_pool2d(&self.features_3.forward(&x)?, pool())?;
-        let conv1 = self.conv1.forward(&x)?;
-        let conv2 = self.conv2.forward(&conv1)?;
+        let x = conv_relu(&self.features_0, images, ("features.0", "features.1"), trace)?;
+        let x = traced_pool(&x, "features.2", trace)?;
+        let x = conv_relu(&self.features_3, &x, ("features.3", "features.4"), trace)?;
+        let x = traced_pool(&x, "features.5", trace)?;
+        let conv1 = conv_relu(&self.conv1, &x, ("conv1", "relu1"), trace)?;
+        let conv2 = conv_relu(&self.conv2, &conv1, ("conv2", "relu2"), trace)?;
         let conv3 = self.conv3.forward(&conv2)?;
+        trace.layer("conv3", "Conv2D", (&conv2, &conv3), (self.conv3.parameter_count(), 0));
         Ok(BlockOutputs { conv1, conv2, conv3 })
     }
 
@@ -99,12 +102,50 @@ impl Trunk {
     }
 
     /// ReLU and max-pool of the (possibly gated) conv3 output, flatten, `classifier`.
-    pub fn head(&self, conv3: &Tensor, train: bool) -> Result<Tensor> {
-        let x = max_pool2d(&conv3.relu()?, pool())?.flatten_from(1)?;
-        let x = self.classifier_0.forward(&x)?.relu()?;
-        let x = self.classifier_2.forward_t(&x, train)?;
-        let x = self.classifier_3.forward(&x)?.relu()?;
-        let x = self.classifier_5.forward_t(&x, train)?;
-        self.classifier_6.forward(&x)
+    pub fn head(&self, conv3: &Tensor, train: bool, trace: &mut Trace) -> Result<Tensor> {
+        let x = conv3.relu()?;
+        trace.layer("relu3", "ReLU", (conv3, &x), (0, 0));
+        let pooled = traced_pool(&x, "maxpool3", trace)?;
+        let x = pooled.flatten_from(1)?;
+        trace.layer("flatten", "Flatten", (&pooled, &x), (0, 0));
+        let x = self.linear_relu(&self.classifier_0, &x, ("classifier.0", "classifier.1"), trace)?;
+        let x = self.dropout(&self.classifier_2, &x, train, "classifier.2", trace)?;
+        let x = self.linear_relu(&self.classifier_3, &x, ("classifier.3", "classifier.4"), trace)?;
+        let x = self.dropout(&self.classifier_5, &x, train, "classifier.5", trace)?;
+        let logits = self.classifier_6.forward(&x)?;
+        trace.layer("classifier.6", "Linear", (&x, &logits), (linear_count(&self.classifier_6), 0));
+        Ok(logits)
     }
+
+    fn linear_relu(&self, layer: &Linear, x: &Tensor, names: (&str, &str), trace: &mut Trace) -> Result<Tensor> {
+        let y = layer.forward(x)?;
+        trace.layer(names.0, "Linear", (x, &y), (linear_count(layer), 0));
+        let z = y.relu()?;
+        trace.layer(names.1, "ReLU", (&y, &z), (0, 0));
+        Ok(z)
+    }
+
+    fn dropout(&self, layer: &Dropout, x: &Tensor, train: bool, name: &str, trace: &mut Trace) -> Result<Tensor> {
+        let y = layer.forward_t(x, train)?;
+        trace.layer(name, "Dropout", (x, &y), (0, 0));
+        Ok(y)
+    }
+}
+
+/// A convolution with its fused ReLU, reported as the two layers of the PyTorch module tree.
+fn conv_relu(conv: &Conv2d, x: &Tensor, (conv_name, relu_name): (&str, &str), trace: &mut Trace) -> Result<Tensor> {
+    let y = conv.forward(x)?;
+    trace.layer(conv_name, "Conv2D", (x, &y), (conv.parameter_count(), 0));
+    trace.layer(relu_name, "ReLU", (&y, &y), (0, 0));
+    Ok(y)
+}
+
+fn traced_pool(x: &Tensor, name: &str, trace: &mut Trace) -> Result<Tensor> {
+    let y = max_pool2d(x, pool())?;
+    trace.layer(name, "MaxPool2D", (x, &y), (0, 0));
+    Ok(y)
+}
+
+fn linear_count(layer: &Linear) -> usize {
+    layer.weight().elem_count() + layer.bias().map_or(0, |b| b.elem_count())
 }

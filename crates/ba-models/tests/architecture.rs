@@ -132,3 +132,46 @@ fn the_gate_scales_conv3_output() {
     assert!(max_diff(&gated, &halved) < 1e-5 * scale.max(1.0), "gated output differs from halved conv3");
     assert!(max_diff(&gated, &unhalved) > 1e-3 * scale, "the gate had no effect");
 }
+
+#[test]
+fn a_traced_pass_lists_every_layer_with_shapes_and_the_parameter_counts() {
+    for kind in ModelKind::ALL {
+        let vars = VarMap::new();
+        let model = build(kind, &vars);
+        let x = Tensor::randn(0f32, 1., (2, 3, 128, 128), &Device::Cpu).unwrap();
+        let mut trace = ba_core::summary::Trace::on();
+        let traced = model.forward_traced(&x, &mut trace).unwrap();
+        let rows = trace.into_rows();
+        assert_eq!(traced.to_vec2::<f32>().unwrap(), model.forward_t(&x, false).unwrap().to_vec2::<f32>().unwrap());
+        // Every variable belongs to exactly one row: the rows' sums are the model's counts.
+        let count = ParameterCount::of(&vars);
+        assert_eq!(rows.iter().map(|r| r.parameters()).sum::<usize>(), count.total, "{kind}");
+        assert_eq!(rows.iter().map(|r| r.trainable).sum::<usize>(), count.trainable, "{kind}");
+        // ... and each row's count is that of the variables under its name.
+        for row in rows.iter().filter(|r| r.parameters() > 0) {
+            let under: usize = vars
+                .data()
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(n, _)| n.strip_prefix(&row.name).is_some_and(|rest| rest.starts_with('.')))
+                .map(|(_, v)| v.elem_count())
+                .sum();
+            assert_eq!(row.parameters(), under, "{kind}: {}", row.name);
+        }
+        let first = &rows[0];
+        assert_eq!((first.name.as_str(), first.kind), ("features.0", "Conv2D"));
+        assert_eq!((first.input.clone(), first.output.clone()), (vec![2, 3, 128, 128], vec![2, 48, 32, 32]));
+        let last = rows.last().unwrap();
+        assert_eq!((last.name.as_str(), last.output.clone()), ("classifier.6", vec![2, 10]));
+        let kinds = |k: &str| rows.iter().filter(|r| r.kind == k).count();
+        let ba = kind == ModelKind::BaAlexNet;
+        assert_eq!(kinds("Conv2D"), 5 + if ba { 4 } else { 0 }, "{kind}");
+        assert_eq!((kinds("Linear"), kinds("MaxPool2D"), kinds("BatchNorm2D")), (3, 3, if ba { 3 } else { 0 }));
+        // Outside the BA branches, each layer takes the previous one's output.
+        let trunk: Vec<_> = rows.iter().filter(|r| !r.name.starts_with("ba.")).collect();
+        for pair in trunk.windows(2) {
+            assert_eq!(pair[0].output, pair[1].input, "{kind}: {} -> {}", pair[0].name, pair[1].name);
+        }
+    }
+}

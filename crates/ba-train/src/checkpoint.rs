@@ -121,6 +121,42 @@ pub fn read_train_state(path: &Path) -> Result<TrainState> {
     train_state(path, &read(path)?)
 }
 
+/// Loads model weights (a file of [`save_weights`], or a whole checkpoint) into `vars`:
+/// every variable must be in the file with its shape; other tensors in it are ignored.
+pub fn load_weights(path: &Path, vars: &VarMap) -> Result<()> {
+    let tensors = candle_core::safetensors::load_buffer(&read(path)?, &Device::Cpu)
+        .map_err(|e| invalid(path, format!("not a safetensors file ({e})")))?;
+    set_variables(path, &tensors, vars)
+}
+
+/// Copies the tensors named as the variables of `vars` into them; a missing name or a shape
+/// that differs is an error naming `path` and the first few mismatches.
+fn set_variables(path: &Path, tensors: &HashMap<String, Tensor>, vars: &VarMap) -> Result<()> {
+    let data = vars.data().lock().unwrap_or_else(|p| p.into_inner());
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let mismatches: Vec<String> = names
+        .iter()
+        .filter_map(|&name| match tensors.get(name) {
+            None => Some(format!("lacks {name}")),
+            Some(t) if t.shape() != data[name].shape() => {
+                Some(format!("{name} has shape {:?}, the model {:?}", t.dims(), data[name].dims()))
+            }
+            Some(_) => None,
+        })
+        .collect();
+    if !mismatches.is_empty() {
+        let shown = mismatches.iter().take(3).cloned().collect::<Vec<_>>().join("; ");
+        let more = mismatches.len().saturating_sub(3);
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        return Err(invalid(path, format!("does not fit the model: {shown}{more} (weights of another model?)")));
+    }
+    for (name, var) in data.iter() {
+        var.set(&tensors[name].to_device(var.device())?)?;
+    }
+    Ok(())
+}
+
 /// Loads a checkpoint written by [`save_checkpoint`] into `vars` (every variable must be in
 /// it with its shape) and `optimizer`, and returns its [`TrainState`].
 pub fn load_checkpoint(path: &Path, vars: &VarMap, optimizer: &mut dyn Optimizer) -> Result<TrainState> {
@@ -128,16 +164,7 @@ pub fn load_checkpoint(path: &Path, vars: &VarMap, optimizer: &mut dyn Optimizer
     let bytes = read(path)?;
     let state = train_state(path, &bytes)?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
-    {
-        let data = vars.data().lock().unwrap_or_else(|p| p.into_inner());
-        for (name, var) in data.iter() {
-            let t = tensors.get(name).ok_or_else(|| bad(format!("lacks {name}")))?;
-            if t.shape() != var.shape() {
-                return Err(bad(format!("{name} has shape {:?}, the model {:?}", t.dims(), var.dims())));
-            }
-            var.set(&t.to_device(var.device())?)?;
-        }
-    }
+    set_variables(path, &tensors, vars)?;
     let optimizer_state: HashMap<String, Tensor> =
         tensors.into_iter().filter_map(|(k, v)| k.strip_prefix(OPTIMIZER_PREFIX).map(|k| (k.to_string(), v))).collect();
     optimizer.load_state(&optimizer_state).map_err(|e| bad(format!("optimizer state: {e}")))?;

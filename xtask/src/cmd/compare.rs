@@ -1,62 +1,110 @@
-//! `cargo xtask compare`: trains AlexNet and BA-AlexNet under identical conditions and prints
-//! the comparison table; `--resume` continues an interrupted comparison.
+//! `cargo xtask compare`: trains AlexNet and BA-AlexNet under identical conditions, for one
+//! seed or several, and writes the report; `--resume` continues an interrupted comparison.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use ba_models::ModelKind;
 
 use crate::preset::RecipeArgs;
+use crate::report::{self, run_folder};
 use crate::run::{stop_on_ctrl_c, train_model, Control, Setup, CHECKPOINT};
-use crate::table::comparison_table;
 
 /// Arguments of `compare`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Continue the comparison in this folder: each model from its checkpoint, or from the
-    /// start if it had not begun (its recipe; other options are ignored).
+    /// start if it had not begun (its recipe and seeds; other options are ignored).
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
+    /// Seeds to repeat the comparison with, e.g. 42,43,44 (paired: both models per seed)
+    /// [default: --seed].
+    #[arg(long, value_delimiter = ',', conflicts_with = "runs")]
+    seeds: Vec<u64>,
+    /// Repeat with this many seeds: --seed, --seed + 1, ...
+    #[arg(long)]
+    runs: Option<u64>,
     #[command(flatten)]
     recipe: RecipeArgs,
 }
 
+/// The seeds of a comparison, stored beside its recipe.
+const SEEDS: &str = "seeds.json";
+
 pub fn run(args: Args) -> Result<()> {
-    let setup = match &args.resume {
-        Some(dir) => Setup::resume(dir)?,
-        None => Setup::new(&args.recipe, "compare")?,
+    let (setup, seeds) = match &args.resume {
+        Some(dir) => (Setup::resume(dir)?, read_seeds(dir)?),
+        None => {
+            let seeds = seeds(&args)?;
+            // recipe.json holds the first seed; each model's checkpoint its own.
+            let setup = Setup::new(&RecipeArgs { seed: seeds[0], ..args.recipe.clone() }, "compare")?;
+            crate::write_json(&setup.dir.join(SEEDS), &seeds)?;
+            (setup, seeds)
+        }
     };
-    let (recipe, loaders, dir) = (&setup.recipe, &setup.loaders, &setup.dir);
+    let (recipe, dir) = (&setup.recipe, &setup.dir);
+    let list: Vec<String> = seeds.iter().map(|s| s.to_string()).collect();
     println!(
-        "training alexnet and ba-alexnet on {} images an epoch from {}: {}",
-        loaders.train.images_per_epoch(),
+        "training alexnet and ba-alexnet on {} images an epoch from {}, seed{} {}: {}",
+        setup.data.train.len() / recipe.batch_size * recipe.batch_size,
         recipe.data.display(),
+        if seeds.len() > 1 { "s" } else { "" },
+        list.join(", "),
         recipe.describe()
     );
     stop_on_ctrl_c()?;
-    // One set of loaders: both models see the same images, order and augmentation draws.
-    let mut runs = Vec::new();
-    for kind in ModelKind::ALL {
-        let model_dir = dir.join(kind.name());
-        let control = Control { resume: model_dir.join(CHECKPOINT).is_file(), ..Control::default() };
-        let run = train_model(kind, loaders, recipe, &setup.device, &model_dir, control)?;
-        if run.epochs.len() < recipe.epochs {
-            println!(
-                "stopped during {kind} (checkpoint written); continue with: cargo xtask compare --resume {}",
-                dir.display()
-            );
-            return Ok(());
+    for &seed in &seeds {
+        // One set of loaders per seed: both models see the same images, order and
+        // augmentation draws.
+        let loaders = setup.loaders(seed);
+        let seed_recipe = crate::preset::Recipe { seed, ..recipe.clone() };
+        for kind in ModelKind::ALL {
+            let model_dir = run_folder(dir, seed, kind);
+            if model_dir.join("final.safetensors").is_file() {
+                continue;
+            }
+            let control = Control { resume: model_dir.join(CHECKPOINT).is_file(), ..Control::default() };
+            let run = train_model(kind, &loaders, &seed_recipe, &setup.device, &model_dir, control)?;
+            if run.epochs.len() < recipe.epochs {
+                println!(
+                    "stopped during {kind}, seed {seed} (checkpoint written); continue with: cargo xtask compare --resume {}",
+                    dir.display()
+                );
+                return Ok(());
+            }
         }
-        runs.push(run);
     }
-    let table = comparison_table(&runs);
-    let diff = runs[1].last().val.accuracy - runs[0].last().val.accuracy;
-    let report = format!(
-        "# AlexNet vs BA-AlexNet\n\nRecipe: `{}`\n\n{table}\nBA - AlexNet, final val acc: {diff:+.4} (one seed: not evidence of a difference by itself)\n",
-        serde_json::to_string(recipe)?
-    );
-    std::fs::write(dir.join("report.md"), &report)?;
-    crate::write_json(&dir.join("summary.json"), &runs)?;
-    println!("\n{table}\nBA - AlexNet, final val acc: {diff:+.4}\nrun folder: {}", dir.display());
+    println!("measuring inference and drawing the report");
+    let report = report::write(dir, recipe, &seeds, &setup.data, &setup.device)?;
+    report::print(&report, &dir);
     Ok(())
+}
+
+/// The seeds asked for: `--seeds`, or `--runs` from `--seed`, or `--seed` alone.
+fn seeds(args: &Args) -> Result<Vec<u64>> {
+    let seeds = match args.runs {
+        Some(0) => bail!("--runs must be at least 1"),
+        Some(n) => (0..n).map(|i| args.recipe.seed + i).collect(),
+        None if args.seeds.is_empty() => vec![args.recipe.seed],
+        None => args.seeds.clone(),
+    };
+    let mut unique = seeds.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    if unique.len() != seeds.len() {
+        bail!("--seeds repeats a seed: {seeds:?}");
+    }
+    Ok(seeds)
+}
+
+/// The seeds of the comparison in `dir`.
+pub fn read_seeds(dir: &Path) -> Result<Vec<u64>> {
+    let path = dir.join(SEEDS);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let seeds: Vec<u64> =
+        serde_json::from_str(&text).with_context(|| format!("{}: not a list of seeds", path.display()))?;
+    if seeds.is_empty() {
+        bail!("{}: no seeds", path.display());
+    }
+    Ok(seeds)
 }

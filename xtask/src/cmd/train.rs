@@ -38,7 +38,8 @@ pub fn run(args: Args) -> Result<()> {
     };
     stop_on_ctrl_c()?;
     let control = Control { resume: args.resume.is_some(), pause_after: args.pause_after, ..Control::default() };
-    let summary = train_model(model, &setup.loaders, &setup.recipe, &setup.device, &setup.dir, control)?;
+    let summary =
+        train_model(model, &setup.loaders(setup.recipe.seed), &setup.recipe, &setup.device, &setup.dir, control)?;
     if summary.epochs.len() < setup.recipe.epochs {
         println!(
             "stopped with {} of {} epochs done (checkpoint written); continue with: cargo xtask train --resume {}",

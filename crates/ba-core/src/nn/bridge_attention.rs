@@ -14,6 +14,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{batch_norm, BatchNorm, BatchNormConfig, ModuleT, VarBuilder};
 
 use crate::init::pytorch_default;
+use crate::summary::Trace;
 
 /// Squeeze, project to `C / r` channels, batch-normalise: one branch of the integration.
 #[derive(Debug, Clone)]
@@ -33,11 +34,17 @@ impl Fusion {
     }
 
     /// (B, in, H, W) -> (B, C/r, 1, 1).
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let squeezed = x.mean((2, 3))?;
-        let projected = squeezed.matmul(&self.projection.t()?)?;
-        let (b, reduced) = projected.dims2()?;
-        self.norm.forward_t(&projected.reshape((b, reduced, 1, 1))?, train)
+    fn forward_t(&self, x: &Tensor, train: bool, trace: &mut Trace) -> Result<Tensor> {
+        let squeezed = x.mean_keepdim((2, 3))?;
+        trace.layer("0", "AdaptiveAvgPool2D", (x, &squeezed), (0, 0));
+        let (b, reduced) = (x.dim(0)?, self.projection.dim(0)?);
+        let projected = squeezed.flatten_from(1)?.matmul(&self.projection.t()?)?.reshape((b, reduced, 1, 1))?;
+        trace.layer("1", "Conv2D", (&squeezed, &projected), (self.projection.elem_count(), 0));
+        let normed = self.norm.forward_t(&projected, train)?;
+        let statistics = self.norm.running_mean().elem_count() + self.norm.running_var().elem_count();
+        let affine = self.norm.weight_and_bias().map_or(0, |(w, b)| w.elem_count() + b.elem_count());
+        trace.layer("2", "BatchNorm2D", (&projected, &normed), (affine, statistics));
+        Ok(normed)
     }
 }
 
@@ -81,15 +88,30 @@ impl BridgeAttention {
     /// feature maps `previous` (each (B, C_i, H_i, W_i)). `train` selects batch statistics
     /// (and updates the running ones) in the batch norms.
     pub fn forward_t(&self, previous: &[&Tensor], current: &Tensor, train: bool) -> Result<Tensor> {
+        self.run(previous, current, train, &mut Trace::off())
+    }
+
+    /// [`BridgeAttention::forward_t`] in evaluation mode, reporting each layer to `trace`
+    /// under the module's PyTorch names.
+    pub fn forward_traced(&self, previous: &[&Tensor], current: &Tensor, trace: &mut Trace) -> Result<Tensor> {
+        self.run(previous, current, false, trace)
+    }
+
+    fn run(&self, previous: &[&Tensor], current: &Tensor, train: bool, trace: &mut Trace) -> Result<Tensor> {
         self.check_inputs(previous, current, train)?;
-        let mut integrated = self.cur_fusion.forward_t(current, train)?;
-        for (fusion, x) in self.pre_fusions.iter().zip(previous) {
-            integrated = (integrated + fusion.forward_t(x, train)?)?;
+        let mut integrated = trace.scoped("cur_fusion", |t| self.cur_fusion.forward_t(current, train, t))?;
+        for (i, (fusion, x)) in self.pre_fusions.iter().zip(previous).enumerate() {
+            let branch = trace.scoped(&format!("pre_fusions.{i}"), |t| fusion.forward_t(x, train, t))?;
+            integrated = (integrated + branch)?;
         }
         let (b, reduced, _, _) = integrated.dims4()?;
-        let hidden = integrated.relu()?.reshape((b, reduced))?;
-        let gate = candle_nn::ops::sigmoid(&hidden.matmul(&self.generation.t()?)?)?;
-        gate.reshape((b, (), 1, 1))
+        let hidden = integrated.relu()?;
+        trace.layer("generation.0", "ReLU", (&integrated, &hidden), (0, 0));
+        let projected = hidden.reshape((b, reduced))?.matmul(&self.generation.t()?)?.reshape((b, (), 1, 1))?;
+        trace.layer("generation.1", "Conv2D", (&hidden, &projected), (self.generation.elem_count(), 0));
+        let gate = candle_nn::ops::sigmoid(&projected)?;
+        trace.layer("generation.2", "Sigmoid", (&projected, &gate), (0, 0));
+        Ok(gate)
     }
 
     fn check_inputs(&self, previous: &[&Tensor], current: &Tensor, train: bool) -> Result<()> {
@@ -224,8 +246,9 @@ mod tests {
         let cur = Tensor::randn(0f64, 1., (5, 8, 2, 2), &dev).unwrap();
         // Generation weights to identity-like rows would hide nothing: check the integration
         // directly through its batch mean, which batch norm (weight 1, bias 0) makes zero.
-        let integrated =
-            (ba.cur_fusion.forward_t(&cur, true).unwrap() + ba.pre_fusions[0].forward_t(&prev, true).unwrap()).unwrap();
+        let integrated = (ba.cur_fusion.forward_t(&cur, true, &mut Trace::off()).unwrap()
+            + ba.pre_fusions[0].forward_t(&prev, true, &mut Trace::off()).unwrap())
+        .unwrap();
         let batch_mean = integrated.mean(0).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
         assert!(batch_mean < 1e-12, "batch mean {batch_mean}");
         let running = vars.data().lock().unwrap()["cur_fusion.2.running_mean"]

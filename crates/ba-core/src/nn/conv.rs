@@ -34,6 +34,11 @@ impl Conv2d {
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }
+
+    /// Values of the kernel and the bias.
+    pub fn parameter_count(&self) -> usize {
+        self.weight.elem_count() + self.bias.elem_count()
+    }
 }
 
 impl Module for Conv2d {

@@ -1,0 +1,141 @@
+//! `cargo xtask eval`: accuracy, loss, per-class accuracy, confusion matrix and inference speed
+//! of a weights file on the CIFAR-10 test set.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use ba_data::transforms::test_pipeline;
+use ba_data::{Cifar10, Loader, LoaderConfig, Split};
+use ba_models::{ModelKind, INPUT_SIZE};
+use ba_train::loss::soft_target_cross_entropy;
+use candle_core::{Device, D};
+use serde::Serialize;
+
+use crate::report::confusion::ConfusionMatrix;
+use crate::trained::{split_batch, Throughput, Trained};
+
+/// Arguments of `eval`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Weights: best.safetensors, final.safetensors or checkpoint.safetensors of a run.
+    #[arg(long, value_name = "PATH")]
+    checkpoint: PathBuf,
+    /// Architecture [default: recognised from the weights].
+    #[arg(long)]
+    model: Option<ModelKind>,
+    /// CIFAR-10 source (folder, .tar.gz or hf://); its test split is evaluated.
+    #[arg(long, default_value = "data/cifar-10-sample")]
+    data: PathBuf,
+    /// Images per batch.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
+    batch_size: u64,
+    /// Label smoothing of the reported loss (training's, so it compares with val loss).
+    #[arg(long, default_value_t = 0.1)]
+    label_smoothing: f64,
+    /// The confusion-matrix PNG [default: <checkpoint>-confusion.png beside the weights].
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// The result of evaluating a model on a labelled split.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    pub images: usize,
+    pub loss: f64,
+    pub accuracy: f64,
+    pub confusion: ConfusionMatrix,
+    /// Images per second of the whole pass, data loading included (the notebook's measure).
+    pub pass_images_per_second: f64,
+}
+
+/// Evaluates `trained` on `split` in evaluation mode, through the test transform.
+pub fn evaluate(trained: &Trained, split: &Arc<Split>, batch_size: usize, smoothing: f64) -> Result<Evaluation> {
+    let config =
+        LoaderConfig { batch_size, shuffle: false, drop_last: false, shuffle_seed: 0, augment_seed: 0, mixup: None };
+    let loader = Loader::new(split.clone(), Arc::new(test_pipeline(INPUT_SIZE)), config, Device::Cpu);
+    let start = Instant::now();
+    let (mut loss_sum, mut images) = (0.0, 0);
+    let mut confusion = ConfusionMatrix::new(ba_data::NUM_CLASSES);
+    for batch in loader.epoch(0) {
+        let batch = batch?;
+        let logits = trained.model.forward_t(&batch.images, false)?;
+        let n = batch.labels.dim(0)?;
+        loss_sum +=
+            soft_target_cross_entropy(&logits, &batch.targets, smoothing)?.to_scalar::<f32>()? as f64 * n as f64;
+        let predicted = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        for (truth, predicted) in batch.labels.to_vec1::<u32>()?.into_iter().zip(predicted) {
+            confusion.add(truth as usize, predicted as usize);
+        }
+        images += n;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(Evaluation {
+        images,
+        loss: loss_sum / images.max(1) as f64,
+        accuracy: confusion.accuracy(),
+        confusion,
+        pass_images_per_second: images as f64 / seconds.max(1e-9),
+    })
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let device = Device::Cpu;
+    let trained = Trained::load(&args.checkpoint, args.model, &device)?;
+    let data = Cifar10::open(&args.data)?;
+    let test = Arc::new(data.test);
+    let result = evaluate(&trained, &test, args.batch_size as usize, args.label_smoothing)?;
+    let bench = split_batch(&test, 0..(args.batch_size as usize).min(test.len()), &device)?;
+    let speed = Throughput::measure(trained.model.as_ref(), &bench, 3, 11)?;
+    println!(
+        "{} ({}) on {} test images of {}\n\naccuracy {:.4}, loss {:.4} (label smoothing {})\n",
+        trained.kind,
+        args.checkpoint.display(),
+        result.images,
+        args.data.display(),
+        result.accuracy,
+        result.loss,
+        args.label_smoothing
+    );
+    println!("{}", result.confusion.table(&data.classes));
+    println!(
+        "inference: {:.1} images/s over the whole test set with data loading; {:.1} images/s median of {} \
+         batches of {} after {} warm-up",
+        result.pass_images_per_second, speed.median_images_per_second, speed.repeats, speed.batch_size, speed.warmup
+    );
+    let out = args.out.clone().unwrap_or_else(|| beside(&args.checkpoint, "confusion.png"));
+    let title = format!("{}: {} (accuracy {:.4})", trained.kind, file_name(&args.checkpoint), result.accuracy);
+    result.confusion.write_png(&out, &title, &data.classes)?;
+    println!("confusion matrix: {}", out.display());
+    Ok(())
+}
+
+/// `dir/name.safetensors` -> `dir/name-<suffix>`.
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let stem = path.file_stem().map_or("weights".into(), |s| s.to_string_lossy().into_owned());
+    path.with_file_name(format!("{stem}-{suffix}"))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_png_goes_beside_the_weights() {
+        assert_eq!(
+            beside(Path::new("runs/c/final.safetensors"), "confusion.png"),
+            Path::new("runs/c/final-confusion.png")
+        );
+    }
+
+    #[test]
+    fn an_unreadable_checkpoint_is_named() {
+        let err = Trained::load(Path::new("no/such/weights.safetensors"), None, &Device::Cpu).err().unwrap();
+        assert!(format!("{err:#}").contains("no/such/weights.safetensors"), "{err:#}");
+    }
+}
