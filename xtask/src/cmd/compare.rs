@@ -76,7 +76,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     println!("measuring inference and drawing the report");
     let report = report::write(dir, recipe, &seeds, &setup.data, &setup.device)?;
-    report::print(&report, &dir);
+    report::print(&report, dir);
     Ok(())
 }
 

@@ -134,6 +134,26 @@ mod tests {
     }
 
     #[test]
+    fn evaluating_the_final_weights_gives_the_last_epochs_val_metrics() {
+        use crate::run::test_util::tiny_setup;
+        use crate::run::{train_model, Control, Loaders};
+        let (data, recipe) = tiny_setup();
+        let dir = std::env::temp_dir().join(format!("xtask-eval-{}", std::process::id()));
+        let loaders = Loaders::new(&data, &recipe, &Device::Cpu);
+        let run = train_model(ModelKind::BaAlexNet, &loaders, &recipe, &Device::Cpu, &dir, Control::default()).unwrap();
+        let trained = Trained::load(&dir.join("final.safetensors"), None, &Device::Cpu).unwrap();
+        assert_eq!(trained.kind, ModelKind::BaAlexNet);
+        let result = evaluate(&trained, &data.test, recipe.batch_size, recipe.label_smoothing).unwrap();
+        let last = run.last().val;
+        assert_eq!((result.images, result.accuracy), (last.images, last.accuracy));
+        assert!((result.loss - last.loss).abs() < 1e-6, "{} vs {}", result.loss, last.loss);
+        assert_eq!(result.confusion.total(), last.images);
+        let per_class = result.confusion.per_class_accuracy();
+        assert!((per_class.iter().sum::<f64>() / 10.0 - result.accuracy).abs() < 1e-12, "one test image per class");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn an_unreadable_checkpoint_is_named() {
         let err = Trained::load(Path::new("no/such/weights.safetensors"), None, &Device::Cpu).err().unwrap();
         assert!(format!("{err:#}").contains("no/such/weights.safetensors"), "{err:#}");

@@ -251,11 +251,11 @@ pub fn results_table(report: &Report) -> String {
     for &seed in &report.seeds {
         if let Some((a, b)) = by_seed(seed) {
             out += &format!(
-                "| **BA - AlexNet** | {seed} | {:+.4} | {:+.4} | {:+} | {:+} | {:+.4} | {:+.4} | | | | |\n",
+                "| **BA - AlexNet** | {seed} | {:+.4} | {:+.4} | {} | {} | {:+.4} | {:+.4} | | | | |\n",
                 b.train_accuracy - a.train_accuracy,
                 b.val_accuracy - a.val_accuracy,
-                b.parameters as i64 - a.parameters as i64,
-                b.trainable_parameters as i64 - a.trainable_parameters as i64,
+                signed_thousands(b.parameters as i64 - a.parameters as i64),
+                signed_thousands(b.trainable_parameters as i64 - a.trainable_parameters as i64),
                 b.best_val_accuracy - a.best_val_accuracy,
                 b.val_loss - a.val_loss,
             );
@@ -336,6 +336,11 @@ pub fn markdown(report: &Report) -> String {
     out
 }
 
+/// `5216` as `+5,216`.
+fn signed_thousands(n: i64) -> String {
+    format!("{}{}", if n < 0 { "-" } else { "+" }, thousands(n.unsigned_abs() as usize))
+}
+
 fn capitalise(text: &str) -> String {
     let mut chars = text.chars();
     chars.next().map_or(String::new(), |c| c.to_uppercase().chain(chars).collect())
@@ -365,6 +370,10 @@ mod tests {
         assert_eq!(duration(42.4), "42 s");
         assert_eq!(duration(331.0), "5 min 31 s");
         assert_eq!(duration(3725.0), "1 h 02 min");
+        assert_eq!(
+            (signed_thousands(5216), signed_thousands(-1200), signed_thousands(0)),
+            ("+5,216".into(), "-1,200".into(), "+0".into())
+        );
     }
 
     /// The tiny data set with 20 test images, so that a grid is full.

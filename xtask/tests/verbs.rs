@@ -1,0 +1,84 @@
+//! The report verbs end to end, as a user runs them: `compare --seeds` writes the whole report
+//! folder, `eval`, `predict` and `summary` read what it wrote. Uses the 12-image fixture, so
+//! each command takes seconds.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/ba-data/tests/fixtures/cifar-10-batches-bin")
+}
+
+fn xtask(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).env("RUST_LOG", "warn").output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(output.status.success(), "failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    assert!(!output.status.success(), "expected a failure");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn compare_with_two_seeds_then_eval_predict_and_summary() {
+    let out = std::env::temp_dir().join(format!("xtask-verbs-{}", std::process::id()));
+    let (data, out_arg) = (fixture().display().to_string(), out.display().to_string());
+    let common = ["--data", &data, "--out", &out_arg, "--epochs", "2", "--batch-size", "4"];
+    let printed = stdout(&xtask(&[&["compare", "--seeds", "42,43"], &common[..]].concat()));
+    let dir = out.join("compare-1");
+    assert!(printed.contains("| ba-alexnet | 43 |") && printed.contains("over 2 seeds"), "{printed}");
+    assert!(printed.contains("interval of the mean difference"), "{printed}");
+    for file in [
+        "report.md",
+        "report.json",
+        "curves.png",
+        "curves.svg",
+        "predictions-alexnet.png",
+        "predictions-ba-alexnet.png",
+    ] {
+        assert!(dir.join(file).is_file(), "{file} missing");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["seeds"], serde_json::json!([42, 43]));
+    let run =
+        report["runs"].as_array().unwrap().iter().find(|r| r["model"] == "ba-alexnet" && r["seed"] == 42).unwrap();
+
+    // eval of that run's final weights reproduces its last val accuracy.
+    let weights = dir.join("seed-42/ba-alexnet/final.safetensors");
+    let weights_arg = weights.display().to_string();
+    let printed = stdout(&xtask(&["eval", "--checkpoint", &weights_arg, "--data", &data]));
+    let accuracy: f64 = printed.split("accuracy ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    assert!((accuracy - run["val_accuracy"].as_f64().unwrap()).abs() < 5e-5, "{printed}");
+    assert!(printed.contains("| true \\ predicted |") && printed.contains("images/s"), "{printed}");
+    assert!(dir.join("seed-42/ba-alexnet/final-confusion.png").is_file());
+
+    // predict: an image file of another size and a test index, three classes each.
+    let picture = out.join("picture.png");
+    image::RgbImage::from_fn(40, 25, |x, y| image::Rgb([x as u8 * 6, y as u8 * 9, 128])).save(&picture).unwrap();
+    let picture_arg = picture.display().to_string();
+    let printed =
+        stdout(&xtask(&["predict", "--checkpoint", &weights_arg, &picture_arg, "--index", "0,7", "--data", &data]));
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines.len(), 3, "{printed}");
+    assert!(lines[0].starts_with(&picture_arg) && lines[1].starts_with("test image 0 (true: "), "{printed}");
+    assert!(lines.iter().all(|l| l.matches('%').count() == 3), "{printed}");
+
+    let printed = stdout(&xtask(&["summary", "--model", "alexnet"]));
+    assert!(printed.contains("Total params: 7,524,042") && !printed.contains("ba."), "{printed}");
+
+    // Mistakes are named before any work.
+    let err = stderr(&xtask(&[&["compare", "--seeds", "42,42"], &common[..]].concat()));
+    assert!(err.contains("repeats a seed"), "{err}");
+    let err = stderr(&xtask(&["predict", "--checkpoint", &weights_arg]));
+    assert!(err.contains("nothing to predict"), "{err}");
+    let err = stderr(&xtask(&["predict", "--checkpoint", &weights_arg, "--index", "8", "--data", &data]));
+    assert!(err.contains("--index 8") && err.contains("8 test images"), "{err}");
+    let err = stderr(&xtask(&["eval", "--checkpoint", "no/such.safetensors", "--data", &data]));
+    assert!(err.contains("no/such.safetensors"), "{err}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
