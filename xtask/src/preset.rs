@@ -105,8 +105,8 @@ pub struct Recipe {
 }
 
 impl Recipe {
-    /// The recipe in one line, for the terminal.
-    pub fn describe(&self) -> String {
+    /// The recipe in one line, run with each of `seeds` (a comparison's; `[self.seed]` for one run).
+    pub fn describe_with_seeds(&self, seeds: &[u64]) -> String {
         let mixup = self.mixup_alpha.map_or("no mixup".to_string(), |a| format!("mixup alpha {a}"));
         let augment = match self.augment {
             Augment::Notebook => "notebook",
@@ -122,8 +122,14 @@ impl Recipe {
         let warmup =
             if self.warmup_epochs > 0 { format!("{} warm-up epochs, ", self.warmup_epochs) } else { String::new() };
         format!(
-            "{} epochs, batch {}, {optimizer} lr {}, {warmup}seed {}, {augment} augmentation, {mixup}",
-            self.epochs, self.batch_size, self.lr, self.seed
+            "{} epochs, batch {}, {optimizer} lr {}, {warmup}{}, {augment} augmentation, {mixup}",
+            self.epochs,
+            self.batch_size,
+            self.lr,
+            match seeds {
+                [one] => format!("seed {one}"),
+                many => format!("seeds {}", many.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")),
+            }
         )
     }
 }

@@ -43,14 +43,11 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     let (recipe, dir) = (&setup.recipe, &setup.dir);
-    let list: Vec<String> = seeds.iter().map(|s| s.to_string()).collect();
     println!(
-        "training alexnet and ba-alexnet on {} images an epoch from {}, seed{} {}: {}",
+        "training alexnet and ba-alexnet on {} images an epoch from {}: {}",
         setup.data.train.len() / recipe.batch_size * recipe.batch_size,
         recipe.data.display(),
-        if seeds.len() > 1 { "s" } else { "" },
-        list.join(", "),
-        recipe.describe()
+        recipe.describe_with_seeds(&seeds)
     );
     stop_on_ctrl_c()?;
     for &seed in &seeds {

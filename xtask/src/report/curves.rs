@@ -111,6 +111,8 @@ where
         0.0..r.end
     };
     let y_range = padded_range(points().map(|p| p.1), false);
+    // Steps and epochs are whole numbers: at most one label per epoch, none between.
+    let x_labels = if x_desc == "epoch" { (x_range.end.floor() as usize + 1).clamp(2, 11) } else { 10 };
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FONT, 22))
         .margin(12)
@@ -120,6 +122,8 @@ where
     chart
         .configure_mesh()
         .x_desc(x_desc)
+        .x_labels(x_labels)
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc(y_desc)
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 16))

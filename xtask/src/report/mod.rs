@@ -202,7 +202,7 @@ fn summarise(recipe: &Recipe, seeds: &[u64], data: &Data, device: &Device, runs:
         train_images_per_epoch: data.train.len() / recipe.batch_size * recipe.batch_size,
         test_images: data.test.len(),
         machine: Machine::this(device),
-        verdict: val_accuracy_difference.verdict("final val accuracy (BA-AlexNet - AlexNet)"),
+        verdict: val_accuracy_difference.verdict("BA-AlexNet - AlexNet in final val accuracy"),
         train_accuracy_difference: paired(|r| r.train_accuracy),
         val_accuracy_difference,
         models,
@@ -296,19 +296,17 @@ pub fn seeds_table(report: &Report) -> String {
 /// `report.md`.
 pub fn markdown(report: &Report) -> String {
     let recipe = &report.recipe;
-    let seeds: Vec<String> = report.seeds.iter().map(|s| s.to_string()).collect();
+    let over_seeds = if report.seeds.len() > 1 { format!("{}\n", seeds_table(report)) } else { String::new() };
     let mut out = format!(
         "# AlexNet vs BA-AlexNet on CIFAR-10\n\n\
-         {} training images an epoch and {} test images from `{}`; {}; seeds {}.\n\n\
-         Machine: {}.\n\n## Results\n\n{}\n{}\n{}.\n\n",
+         {} training images an epoch and {} test images from `{}`; {}.\n\n\
+         Machine: {}.\n\n## Results\n\n{}\n{over_seeds}{}.\n\n",
         thousands(report.train_images_per_epoch),
         thousands(report.test_images),
         recipe.data.display(),
-        recipe.describe(),
-        seeds.join(", "),
+        recipe.describe_with_seeds(&report.seeds),
         report.machine.describe(),
         results_table(report),
-        seeds_table(report),
         capitalise(&report.verdict),
     );
     out += "Accuracies are fractions of the test set at the last epoch (best: the epoch kept as \
@@ -330,7 +328,10 @@ pub fn markdown(report: &Report) -> String {
     out += "## Recipe\n\n| option | value |\n|---|---|\n";
     if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(recipe) {
         for (name, value) in fields {
-            out += &format!("| {name} | {value} |\n");
+            match name.as_str() {
+                "seed" => out += &format!("| seeds | {:?} |\n", report.seeds),
+                _ => out += &format!("| {name} | {value} |\n"),
+            }
         }
     }
     out

@@ -52,22 +52,23 @@ impl PairedDifference {
         Self { difference, confidence, t_quantile, interval }
     }
 
-    /// The result in words: whether the interval excludes zero.
+    /// The result in words: whether the interval excludes zero. `what` names the difference,
+    /// e.g. `"B - A in accuracy"`.
     pub fn verdict(&self, what: &str) -> String {
         let level = format!("{:.0}%", self.confidence * 100.0);
         match self.interval {
             None => format!(
-                "one seed: the difference in {what} ({:+.4}) comes with no estimate of seed-to-seed noise, \
+                "one seed: the difference {what} ({:+.4}) comes with no estimate of seed-to-seed noise, \
                  so it is not evidence either way; run several seeds (--seeds 42,43,44)",
                 self.difference.mean
             ),
             Some((low, high)) if low > 0.0 || high < 0.0 => format!(
-                "the {level} interval of the mean difference in {what}, [{low:+.4}, {high:+.4}], excludes zero: \
+                "the {level} interval of the mean difference {what}, [{low:+.4}, {high:+.4}], excludes zero: \
                  over these {} seeds the difference is larger than the seed-to-seed noise",
                 self.difference.n
             ),
             Some((low, high)) => format!(
-                "the {level} interval of the mean difference in {what}, [{low:+.4}, {high:+.4}], contains zero: \
+                "the {level} interval of the mean difference {what}, [{low:+.4}, {high:+.4}], contains zero: \
                  over these {} seeds the difference is not distinguishable from seed-to-seed noise",
                 self.difference.n
             ),
@@ -116,14 +117,14 @@ mod tests {
         let (low, high) = d.interval.unwrap();
         assert!((low - (0.02 - half)).abs() < 1e-9 && (high - (0.02 + half)).abs() < 1e-9);
         // Half-width 0.0248 > 0.02: three seeds this noisy cannot tell the models apart.
-        assert!(d.verdict("val acc").contains("contains zero"), "{}", d.verdict("val acc"));
+        assert!(d.verdict("B - A in val acc").contains("contains zero"), "{}", d.verdict("B - A in val acc"));
         // The same mean with a tenth of the spread can.
         let steady = PairedDifference::of(&a, &[0.719, 0.73, 0.741], 0.95);
         assert!(steady.interval.unwrap().0 > 0.0);
-        assert!(steady.verdict("val acc").contains("excludes zero"), "{}", steady.verdict("val acc"));
+        assert!(steady.verdict("B - A in val acc").contains("excludes zero"), "{}", steady.verdict("B - A in val acc"));
         // One pair: no interval, and the words say so.
         let one = PairedDifference::of(&[0.70], &[0.72], 0.95);
         assert_eq!(one.interval, None);
-        assert!(one.verdict("val acc").contains("one seed"));
+        assert!(one.verdict("B - A in val acc").contains("one seed"));
     }
 }
