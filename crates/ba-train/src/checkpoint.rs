@@ -151,10 +151,27 @@ fn set_variables(path: &Path, tensors: &HashMap<String, Tensor>, vars: &VarMap) 
         let more = if more > 0 { format!(" and {more} more") } else { String::new() };
         return Err(invalid(path, format!("does not fit the model: {shown}{more} (weights of another model?)")));
     }
+    for name in names {
+        let bad = non_finite(&tensors[name])?;
+        if bad > 0 {
+            let message =
+                format!("{name} holds {bad} NaN or infinite values (a run that diverged?); use an earlier checkpoint");
+            return Err(invalid(path, message));
+        }
+    }
     for (name, var) in data.iter() {
         var.set(&tensors[name].to_device(var.device())?)?;
     }
     Ok(())
+}
+
+/// How many values of a float tensor are NaN or infinite (0 for integer tensors).
+fn non_finite(t: &Tensor) -> Result<usize> {
+    if !t.dtype().is_float() {
+        return Ok(0);
+    }
+    let values = t.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+    Ok(values.iter().filter(|v| !v.is_finite()).count())
 }
 
 /// Loads a checkpoint written by [`save_checkpoint`] into `vars` (every variable must be in

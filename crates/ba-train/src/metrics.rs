@@ -73,17 +73,31 @@ pub fn read_step_records(path: &Path) -> Result<Vec<StepRecord>> {
 }
 
 /// Reads every line of a metrics file; an error names the file and the line.
+///
+/// A last line without its newline that does not parse is a write cut short (the process was
+/// killed while appending); it is skipped with a warning, and the run's checkpoint, not the
+/// metrics file, says where training resumes. Any other bad line is an error naming it.
 pub fn read_lines(path: &Path) -> Result<Vec<MetricsLine>> {
     let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| {
-                io(path, std::io::Error::new(std::io::ErrorKind::InvalidData, format!("line {}: {e}", i + 1)))
-            })
-        })
-        .collect()
+    let torn = !text.is_empty() && !text.ends_with('\n');
+    let lines: Vec<&str> = text.lines().collect();
+    let mut records = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(line) {
+            Ok(record) => records.push(record),
+            Err(_) if torn && i + 1 == lines.len() => {
+                tracing::warn!(path = %path.display(), line = i + 1, "skipping a last line cut short");
+            }
+            Err(e) => {
+                let reason = std::io::Error::new(std::io::ErrorKind::InvalidData, format!("line {}: {e}", i + 1));
+                return Err(io(path, reason));
+            }
+        }
+    }
+    Ok(records)
 }
 
 fn io(path: &Path, source: std::io::Error) -> TrainError {
@@ -94,6 +108,28 @@ fn io(path: &Path, source: std::io::Error) -> TrainError {
 mod tests {
     use super::*;
     use crate::trainer::PassStats;
+
+    #[test]
+    fn a_last_line_cut_short_is_skipped_and_any_other_bad_line_named() {
+        let path = std::env::temp_dir().join(format!("ba-train-torn-{}.jsonl", std::process::id()));
+        let step = StepRecord { step: 10, epoch: 1, loss: 2.25, lr: 1e-3 };
+        let mut writer = MetricsWriter::create(&path).unwrap();
+        writer.append_step(&step).unwrap();
+        writer.append_step(&StepRecord { step: 20, ..step }).unwrap();
+        drop(writer);
+        let whole = std::fs::read_to_string(&path).unwrap();
+        // Killed while appending the second line: every cut of it reads back as the first.
+        let first_end = whole.find('\n').unwrap() + 1;
+        for cut in first_end..whole.len() - 1 {
+            std::fs::write(&path, &whole[..cut]).unwrap();
+            assert_eq!(read_step_records(&path).unwrap(), vec![step], "cut at byte {cut}");
+        }
+        // A bad line with its newline is not a torn write: an error naming file and line.
+        std::fs::write(&path, format!("{}{{\"step\": oops}}\n{}", &whole[..first_end], &whole[first_end..])).unwrap();
+        let err = read_lines(&path).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()) && err.contains("line 2"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+    }
 
     #[test]
     fn epoch_and_step_lines_read_back_apart_and_exactly() {
