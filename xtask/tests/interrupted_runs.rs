@@ -11,9 +11,13 @@ use candle_core::{DType, Device};
 const EPOCHS: &str = "8";
 
 fn xtask(out: &Path, extra: &[&str]) -> Command {
+    xtask_epochs(out, EPOCHS, extra)
+}
+
+fn xtask_epochs(out: &Path, epochs: &str, extra: &[&str]) -> Command {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/ba-data/tests/fixtures/cifar-10-batches-bin");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    cmd.args(["train", "--model", "ba-alexnet", "--batch-size", "4", "--epochs", EPOCHS])
+    cmd.args(["train", "--model", "ba-alexnet", "--batch-size", "4", "--epochs", epochs])
         .arg("--data")
         .arg(data)
         .arg("--out")
@@ -91,4 +95,57 @@ fn interrupted_and_resumed_runs_equal_an_uninterrupted_one() {
         assert!(weights(&run_dir(dir)) == weights(&run_dir(&straight)), "{}: final weights differ", dir.display());
     }
     std::fs::remove_dir_all(&base).unwrap();
+}
+
+/// `kill -9` at random instants, 20 times over one 40-epoch run (during training, evaluation,
+/// checkpoint writes and metrics appends alike), each time resumed from what is on disk: the
+/// run ends with the same epoch records and weights as an uninterrupted one. About two
+/// minutes; run with `cargo test --release -p xtask --test interrupted_runs -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn killed_twenty_times_at_random_instants_the_run_still_ends_the_same() {
+    use rand::{Rng, SeedableRng};
+    const LONG: &str = "40";
+    let base = std::env::temp_dir().join(format!("xtask-kill9-{}", std::process::id()));
+    let straight = base.join("straight");
+    let start = Instant::now();
+    assert!(xtask_epochs(&straight, LONG, &[]).status().unwrap().success());
+    let full_run = start.elapsed();
+    let killed = base.join("killed");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let (mut kills, mut partial_files, mut fresh_starts) = (0, 0, 0);
+    while kills < 20 {
+        let has_checkpoint = run_dir(&killed).join("checkpoint.safetensors").exists();
+        let mut child = if has_checkpoint {
+            xtask_epochs(&killed, LONG, &["--resume"]).arg(run_dir(&killed)).spawn().unwrap()
+        } else {
+            // Killed before the first checkpoint: nothing to resume, start again.
+            let _ = std::fs::remove_dir_all(&killed);
+            fresh_starts += 1;
+            xtask_epochs(&killed, LONG, &[]).spawn().unwrap()
+        };
+        std::thread::sleep(Duration::from_secs_f64(rng.random_range(0.3..2.5)));
+        assert!(child.try_wait().unwrap().is_none(), "the run finished before 20 kills");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        if run_dir(&killed).join("checkpoint.safetensors.tmp").exists() {
+            partial_files += 1;
+        }
+    }
+    let epochs_before_last_resume = read_train_state_epochs(&run_dir(&killed));
+    resume(&killed);
+    eprintln!(
+        "{kills} kills ({partial_files} times a partial checkpoint .tmp was left, {} before the first checkpoint); \
+         {epochs_before_last_resume} of {LONG} epochs done before the last resume; uninterrupted run {:.1} s",
+        fresh_starts - 1,
+        full_run.as_secs_f64()
+    );
+    assert_eq!(epochs(&run_dir(&killed)), epochs(&run_dir(&straight)));
+    assert!(weights(&run_dir(&killed)) == weights(&run_dir(&straight)), "final weights differ");
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+fn read_train_state_epochs(dir: &Path) -> usize {
+    ba_train::checkpoint::read_train_state(&dir.join("checkpoint.safetensors")).map_or(0, |s| s.epochs_done)
 }

@@ -143,12 +143,15 @@ fn decode_png(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
     let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = decoder.read_info().map_err(|e| format!("not a valid PNG ({e})"))?;
+    // Check the size the header claims before allocating for it (a hostile header can claim
+    // gigapixels; found by fuzzing).
+    let (width, height) = reader.info().size();
+    if (width, height) != (IMAGE_SIDE as u32, IMAGE_SIDE as u32) {
+        return Err(format!("image is {width}x{height}, CIFAR-10 images are 32x32"));
+    }
     let size = reader.output_buffer_size().ok_or("PNG too large")?;
     let mut buf = vec![0; size];
     let info = reader.next_frame(&mut buf).map_err(|e| format!("PNG data is corrupt ({e})"))?;
-    if (info.width, info.height) != (IMAGE_SIDE as u32, IMAGE_SIDE as u32) {
-        return Err(format!("image is {}x{}, CIFAR-10 images are 32x32", info.width, info.height));
-    }
     let channels = match info.color_type {
         png::ColorType::Rgb => 3,
         png::ColorType::Rgba => 4,
@@ -230,5 +233,24 @@ mod tests {
         }
         assert_eq!(decode_png(&png_bytes).unwrap_err(), "image is 2x1, CIFAR-10 images are 32x32");
         assert!(decode_png(b"garbage").unwrap_err().starts_with("not a valid PNG"));
+    }
+
+    #[test]
+    fn a_header_claiming_gigapixels_is_refused_before_allocating() {
+        // Found by fuzzing (fuzz/, target parquet): the decoder allocated the output buffer
+        // the header asked for (412 GB there) before the size was checked.
+        fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+            let mut crc = flate2::Crc::new();
+            crc.update(kind);
+            crc.update(data);
+            [&(data.len() as u32).to_be_bytes()[..], kind, data, &crc.sum().to_be_bytes()].concat()
+        }
+        let side = 100_000u32.to_be_bytes();
+        let ihdr = [&side[..], &side[..], &[8, 2, 0, 0, 0]].concat();
+        let empty_zlib = [0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01];
+        let png =
+            [&b"\x89PNG\r\n\x1a\n"[..], &chunk(b"IHDR", &ihdr), &chunk(b"IDAT", &empty_zlib), &chunk(b"IEND", &[])]
+                .concat();
+        assert_eq!(decode_png(&png).unwrap_err(), "image is 100000x100000, CIFAR-10 images are 32x32");
     }
 }

@@ -87,5 +87,21 @@ fn bad_inputs_name_the_file_and_the_problem() {
     std::fs::write(&not_gzip, b"definitely not gzip").unwrap();
     let err = Cifar10::open(&not_gzip).unwrap_err().to_string();
     assert!(err.contains("archive.tar.gz: not a gzipped tar archive"), "{err}");
+
+    // A gzip whose content is not a tar, and a valid but empty .tar.gz.
+    let gzip = |bytes: &[u8]| {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    };
+    let not_tar = dir.join("not-tar.tar.gz");
+    std::fs::write(&not_tar, gzip(&[7u8; 3000])).unwrap();
+    let err = Cifar10::open(&not_tar).unwrap_err().to_string();
+    assert!(err.contains("not-tar.tar.gz: not a gzipped tar archive"), "{err}");
+    let empty = dir.join("empty.tar.gz");
+    std::fs::write(&empty, gzip(&tar::Builder::new(Vec::new()).into_inner().unwrap())).unwrap();
+    let err = Cifar10::open(&empty).unwrap_err().to_string();
+    assert!(err.contains("empty.tar.gz") && err.contains("no training batches"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
