@@ -97,6 +97,30 @@ fn interrupted_and_resumed_runs_equal_an_uninterrupted_one() {
     std::fs::remove_dir_all(&base).unwrap();
 }
 
+/// Ctrl-C during the first epoch: a clean stop with a checkpoint to resume from, and a
+/// message rather than an empty table (a panic before).
+#[test]
+fn ctrl_c_in_the_first_epoch_stops_cleanly() {
+    let out = std::env::temp_dir().join(format!("xtask-early-{}", std::process::id()));
+    let child = xtask(&out, &[]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let metrics = run_dir(&out).join("metrics.jsonl");
+    let start = Instant::now();
+    while !metrics.exists() {
+        assert!(start.elapsed() < Duration::from_secs(120), "the run did not start");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Training starts once the metrics file exists; an epoch is three steps of ~0.2 s.
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let output = child.wait_with_output().unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "exit {:?}: {printed}", output.status);
+    assert!(printed.contains("stopped with 0 of 8 epochs done"), "{printed}");
+    assert!(run_dir(&out).join("checkpoint.safetensors").exists());
+    resume(&out);
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
 /// `kill -9` at random instants, 20 times over one 40-epoch run (during training, evaluation,
 /// checkpoint writes and metrics appends alike), each time resumed from what is on disk: the
 /// run ends with the same epoch records and weights as an uninterrupted one. About two

@@ -49,7 +49,10 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     crate::write_json(&setup.dir.join("summary.json"), &summary)?;
-    println!("{}", comparison_table(std::slice::from_ref(&summary)));
+    // Stopped during the first epoch: there is no epoch to show yet.
+    if !summary.epochs.is_empty() {
+        println!("{}", comparison_table(std::slice::from_ref(&summary)));
+    }
     println!("run folder: {}", setup.dir.display());
     Ok(())
 }
