@@ -1,6 +1,6 @@
 //! Trained models read back from weight files, and what they say about images.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -14,6 +14,24 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarMap;
 use rand::SeedableRng;
 use serde::Serialize;
+
+/// Where trained weights come from: the options `eval` and `predict` share.
+#[derive(Debug, clap::Args)]
+pub struct WeightsArgs {
+    /// Weights: best.safetensors, final.safetensors or checkpoint.safetensors of a run.
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint: PathBuf,
+    /// Architecture [default: recognised from the weights].
+    #[arg(long)]
+    pub model: Option<ModelKind>,
+}
+
+impl WeightsArgs {
+    /// The model with these weights.
+    pub fn load(&self, device: &Device) -> Result<Trained> {
+        Trained::load(&self.checkpoint, self.model, device)
+    }
+}
 
 /// A model with weights from a file, in evaluation mode.
 pub struct Trained {

@@ -8,23 +8,19 @@ use std::time::Instant;
 use anyhow::Result;
 use ba_data::transforms::test_pipeline;
 use ba_data::{Cifar10, Loader, LoaderConfig, Split};
-use ba_models::{ModelKind, INPUT_SIZE};
+use ba_models::INPUT_SIZE;
 use ba_train::loss::soft_target_cross_entropy;
 use candle_core::{Device, D};
 use serde::Serialize;
 
 use crate::report::confusion::ConfusionMatrix;
-use crate::trained::{split_batch, Throughput, Trained};
+use crate::trained::{split_batch, Throughput, Trained, WeightsArgs};
 
 /// Arguments of `eval`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Weights: best.safetensors, final.safetensors or checkpoint.safetensors of a run.
-    #[arg(long, value_name = "PATH")]
-    checkpoint: PathBuf,
-    /// Architecture [default: recognised from the weights].
-    #[arg(long)]
-    model: Option<ModelKind>,
+    #[command(flatten)]
+    weights: WeightsArgs,
     /// CIFAR-10 source (folder, .tar.gz or hf://); its test split is evaluated.
     #[arg(long, default_value = "data/cifar-10-sample")]
     data: PathBuf,
@@ -82,7 +78,7 @@ pub fn evaluate(trained: &Trained, split: &Arc<Split>, batch_size: usize, smooth
 
 pub fn run(args: Args) -> Result<()> {
     let device = Device::Cpu;
-    let trained = Trained::load(&args.checkpoint, args.model, &device)?;
+    let trained = args.weights.load(&device)?;
     let data = Cifar10::open(&args.data)?;
     let test = Arc::new(data.test);
     let result = evaluate(&trained, &test, args.batch_size as usize, args.label_smoothing)?;
@@ -91,7 +87,7 @@ pub fn run(args: Args) -> Result<()> {
     println!(
         "{} ({}) on {} test images of {}\n\naccuracy {:.4}, loss {:.4} (label smoothing {})\n",
         trained.kind,
-        args.checkpoint.display(),
+        args.weights.checkpoint.display(),
         result.images,
         args.data.display(),
         result.accuracy,
@@ -104,8 +100,8 @@ pub fn run(args: Args) -> Result<()> {
          batches of {} after {} warm-up",
         result.pass_images_per_second, speed.median_images_per_second, speed.repeats, speed.batch_size, speed.warmup
     );
-    let out = args.out.clone().unwrap_or_else(|| beside(&args.checkpoint, "confusion.png"));
-    let title = format!("{}: {} (accuracy {:.4})", trained.kind, file_name(&args.checkpoint), result.accuracy);
+    let out = args.out.clone().unwrap_or_else(|| beside(&args.weights.checkpoint, "confusion.png"));
+    let title = format!("{}: {} (accuracy {:.4})", trained.kind, file_name(&args.weights.checkpoint), result.accuracy);
     result.confusion.write_png(&out, &title, &data.classes)?;
     println!("confusion matrix: {}", out.display());
     Ok(())
@@ -124,6 +120,7 @@ fn file_name(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ba_models::ModelKind;
 
     #[test]
     fn the_png_goes_beside_the_weights() {

@@ -6,20 +6,15 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use ba_data::transforms::Image;
 use ba_data::Cifar10;
-use ba_models::ModelKind;
 use candle_core::Device;
 
-use crate::trained::{split_batch, test_batch, top_k, Trained};
+use crate::trained::{split_batch, test_batch, top_k, WeightsArgs};
 
 /// Arguments of `predict`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Weights: best.safetensors, final.safetensors or checkpoint.safetensors of a run.
-    #[arg(long, value_name = "PATH")]
-    checkpoint: PathBuf,
-    /// Architecture [default: recognised from the weights].
-    #[arg(long)]
-    model: Option<ModelKind>,
+    #[command(flatten)]
+    weights: WeightsArgs,
     /// PNG or JPEG files; resized to 128x128 and normalised as the test transform does.
     #[arg(value_name = "IMAGE")]
     images: Vec<PathBuf>,
@@ -59,7 +54,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("nothing to predict: give image files, or --index for test-set images");
     }
     let device = Device::Cpu;
-    let trained = Trained::load(&args.checkpoint, args.model, &device)?;
+    let trained = args.weights.load(&device)?;
     let classes: Vec<String> = ba_data::CLASS_NAMES.iter().map(|s| s.to_string()).collect();
     let show = |name: String, probabilities: &[f32]| {
         let ranked: Vec<String> = top_k(probabilities, args.top as usize)
