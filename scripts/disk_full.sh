@@ -18,7 +18,9 @@ if RUST_BACKTRACE=0 RUST_LOG=warn "$xtask" "${args[@]}" --out "$small" >"$work/o
 fi
 grep -q "checkpoint.safetensors.tmp: .*No space left on device" "$work/out.txt" || {
   echo "FAIL: unexpected message:" >&2; cat "$work/out.txt" >&2; exit 1; }
-echo "stopped as expected: $(grep -o 'Error: .*' "$work/out.txt")"
+grep -q "continue with: cargo xtask train --resume $small/train-ba-alexnet-1" "$work/out.txt" || {
+  echo "FAIL: no resume hint:" >&2; cat "$work/out.txt" >&2; exit 1; }
+echo "stopped as expected:"; cat "$work/out.txt"
 cp -r "$small/train-ba-alexnet-1" "$work/resumed"
 RUST_LOG=warn "$xtask" train --resume "$work/resumed" >/dev/null
 RUST_LOG=warn "$xtask" "${args[@]}" --out "$work/straight" >/dev/null

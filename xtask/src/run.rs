@@ -232,6 +232,20 @@ pub fn stop_on_ctrl_c() -> Result<()> {
     Ok(())
 }
 
+/// What to tell a user whose run in `dir` failed: whether a checkpoint survives, and the
+/// command (`resume`) that continues from it once the cause is fixed.
+pub fn resume_hint(dir: &Path, checkpoint: &Path, resume: &str) -> String {
+    if checkpoint.is_file() {
+        format!(
+            "training stopped; the last checkpoint ({}) is whole: fix the cause below, then continue with: {resume} {}",
+            checkpoint.display(),
+            dir.display()
+        )
+    } else {
+        format!("training stopped before its first checkpoint in {}", dir.display())
+    }
+}
+
 /// The checkpoint's description of where `trainer` stands.
 fn train_state(
     (kind, recipe): (ModelKind, &Recipe),

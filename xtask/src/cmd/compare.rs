@@ -8,7 +8,7 @@ use ba_models::ModelKind;
 
 use crate::preset::RecipeArgs;
 use crate::report::{self, run_folder};
-use crate::run::{stop_on_ctrl_c, train_model, Control, Setup, CHECKPOINT};
+use crate::run::{resume_hint, stop_on_ctrl_c, train_model, Control, Setup, CHECKPOINT};
 
 /// Arguments of `compare`.
 #[derive(Debug, clap::Args)]
@@ -61,7 +61,8 @@ pub fn run(args: Args) -> Result<()> {
                 continue;
             }
             let control = Control { resume: model_dir.join(CHECKPOINT).is_file(), ..Control::default() };
-            let run = train_model(kind, &loaders, &seed_recipe, &setup.device, &model_dir, control)?;
+            let run = train_model(kind, &loaders, &seed_recipe, &setup.device, &model_dir, control)
+                .with_context(|| resume_hint(dir, &model_dir.join(CHECKPOINT), "cargo xtask compare --resume"))?;
             if run.epochs.len() < recipe.epochs {
                 println!(
                     "stopped during {kind}, seed {seed} (checkpoint written); continue with: cargo xtask compare --resume {}",

@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use ba_models::ModelKind;
 use ba_train::checkpoint::read_train_state;
 
 use crate::preset::RecipeArgs;
-use crate::run::{stop_on_ctrl_c, train_model, Control, Setup, CHECKPOINT};
+use crate::run::{resume_hint, stop_on_ctrl_c, train_model, Control, Setup, CHECKPOINT};
 use crate::table::comparison_table;
 
 /// Arguments of `train`.
@@ -39,7 +39,8 @@ pub fn run(args: Args) -> Result<()> {
     stop_on_ctrl_c()?;
     let control = Control { resume: args.resume.is_some(), pause_after: args.pause_after, ..Control::default() };
     let summary =
-        train_model(model, &setup.loaders(setup.recipe.seed), &setup.recipe, &setup.device, &setup.dir, control)?;
+        train_model(model, &setup.loaders(setup.recipe.seed), &setup.recipe, &setup.device, &setup.dir, control)
+            .with_context(|| resume_hint(&setup.dir, &setup.dir.join(CHECKPOINT), "cargo xtask train --resume"))?;
     if summary.epochs.len() < setup.recipe.epochs {
         println!(
             "stopped with {} of {} epochs done (checkpoint written); continue with: cargo xtask train --resume {}",
