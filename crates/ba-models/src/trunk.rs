@@ -108,27 +108,13 @@ impl Trunk {
         let pooled = traced_pool(&x, "maxpool3", trace)?;
         let x = pooled.flatten_from(1)?;
         trace.layer("flatten", "Flatten", (&pooled, &x), (0, 0));
-        let x = self.linear_relu(&self.classifier_0, &x, ("classifier.0", "classifier.1"), trace)?;
-        let x = self.dropout(&self.classifier_2, &x, train, "classifier.2", trace)?;
-        let x = self.linear_relu(&self.classifier_3, &x, ("classifier.3", "classifier.4"), trace)?;
-        let x = self.dropout(&self.classifier_5, &x, train, "classifier.5", trace)?;
+        let x = linear_relu(&self.classifier_0, &x, ("classifier.0", "classifier.1"), trace)?;
+        let x = dropout(&self.classifier_2, &x, train, "classifier.2", trace)?;
+        let x = linear_relu(&self.classifier_3, &x, ("classifier.3", "classifier.4"), trace)?;
+        let x = dropout(&self.classifier_5, &x, train, "classifier.5", trace)?;
         let logits = self.classifier_6.forward(&x)?;
         trace.layer("classifier.6", "Linear", (&x, &logits), (linear_count(&self.classifier_6), 0));
         Ok(logits)
-    }
-
-    fn linear_relu(&self, layer: &Linear, x: &Tensor, names: (&str, &str), trace: &mut Trace) -> Result<Tensor> {
-        let y = layer.forward(x)?;
-        trace.layer(names.0, "Linear", (x, &y), (linear_count(layer), 0));
-        let z = y.relu()?;
-        trace.layer(names.1, "ReLU", (&y, &z), (0, 0));
-        Ok(z)
-    }
-
-    fn dropout(&self, layer: &Dropout, x: &Tensor, train: bool, name: &str, trace: &mut Trace) -> Result<Tensor> {
-        let y = layer.forward_t(x, train)?;
-        trace.layer(name, "Dropout", (x, &y), (0, 0));
-        Ok(y)
     }
 }
 
@@ -148,4 +134,19 @@ fn traced_pool(x: &Tensor, name: &str, trace: &mut Trace) -> Result<Tensor> {
 
 fn linear_count(layer: &Linear) -> usize {
     layer.weight().elem_count() + layer.bias().map_or(0, |b| b.elem_count())
+}
+
+/// A linear layer and its ReLU, reported as two layers.
+fn linear_relu(layer: &Linear, x: &Tensor, names: (&str, &str), trace: &mut Trace) -> Result<Tensor> {
+    let y = layer.forward(x)?;
+    trace.layer(names.0, "Linear", (x, &y), (linear_count(layer), 0));
+    let z = y.relu()?;
+    trace.layer(names.1, "ReLU", (&y, &z), (0, 0));
+    Ok(z)
+}
+
+fn dropout(layer: &Dropout, x: &Tensor, train: bool, name: &str, trace: &mut Trace) -> Result<Tensor> {
+    let y = layer.forward_t(x, train)?;
+    trace.layer(name, "Dropout", (x, &y), (0, 0));
+    Ok(y)
 }

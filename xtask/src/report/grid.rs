@@ -69,20 +69,19 @@ pub fn predict_first(trained: &Trained, split: &Split, count: usize, device: &De
         .collect())
 }
 
+/// Height of a row of the grid: text, framed image, a margin.
+const ROW_HEIGHT: u32 = TEXT_HEIGHT + INPUT_SIZE as u32 + 2 * FRAME + 8;
+
 /// Pixel size of the grid of `n` predictions.
 pub fn grid_size(n: usize) -> (u32, u32) {
-    let rows = n.div_ceil(COLUMNS) as u32;
-    let side = INPUT_SIZE as u32;
-    (COLUMNS as u32 * CELL_WIDTH, TITLE_HEIGHT + rows * (TEXT_HEIGHT + side + 2 * FRAME + 8))
+    (COLUMNS as u32 * CELL_WIDTH, TITLE_HEIGHT + n.div_ceil(COLUMNS) as u32 * ROW_HEIGHT)
 }
 
 /// Top-left corner of prediction `i`'s image.
 pub fn image_origin(i: usize) -> (u32, u32) {
-    let side = INPUT_SIZE as u32;
     let (row, col) = ((i / COLUMNS) as u32, (i % COLUMNS) as u32);
-    let x = col * CELL_WIDTH + (CELL_WIDTH - side) / 2;
-    let y = TITLE_HEIGHT + row * (TEXT_HEIGHT + side + 2 * FRAME + 8) + TEXT_HEIGHT + FRAME;
-    (x, y)
+    let x = col * CELL_WIDTH + (CELL_WIDTH - INPUT_SIZE as u32) / 2;
+    (x, TITLE_HEIGHT + row * ROW_HEIGHT + TEXT_HEIGHT + FRAME)
 }
 
 /// Writes the grid of `predictions` by `model` as a PNG at `path`.

@@ -153,9 +153,9 @@ fn run_report(
     inference: Throughput,
 ) -> Result<RunReport> {
     let Some(last) = epochs.last() else { bail!("{}: no epoch recorded", metrics_path.display()) };
-    let best = epochs.iter().fold(last, |best, e| if e.val.accuracy > best.val.accuracy { e } else { best });
-    // The first epoch with the best accuracy, as training keeps it.
-    let best = epochs.iter().find(|e| e.val.accuracy == best.val.accuracy).unwrap_or(best);
+    // The first epoch with the best accuracy, as training keeps it (only a strictly better
+    // epoch replaces it).
+    let best = epochs.iter().fold(&epochs[0], |best, e| if e.val.accuracy > best.val.accuracy { e } else { best });
     let train_images: usize = epochs.iter().map(|e| e.train.images).sum();
     let train_seconds: f64 = epochs.iter().map(|e| e.train.seconds).sum();
     Ok(RunReport {
