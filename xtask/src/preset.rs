@@ -1,8 +1,8 @@
 //! The training recipe and the command-line options that override it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 /// Options shared by `train` and `compare`.
@@ -159,6 +159,24 @@ impl RecipeArgs {
             },
             seed: self.seed,
         };
+        recipe.validate()?;
+        Ok(recipe)
+    }
+}
+
+impl Recipe {
+    /// Reads a recipe stored as JSON (a run folder's `recipe.json`) and validates it; errors
+    /// name `origin`.
+    pub fn from_json(text: &str, origin: &Path) -> Result<Self> {
+        let recipe: Recipe =
+            serde_json::from_str(text).with_context(|| format!("{}: not a recipe", origin.display()))?;
+        recipe.validate().with_context(|| format!("{}: invalid recipe", origin.display()))?;
+        Ok(recipe)
+    }
+
+    /// Rejects values no training run can use, naming the option that sets each.
+    pub fn validate(&self) -> Result<()> {
+        let recipe = self;
         if recipe.epochs == 0 {
             bail!("--epochs must be at least 1");
         }
@@ -183,10 +201,10 @@ impl RecipeArgs {
         if !(0.0..1.0).contains(&recipe.label_smoothing) {
             bail!("--label-smoothing must be in [0, 1), got {}", recipe.label_smoothing);
         }
-        if let Some(alpha) = self.mixup_alpha.filter(|a| !(*a > 0.0 && a.is_finite())) {
+        if let Some(alpha) = recipe.mixup_alpha.filter(|a| !(*a > 0.0 && a.is_finite())) {
             bail!("--mixup-alpha must be a positive number, got {alpha}");
         }
-        Ok(recipe)
+        Ok(())
     }
 }
 
@@ -237,5 +255,19 @@ mod tests {
             let err = recipe(args).unwrap_err().to_string();
             assert!(err.contains(message), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn a_stored_recipe_round_trips_and_is_validated() {
+        let good = recipe(&["--epochs", "5", "--warmup-epochs", "1"]).unwrap();
+        let text = serde_json::to_string(&good).unwrap();
+        let read = Recipe::from_json(&text, Path::new("run/recipe.json")).unwrap();
+        assert_eq!(serde_json::to_string(&read).unwrap(), text);
+        let bad = text.replace("\"warmup_epochs\":1", "\"warmup_epochs\":5");
+        assert_ne!(bad, text);
+        let err = format!("{:#}", Recipe::from_json(&bad, Path::new("run/recipe.json")).unwrap_err());
+        assert!(err.contains("run/recipe.json: invalid recipe: --warmup-epochs (5) must be fewer"), "{err}");
+        let err = format!("{:#}", Recipe::from_json("{\"epochs\": 3}", Path::new("run/recipe.json")).unwrap_err());
+        assert!(err.contains("run/recipe.json: not a recipe"), "{err}");
     }
 }

@@ -12,6 +12,7 @@ pub fn bar(model: &str, total_steps: usize) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total_steps as u64).with_prefix(model.to_string());
+    #[allow(clippy::expect_used)] // a constant template
     let style = ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
         .expect("the template is valid")
         .progress_chars("=> ");

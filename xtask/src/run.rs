@@ -11,9 +11,10 @@ use ba_core::model::{ImageClassifier, ParameterCount};
 use ba_core::rng::{derive_seed, rng_for};
 use ba_data::transforms::mixup::Mixup;
 use ba_data::transforms::{notebook_train_pipeline, simple_train_pipeline, test_pipeline, Transform};
-use ba_data::{Batch, Cifar10, Loader, LoaderConfig, Split};
+use ba_data::{Batch, Cifar10, Loader, LoaderConfig, Split, PREFETCHED_BATCHES};
 use ba_models::{ModelConfig, ModelKind, INPUT_SIZE};
 use ba_train::checkpoint::{load_checkpoint, read_train_state, save_checkpoint, save_weights, TrainState};
+use ba_train::memory::{available_memory, StepMemory};
 use ba_train::metrics::{read_lines, MetricsLine, MetricsWriter};
 use ba_train::{
     Adam, AdamConfig, CosineAnnealing, EpochOutcome, EpochProgress, EpochRecord, Linear, Optimizer, Schedule,
@@ -54,6 +55,7 @@ impl Setup {
     pub fn new(args: &RecipeArgs, name: &str) -> Result<Self> {
         let recipe = args.recipe()?;
         let data = Cifar10::open(&recipe.data)?.into();
+        check_batch_size(recipe.batch_size, &data)?;
         let dir = run_dir(&args.out, name)?;
         crate::write_json(&dir.join("recipe.json"), &recipe)?;
         Ok(Self { recipe, data, device: Device::Cpu, dir })
@@ -65,16 +67,16 @@ impl Setup {
         let path = dir.join("recipe.json");
         let recipe: Recipe = if path.is_file() {
             let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("{}: not a recipe", path.display()))?
+            Recipe::from_json(&text, &path)?
         } else {
             let checkpoint = find_checkpoint(dir)
                 .with_context(|| format!("{}: no recipe.json and no checkpoint to resume from", dir.display()))?;
             let state = read_train_state(&checkpoint)?;
-            serde_json::from_value(state.config)
-                .with_context(|| format!("{}: no recipe inside", checkpoint.display()))?
+            Recipe::from_json(&state.config.to_string(), &checkpoint)?
         };
         crate::write_json(&path, &recipe)?;
         let data = Cifar10::open(&recipe.data)?.into();
+        check_batch_size(recipe.batch_size, &data)?;
         Ok(Self { recipe, data, device: Device::Cpu, dir: dir.to_path_buf() })
     }
 
@@ -82,6 +84,27 @@ impl Setup {
     pub fn loaders(&self, seed: u64) -> Loaders {
         Loaders::new(&self.data, &Recipe { seed, ..self.recipe.clone() }, &self.device)
     }
+}
+
+/// Refuses, before any training, a batch size larger than the training set (every batch is
+/// whole, so an epoch would have no step) or whose training step would not fit in the memory
+/// this machine has left (with the data already loaded), for either model.
+fn check_batch_size(batch_size: usize, data: &Data) -> Result<()> {
+    if let Some(available) = available_memory() {
+        for kind in ModelKind::ALL {
+            let (vars, model) = crate::trained::fresh(kind, &Device::Cpu)?;
+            let image = (3, INPUT_SIZE, INPUT_SIZE);
+            let step = StepMemory::of(model.as_ref(), image, ParameterCount::of(&vars).total, PREFETCHED_BATCHES)?;
+            step.check(kind.name(), batch_size, available)?;
+        }
+    }
+    if batch_size > data.train.len() {
+        bail!(
+            "--batch-size {batch_size} is larger than the {} training images: an epoch would have no step",
+            data.train.len()
+        );
+    }
+    Ok(())
 }
 
 /// A checkpoint in `dir` or in a run folder below it (a comparison's models).
@@ -112,12 +135,9 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
-    pub fn last(&self) -> &EpochRecord {
-        self.epochs.last().expect("a run has at least one epoch")
-    }
-
-    pub fn best(&self) -> &EpochRecord {
-        &self.epochs[self.best_epoch - 1]
+    /// The last and the best epoch; none when the run stopped during its first epoch.
+    pub fn last_and_best(&self) -> Option<(&EpochRecord, &EpochRecord)> {
+        Some((self.epochs.last()?, self.epochs.get(self.best_epoch.checked_sub(1)?)?))
     }
 }
 
@@ -195,7 +215,9 @@ fn schedule(recipe: &Recipe, steps: usize) -> Box<dyn Schedule> {
         return Box::new(cosine);
     }
     let ramp = Linear { base_lr: recipe.lr, start_factor: 0.01, end_factor: 1.0, total_steps: warmup };
-    Box::new(Sequential::new(vec![Box::new(ramp), Box::new(cosine)], vec![warmup]).expect("one milestone, two phases"))
+    #[allow(clippy::expect_used)] // one milestone for two phases: always consistent
+    let schedule = Sequential::new(vec![Box::new(ramp), Box::new(cosine)], vec![warmup]).expect("one milestone");
+    Box::new(schedule)
 }
 
 /// How a call of [`train_model`] starts and ends.

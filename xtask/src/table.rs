@@ -2,14 +2,15 @@
 
 use crate::run::RunSummary;
 
-/// A Markdown table of the runs: the notebook's columns plus best epoch, speed and time.
+/// A Markdown table of the runs: the notebook's columns plus best epoch, speed and time. Runs
+/// stopped before their first epoch ended have no row.
 pub fn comparison_table(runs: &[RunSummary]) -> String {
     let mut out = String::from(
         "| model | parameters (trainable) | train acc | val acc | best val acc (epoch) | val loss | train img/s | time |\n\
          |---|---|---|---|---|---|---|---|\n",
     );
     for r in runs {
-        let (last, best) = (r.last(), r.best());
+        let Some((last, best)) = r.last_and_best() else { continue };
         out += &format!(
             "| {} | {} ({}) | {:.4} | {:.4} | {:.4} ({}) | {:.4} | {:.1} | {:.0} s |\n",
             r.model,

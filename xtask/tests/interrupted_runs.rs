@@ -35,7 +35,12 @@ fn run_dir(out: &Path) -> PathBuf {
 
 /// Starts a run and returns once its first checkpoint exists.
 fn start_until_checkpoint(out: &Path) -> Child {
-    let child = xtask(out, &[]).spawn().unwrap();
+    start_until_checkpoint_epochs(out, EPOCHS)
+}
+
+/// Starts a run of `epochs` and returns once its first checkpoint exists.
+fn start_until_checkpoint_epochs(out: &Path, epochs: &str) -> Child {
+    let child = xtask_epochs(out, epochs, &[]).spawn().unwrap();
     let checkpoint = run_dir(out).join("checkpoint.safetensors");
     let start = Instant::now();
     while !checkpoint.exists() {
@@ -94,6 +99,56 @@ fn interrupted_and_resumed_runs_equal_an_uninterrupted_one() {
         assert_eq!(epochs(&run_dir(dir)), epochs(&run_dir(&straight)), "{}", dir.display());
         assert!(weights(&run_dir(dir)) == weights(&run_dir(&straight)), "{}: final weights differ", dir.display());
     }
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+/// A write that fails while a checkpoint is written, injected without root or mounts: the run
+/// is stopped by Ctrl-C once its first checkpoint exists, then resumed under a file-size limit
+/// (`ulimit -f`, with SIGXFSZ ignored so that the write fails with EFBIG instead of killing the
+/// process) that admits the weights files (30 MB) but not a checkpoint with the optimizer state
+/// (90 MB). The run stops naming the file and the error and says how to continue; the last
+/// whole checkpoint still loads; resumed without the limit, the run ends with the weights of an
+/// uninterrupted run. `scripts/disk_full.sh` does the same with a genuinely full tmpfs (root).
+#[test]
+#[cfg(target_os = "linux")]
+fn a_failed_checkpoint_write_stops_the_run_and_loses_nothing() {
+    const SHORT: &str = "3";
+    let base = std::env::temp_dir().join(format!("xtask-write-error-{}", std::process::id()));
+    let straight = base.join("straight");
+    assert!(xtask_epochs(&straight, SHORT, &[]).status().unwrap().success());
+
+    let failing = base.join("failing");
+    let child = start_until_checkpoint_epochs(&failing, SHORT);
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    assert!(child.wait_with_output().unwrap().status.success());
+    let epochs_before = read_train_state_epochs(&run_dir(&failing));
+    let before = std::fs::read(run_dir(&failing).join("checkpoint.safetensors")).unwrap();
+
+    let mut resume = xtask_epochs(&failing, SHORT, &["--resume"]);
+    resume.arg(run_dir(&failing));
+    let program = resume.get_program().to_owned();
+    let args: Vec<_> = resume.get_args().map(|a| a.to_owned()).collect();
+    let output = Command::new("bash")
+        .args(["-c", "trap '' XFSZ; ulimit -f 60000; exec \"$@\"", "bash"])
+        .arg(program)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the run went on although a checkpoint could not be written: {message}");
+    assert!(message.contains("checkpoint.safetensors"), "{message}");
+    assert!(message.contains("File too large"), "{message}");
+    let hint = format!("continue with: cargo xtask train --resume {}", run_dir(&failing).display());
+    assert!(message.contains(&hint), "{message}");
+    let after = std::fs::read(run_dir(&failing).join("checkpoint.safetensors")).unwrap();
+    assert!(after == before, "the last whole checkpoint was touched");
+    assert_eq!(read_train_state_epochs(&run_dir(&failing)), epochs_before);
+
+    let status = xtask_epochs(&failing, SHORT, &["--resume"]).arg(run_dir(&failing)).status().unwrap();
+    assert!(status.success());
+    assert_eq!(epochs(&run_dir(&failing)), epochs(&run_dir(&straight)));
+    assert!(weights(&run_dir(&failing)) == weights(&run_dir(&straight)), "final weights differ");
     std::fs::remove_dir_all(&base).unwrap();
 }
 

@@ -80,5 +80,24 @@ fn compare_with_two_seeds_then_eval_predict_and_summary() {
     assert!(err.contains("--index 8") && err.contains("8 test images"), "{err}");
     let err = stderr(&xtask(&["eval", "--checkpoint", "no/such.safetensors", "--data", &data]));
     assert!(err.contains("no/such.safetensors"), "{err}");
+    let huge = ["train", "--data", &data, "--out", &out_arg, "--batch-size", "10000000"];
+    let err = stderr(&xtask(&huge));
+    assert!(
+        err.contains("batch size 10000000 needs about") && err.contains("the largest batch size that fits"),
+        "{err}"
+    );
+    assert!(!out.join("train-ba-alexnet-1").exists(), "refused before creating the run folder");
+    let err = stderr(&xtask(&["train", "--data", &data, "--out", &out_arg, "--batch-size", "13"]));
+    assert!(err.contains("--batch-size 13 is larger than the 12 training images"), "{err}");
+    let err = stderr(&xtask(&[&["compare", "--runs", "18446744073709551615"], &common[..]].concat()));
+    assert!(err.contains("--runs must be at most 1000"), "{err}");
+    // A recipe.json edited by hand is checked as strictly as the command line.
+    let recipe_path = dir.join("recipe.json");
+    let text = std::fs::read_to_string(&recipe_path).unwrap();
+    let edited = text.replace("\"batch_size\": 4", "\"batch_size\": 0");
+    assert_ne!(text, edited);
+    std::fs::write(&recipe_path, edited).unwrap();
+    let err = stderr(&xtask(&["compare", "--resume", &dir.display().to_string()]));
+    assert!(err.contains("recipe.json: invalid recipe") && err.contains("--batch-size must be at least 2"), "{err}");
     std::fs::remove_dir_all(&out).unwrap();
 }

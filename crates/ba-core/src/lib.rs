@@ -13,6 +13,8 @@
 //!
 //! It knows nothing of CIFAR, AlexNet or training loops.
 
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod init;
 pub mod model;
 pub mod nn;

@@ -11,6 +11,8 @@
 //! # Ok::<(), ba_data::DataError>(())
 //! ```
 
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod binary;
 mod dataset;
 mod error;
@@ -24,7 +26,7 @@ pub mod transforms;
 pub use dataset::{Cifar10, Split, CLASS_NAMES, IMAGE_BYTES, IMAGE_SIDE, NUM_CLASSES};
 pub use error::{DataError, Result};
 pub use hub::{HubSource, Source};
-pub use loader::{Batch, Loader, LoaderConfig};
+pub use loader::{Batch, Loader, LoaderConfig, PREFETCHED_BATCHES};
 
 /// The generator behind every random choice of this crate.
 pub type Rng = rand_chacha::ChaCha8Rng;

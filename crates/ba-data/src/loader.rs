@@ -22,8 +22,8 @@ use crate::transforms::mixup::{one_hot, Mixup};
 use crate::transforms::{Image, Transform};
 use crate::Rng;
 
-/// Batches prepared ahead of the one being consumed.
-const PREFETCH: usize = 2;
+/// Batches a loader holds ready ahead of the one being consumed.
+pub const PREFETCHED_BATCHES: usize = 2;
 
 /// How a loader cuts and orders an epoch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -105,7 +105,7 @@ impl Loader {
     /// The batches of `epoch` from batch `first` on (to continue an interrupted epoch): the
     /// same batches [`Loader::epoch`] yields there, without preparing the earlier ones.
     pub fn epoch_from(&self, epoch: usize, first: usize) -> EpochIter {
-        let (tx, rx) = sync_channel(PREFETCH);
+        let (tx, rx) = sync_channel(PREFETCHED_BATCHES);
         let order = self.order(epoch);
         let (split, transform, device) = (self.split.clone(), self.transform.clone(), self.device.clone());
         let config = self.config;

@@ -121,16 +121,23 @@ impl Parser<'_> {
         Ok(out)
     }
 
+    /// The next `N` bytes as an array.
+    fn bytes<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut out = [0; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
     fn u8(&mut self) -> Result<u8, String> {
         Ok(self.take(1)?[0])
     }
 
     fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+        Ok(u32::from_le_bytes(self.bytes()?))
     }
 
     fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+        Ok(u64::from_le_bytes(self.bytes()?))
     }
 
     fn len(&mut self, n: u64) -> Result<usize, String> {
@@ -228,11 +235,11 @@ impl Parser<'_> {
                 self.push(Value::Int(v as i64));
             }
             b'M' => {
-                let v = u16::from_le_bytes(self.take(2)?.try_into().unwrap());
+                let v = u16::from_le_bytes(self.bytes()?);
                 self.push(Value::Int(v as i64));
             }
             b'J' => {
-                let v = i32::from_le_bytes(self.take(4)?.try_into().unwrap());
+                let v = i32::from_le_bytes(self.bytes()?);
                 self.push(Value::Int(v as i64));
             }
             0x8a => {
@@ -246,7 +253,7 @@ impl Parser<'_> {
                 self.push(Value::Int(i64::from_le_bytes(buf)));
             }
             b'G' => {
-                let v = f64::from_be_bytes(self.take(8)?.try_into().unwrap());
+                let v = f64::from_be_bytes(self.bytes()?);
                 self.push(Value::Float(v));
             }
             b'U' | b'C' => {

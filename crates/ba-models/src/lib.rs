@@ -16,6 +16,8 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 mod alexnet;
 mod ba_alexnet;
 mod trunk;

@@ -21,6 +21,9 @@ pub enum TrainError {
         /// The offending value.
         loss: f32,
     },
+    /// A training step would not fit in the memory available.
+    #[error("{0}")]
+    OutOfMemory(String),
     /// A file could not be written.
     #[error("{path}: {reason}")]
     Io {

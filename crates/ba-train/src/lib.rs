@@ -8,9 +8,12 @@
 //! ([`ba_core::model::ImageClassifier`]) and takes batches as `(images, targets)` tensors from
 //! any source; it never parses arguments and never draws.
 
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod checkpoint;
 mod error;
 pub mod loss;
+pub mod memory;
 pub mod metrics;
 pub mod optim;
 pub mod schedule;

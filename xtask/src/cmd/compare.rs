@@ -16,7 +16,7 @@ pub struct Args {
     /// Continue the comparison in this folder: each model from its checkpoint, or from the
     /// start if it had not begun (its recipe and seeds; other options are ignored).
     #[arg(long, value_name = "RUN_DIR")]
-    resume: Option<PathBuf>,
+    pub(crate) resume: Option<PathBuf>,
     /// Seeds to repeat the comparison with, e.g. 42,43,44 (paired: both models per seed)
     /// [default: --seed].
     #[arg(long, value_delimiter = ',', conflicts_with = "runs")]
@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(long)]
     runs: Option<u64>,
     #[command(flatten)]
-    recipe: RecipeArgs,
+    pub(crate) recipe: RecipeArgs,
 }
 
 /// The seeds of a comparison, stored beside its recipe.
@@ -78,14 +78,24 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Most seeds one comparison may ask for (each costs two training runs).
+const MAX_SEEDS: usize = 1000;
+
 /// The seeds asked for: `--seeds`, or `--runs` from `--seed`, or `--seed` alone.
-fn seeds(args: &Args) -> Result<Vec<u64>> {
+pub(crate) fn seeds(args: &Args) -> Result<Vec<u64>> {
     let seeds = match args.runs {
         Some(0) => bail!("--runs must be at least 1"),
-        Some(n) => (0..n).map(|i| args.recipe.seed + i).collect(),
+        Some(n) if n > MAX_SEEDS as u64 => bail!("--runs must be at most {MAX_SEEDS}, got {n}"),
+        Some(n) => (0..n)
+            .map(|i| args.recipe.seed.checked_add(i))
+            .collect::<Option<_>>()
+            .with_context(|| format!("--seed {} plus --runs {n} passes the largest seed", args.recipe.seed))?,
         None if args.seeds.is_empty() => vec![args.recipe.seed],
         None => args.seeds.clone(),
     };
+    if seeds.len() > MAX_SEEDS {
+        bail!("--seeds lists {} seeds; at most {MAX_SEEDS}", seeds.len());
+    }
     let mut unique = seeds.clone();
     unique.sort_unstable();
     unique.dedup();

@@ -141,7 +141,7 @@ mod tests {
         let trained = Trained::load(&dir.join("final.safetensors"), None, &Device::Cpu).unwrap();
         assert_eq!(trained.kind, ModelKind::BaAlexNet);
         let result = evaluate(&trained, &data.test, recipe.batch_size, recipe.label_smoothing).unwrap();
-        let last = run.last().val;
+        let last = run.epochs.last().unwrap().val;
         assert_eq!((result.images, result.accuracy), (last.images, last.accuracy));
         assert!((result.loss - last.loss).abs() < 1e-6, "{} vs {}", result.loss, last.loss);
         assert_eq!(result.confusion.total(), last.images);

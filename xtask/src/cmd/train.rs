@@ -19,12 +19,12 @@ pub struct Args {
     /// Continue the run in this folder from its last checkpoint (its recipe and model; other
     /// options are ignored).
     #[arg(long, value_name = "RUN_DIR")]
-    resume: Option<PathBuf>,
+    pub(crate) resume: Option<PathBuf>,
     /// Stop after this epoch, keeping the checkpoint (continue later with --resume).
     #[arg(long, value_name = "EPOCH")]
     pause_after: Option<usize>,
     #[command(flatten)]
-    recipe: RecipeArgs,
+    pub(crate) recipe: RecipeArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {

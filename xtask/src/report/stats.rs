@@ -78,6 +78,7 @@ impl PairedDifference {
 
 /// The two-sided `confidence` quantile of Student's t with `dof` degrees of freedom.
 fn t_quantile(dof: usize, confidence: f64) -> f64 {
+    #[allow(clippy::expect_used)] // callers pass dof >= 1
     let t = StudentsT::new(0.0, 1.0, dof as f64).expect("positive degrees of freedom");
     t.inverse_cdf(0.5 + confidence / 2.0)
 }

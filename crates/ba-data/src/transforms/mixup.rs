@@ -25,6 +25,7 @@ impl Mixup {
 
     /// Draws the batch's lambda.
     pub fn sample(&self, rng: &mut Rng) -> f32 {
+        #[allow(clippy::expect_used)] // `new` admits only positive, finite alphas
         let beta = Beta::new(self.alpha, self.alpha).expect("alpha is positive and finite");
         beta.sample(rng) as f32
     }

@@ -1,0 +1,101 @@
+//! `cargo xtask`: the ba-net command line. Each verb lives in `cmd/`; `main.rs` only parses
+//! and runs. A library as well as a binary so that the fuzz targets reach the argument and
+//! recipe parsing ([`Cli`], [`Recipe`]).
+
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
+mod cmd;
+mod machine;
+mod plot;
+mod preset;
+mod progress;
+mod report;
+mod run;
+mod table;
+mod trained;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+pub use preset::Recipe;
+
+/// The command line: one verb and its options.
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "BA-Net on CIFAR-10: train, compare, make the data sample")]
+pub struct Cli {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    /// Train one model and write its run folder.
+    Train(cmd::train::Args),
+    /// Train AlexNet and BA-AlexNet under identical conditions and print the comparison.
+    Compare(cmd::compare::Args),
+    /// Rebuild the report of a comparison folder (tables, curves, prediction grids).
+    Report(cmd::report::Args),
+    /// Accuracy, loss, per-class accuracy and confusion matrix of weights on the test set.
+    Eval(cmd::eval::Args),
+    /// Top classes of image files or test images by trained weights.
+    Predict(cmd::predict::Args),
+    /// The layer table of paddle.summary: layers, input and output shapes, parameters.
+    Summary(cmd::summary::Args),
+    /// Cut the committed CIFAR-10 sample from the full binary archive.
+    MakeSample(cmd::make_sample::Args),
+    /// Measure speed (`bench augment`: the data pipeline beside torchvision).
+    Bench(cmd::bench::Args),
+    /// Write a PNG grid of training images through the augmentation, as the model sees them.
+    AugmentPreview(cmd::augment_preview::Args),
+}
+
+impl Cli {
+    /// The checks `train` and `compare` make on their options before any work: their
+    /// validated recipe, or none for the other verbs and for `--resume` (whose recipe is in
+    /// the run folder).
+    pub fn check(&self) -> Result<Option<Recipe>> {
+        match &self.verb {
+            Verb::Train(args) if args.resume.is_none() => Ok(Some(args.recipe.recipe()?)),
+            Verb::Compare(args) if args.resume.is_none() => {
+                cmd::compare::seeds(args)?;
+                Ok(Some(args.recipe.recipe()?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Runs the verb.
+    pub fn run(self) -> Result<()> {
+        run(self.verb)
+    }
+}
+
+/// Parses the process's arguments, sets up logging (`RUST_LOG`, default `info`) and runs the verb.
+pub fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_target(false)
+        .init();
+    Cli::parse().run()
+}
+
+fn run(verb: Verb) -> Result<()> {
+    match verb {
+        Verb::Train(args) => cmd::train::run(args),
+        Verb::Compare(args) => cmd::compare::run(args),
+        Verb::Report(args) => cmd::report::run(args),
+        Verb::Eval(args) => cmd::eval::run(args),
+        Verb::Predict(args) => cmd::predict::run(args),
+        Verb::Summary(args) => cmd::summary::run(args),
+        Verb::MakeSample(args) => cmd::make_sample::run(args),
+        Verb::Bench(args) => cmd::bench::run(args),
+        Verb::AugmentPreview(args) => cmd::augment_preview::run(args),
+    }
+}
+
+/// Writes `value` as pretty JSON at `path`.
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(value)?).with_context(|| format!("writing {}", path.display()))
+}
