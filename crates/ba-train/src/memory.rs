@@ -5,9 +5,10 @@
 //! Per image the estimate counts, in f32, the input image once for the batch being trained
 //! and once for each batch the loader holds ready, plus every layer output twice (the forward
 //! value kept for backward and its gradient: `paddle.summary`'s "forward/backward pass size").
-//! Fixed costs are the weights, their gradients and two optimizer moments. Measured on
+//! Fixed costs are seven copies of the parameters: weights, gradients, two optimizer moments,
+//! and the serialized weights and moments while a checkpoint is written. Measured on
 //! BA-AlexNet (`docs/reliability.md`): peak RSS grows by 2.13 MiB per image between batches 64
-//! and 256; the estimate says 2.35 MiB, about 10% above.
+//! and 256; the estimate says 2.38 MiB, about 10% above.
 
 use ba_core::model::ImageClassifier;
 use ba_core::summary::Trace;
@@ -18,15 +19,17 @@ use crate::{Result, TrainError};
 /// Bytes of one f32.
 const F32: u64 = 4;
 
-/// Copies of the parameters training holds: weights, gradients, two optimizer moments.
-const PARAMETER_COPIES: u64 = 4;
+/// Copies of the parameters training holds: weights, gradients, two optimizer moments, and
+/// the three serialized while a checkpoint is written.
+const PARAMETER_COPIES: u64 = 7;
 
 /// The memory estimate of one model's training step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepMemory {
     /// Bytes that grow with each image of a batch.
     pub per_image: u64,
-    /// Bytes whatever the batch size: parameters, gradients and optimizer state.
+    /// Bytes whatever the batch size: parameters, gradients, optimizer state and a checkpoint
+    /// being written.
     pub fixed: u64,
 }
 
@@ -68,8 +71,8 @@ impl StepMemory {
         }
         Err(TrainError::OutOfMemory(format!(
             "batch size {batch_size} needs about {} for a training step of {model} ({:.2} MiB per image and {} \
-             of weights, gradients and optimizer state), but only {} is available; the largest batch size that \
-             fits is about {}",
+             of weights, gradients, optimizer state and checkpoint), but only {} is available; the largest batch \
+             size that fits is about {}",
             gib(needed),
             self.per_image as f64 / MIB,
             gib(self.fixed),

@@ -3,7 +3,6 @@
 //! `bench/torchvision_augment.py` in the same invocation.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,20 +14,11 @@ use candle_core::Device;
 use rand::SeedableRng;
 use rayon::prelude::*;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(subcommand)]
-    what: What,
-}
+use super::{best_of, reference_lines, REPEATS};
 
-#[derive(Debug, clap::Subcommand)]
-enum What {
-    /// The training augmentation pipeline (and the loader that runs it).
-    Augment(AugmentArgs),
-}
-
+/// Arguments of `bench augment`.
 #[derive(Debug, clap::Args)]
-struct AugmentArgs {
+pub struct AugmentArgs {
     /// Images to augment per measurement.
     #[arg(long, default_value_t = 2000)]
     images: usize,
@@ -40,27 +30,6 @@ struct AugmentArgs {
     file: PathBuf,
 }
 
-pub fn run(args: Args) -> Result<()> {
-    match args.what {
-        What::Augment(a) => augment(a),
-    }
-}
-
-/// Timed repetitions of each measurement; the fastest counts (this VM's neighbours steal
-/// time, which only ever slows a run down).
-const REPEATS: usize = 3;
-
-/// Seconds of the fastest of `repeats` runs of `f`.
-fn best_of(repeats: usize, mut f: impl FnMut()) -> f64 {
-    (0..repeats)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
-}
-
 /// One measured configuration.
 struct Row {
     name: String,
@@ -68,7 +37,7 @@ struct Row {
     images_per_s: f64,
 }
 
-fn augment(args: AugmentArgs) -> Result<()> {
+pub fn run(args: AugmentArgs) -> Result<()> {
     let folder = args.file.parent().context("--file has no folder")?;
     let data = Cifar10::open(folder)?;
     let n = args.images.min(data.train.len());
@@ -127,25 +96,10 @@ fn augment(args: AugmentArgs) -> Result<()> {
 
 /// torchvision's figures, or none (with a note) when the Python lacks it.
 fn torchvision(args: &AugmentArgs, n: usize) -> Vec<Row> {
-    let script = PathBuf::from("bench/torchvision_augment.py");
-    let output = Command::new(&args.python).arg(&script).arg(&args.file).arg(n.to_string()).output();
-    let output = match output {
-        Ok(o) if o.status.success() => o,
-        Ok(o) => {
-            eprintln!(
-                "torchvision reference skipped: {}",
-                String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")
-            );
-            return Vec::new();
-        }
-        Err(e) => {
-            eprintln!("torchvision reference skipped: cannot run {}: {e}", args.python.display());
-            return Vec::new();
-        }
-    };
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+    let script_args = [args.file.display().to_string(), n.to_string()];
+    let lines = reference_lines(&args.python, "bench/torchvision_augment.py", &script_args).unwrap_or_default();
+    lines
+        .iter()
         .map(|v| Row {
             name: format!("torchvision {} path", if v["path"] == "pil" { "PIL" } else { "tensor" }),
             threads: v["threads"].as_u64().unwrap_or(1) as usize,
