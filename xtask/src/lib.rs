@@ -97,5 +97,6 @@ fn run(verb: Verb) -> Result<()> {
 
 /// Writes `value` as pretty JSON at `path`.
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
-    std::fs::write(path, serde_json::to_string_pretty(value)?).with_context(|| format!("writing {}", path.display()))
+    let text = serde_json::to_string_pretty(value).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }

@@ -177,6 +177,9 @@ impl Recipe {
     /// Rejects values no training run can use, naming the option that sets each.
     pub fn validate(&self) -> Result<()> {
         let recipe = self;
+        if recipe.data.to_str().is_none() {
+            bail!("--data {}: the path is not valid UTF-8, so recipe.json cannot record it", recipe.data.display());
+        }
         if recipe.epochs == 0 {
             bail!("--epochs must be at least 1");
         }
@@ -254,6 +257,15 @@ mod tests {
         ] {
             let err = recipe(args).unwrap_err().to_string();
             assert!(err.contains(message), "{args:?}: {err}");
+        }
+        // Found by the `cli` fuzz target: a path that recipe.json cannot hold.
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let data = std::ffi::OsStr::from_bytes(b"data/\xb3\xb3");
+            let cli = Cli::try_parse_from([std::ffi::OsStr::new("x"), std::ffi::OsStr::new("--data"), data]).unwrap();
+            let err = cli.recipe.recipe().unwrap_err().to_string();
+            assert!(err.contains("the path is not valid UTF-8"), "{err}");
         }
     }
 

@@ -1,27 +1,29 @@
-//! 2-D convolution with bias and an optional fused ReLU, lowered to im2col + GEMM, forward
-//! and backward.
+//! 2-D convolution with bias and an optional fused ReLU, lowered to one im2col + GEMM per
+//! image, forward and backward.
 //!
 //! Candle's CPU backward for `conv2d` runs a direct-loop `conv_transpose2d` for the input
 //! gradient, also for inputs that need none (the image entering the first layer), and a bias
-//! and a ReLU after it each cost Candle several full passes and allocations. This op adds the
-//! bias and applies the ReLU while it lays out the GEMM result, and its backward
-//! 1. masks and transposes the output gradient in one pass into "gradient rows"
-//!    (images * positions, out channels),
-//! 2. sums those rows for the bias gradient,
-//! 3. computes the weight gradient as one GEMM over the whole batch (rows^T * im2col(X)),
-//! 4. computes the input gradient as rows * W followed by col2im,
+//! and a ReLU after it each cost Candle several full passes and allocations. Here every image
+//! is its own small problem, as in Caffe and PyTorch's native path: its column matrix
+//! (patch x positions, a megabyte or two, so it stays in cache) is multiplied by the weight
+//! `(cout x patch)`, which gives the output image in (cout, oh, ow) order directly; bias and
+//! ReLU are applied in the same place. Images are spread over rayon's threads, each GEMM on one
+//! thread; batches smaller than the thread count go one image at a time with parallel GEMMs.
+//! The backward pass
+//! 1. masks the output gradient by the ReLU (one pass; none without ReLU),
+//! 2. sums it per channel for the bias gradient,
+//! 3. accumulates the weight gradient image by image (dY_i * col_i^T), one partial sum per
+//!    thread,
+//! 4. computes the input gradient image by image as col2im(W^T * dY_i),
 //!
 //! skipping every gradient whose tensor does not take part in backpropagation.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
 use super::contiguous_slice;
 use super::im2col::{col2im, im2col, matmul, ConvGeometry, MatRef};
-
-/// Largest im2col matrix built at once, in elements; larger batches are processed in chunks.
-const COL_BUDGET: usize = 1 << 24;
 
 /// Stride, zero padding and activation of a convolution, in (height, width) order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,40 +102,53 @@ macro_rules! dispatch {
     };
 }
 
+/// Whether `images` images are spread over rayon's threads (each GEMM on one thread) rather
+/// than run one after another with parallel GEMMs.
+fn split_images(images: usize) -> bool {
+    let threads = rayon::current_num_threads();
+    threads > 1 && images >= threads
+}
+
+/// Calls `f(image, its chunk of out, a scratch buffer of scratch_len, parallel GEMM?)` for
+/// every image, where each image owns `per_image` consecutive values of `out`.
+fn for_each_image<T: WithDType + Default>(
+    out: &mut [T],
+    per_image: usize,
+    scratch_len: usize,
+    f: impl Fn(usize, &mut [T], &mut [T], bool) + Sync,
+) {
+    if split_images(out.len() / per_image.max(1)) {
+        out.par_chunks_mut(per_image)
+            .enumerate()
+            .for_each_init(|| vec![T::default(); scratch_len], |scratch, (i, chunk)| f(i, chunk, scratch, false));
+    } else {
+        let mut scratch = vec![T::default(); scratch_len];
+        for (i, chunk) in out.chunks_mut(per_image).enumerate() {
+            f(i, chunk, &mut scratch, true);
+        }
+    }
+}
+
 struct Conv2dForward(Conv2dParams);
 
 impl Conv2dForward {
     fn run<T: WithDType + Default>(&self, g: &ConvGeometry, x: &[T], w: &[T], bias: &[T]) -> Vec<T> {
-        let (p, patch, chunk) = (g.positions(), g.patch(), g.images_per_chunk(COL_BUDGET));
+        let (p, patch) = (g.positions(), g.patch());
         let mut out = vec![T::zero(); g.b * g.cout * p];
-        let mut col = vec![T::zero(); chunk * p * patch];
-        let mut rows = vec![T::zero(); chunk * p * g.cout];
-        for first in (0..g.b).step_by(chunk) {
-            let n = chunk.min(g.b - first);
-            let g_chunk = ConvGeometry { b: n, ..*g };
-            im2col(&g_chunk, &x[first * g.c * g.h * g.w..][..n * g.c * g.h * g.w], &mut col[..n * p * patch]);
-            // rows (n*p, cout) = col (n*p, patch) * W^T (patch, cout)
-            let lhs = MatRef { data: &col[..n * p * patch], row_stride: patch, col_stride: 1 };
-            let rhs = MatRef { data: w, row_stride: 1, col_stride: patch };
-            matmul((n * p, g.cout, patch), &mut rows, false, lhs, rhs);
-            let out = &mut out[first * g.cout * p..][..n * g.cout * p];
-            self.lay_out(&rows[..n * p * g.cout], bias, p, out);
-        }
-        out
-    }
-
-    /// Rewrites `rows` (images * positions, cout) as `out` (images, cout, positions), adding the
-    /// bias and applying the ReLU.
-    fn lay_out<T: WithDType>(&self, rows: &[T], bias: &[T], positions: usize, out: &mut [T]) {
-        let cout = bias.len();
-        out.par_chunks_mut(positions).enumerate().for_each(|(plane, dst)| {
-            let (image, ch) = (plane / cout, plane % cout);
-            let src = &rows[image * positions * cout..];
-            for (pos, v) in dst.iter_mut().enumerate() {
-                let y = src[pos * cout + ch] + bias[ch];
-                *v = if self.0.relu && y < T::zero() { T::zero() } else { y };
+        for_each_image(&mut out, g.cout * p, patch * p, |i, out, col, parallel| {
+            im2col(g, &x[i * g.image()..][..g.image()], col);
+            // out_i (cout x p) = W (cout x patch) * col (patch x p)
+            let lhs = MatRef { data: w, row_stride: patch, col_stride: 1 };
+            let rhs = MatRef { data: &*col, row_stride: p, col_stride: 1 };
+            matmul((g.cout, p, patch), out, false, (lhs, rhs), parallel);
+            for (plane, &b) in out.chunks_exact_mut(p).zip(bias) {
+                for v in plane {
+                    let y = *v + b;
+                    *v = if self.0.relu && y < T::zero() { T::zero() } else { y };
+                }
             }
         });
+        out
     }
 }
 
@@ -171,71 +186,96 @@ impl CustomOp3 for Conv2dForward {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = self.0.geometry(x.dims(), w.dims())?;
-        let rows = grad.contiguous()?.apply_op2_no_bwd(res, &GradRows { relu: self.0.relu })?;
-        let db = if b.track_op() { Some(rows.sum(0)?) } else { None };
-        let dx = if x.track_op() { Some(rows.apply_op2_no_bwd(w, &Conv2dInputGrad(g))?) } else { None };
-        let dw = if w.track_op() { Some(rows.apply_op2_no_bwd(x, &Conv2dWeightGrad(g))?) } else { None };
+        let grad = grad.contiguous()?;
+        let dy = if self.0.relu { grad.apply_op2_no_bwd(res, &ReluMask)? } else { grad };
+        let db = if b.track_op() { Some(dy.apply_op1_no_bwd(&ChannelSums)?) } else { None };
+        let dx = if x.track_op() { Some(dy.apply_op2_no_bwd(w, &Conv2dInputGrad(g))?) } else { None };
+        let dw = if w.track_op() { Some(dy.apply_op2_no_bwd(x, &Conv2dWeightGrad(g))?) } else { None };
         Ok((dx, dw, db))
     }
 }
 
-/// The output gradient (b, cout, oh, ow), masked by the ReLU if there is one, as rows
-/// (b * oh * ow, cout); applied to (grad, forward result).
-struct GradRows {
-    relu: bool,
-}
+/// The output gradient where the ReLU let the value through, zero elsewhere; applied to
+/// (gradient, forward result).
+struct ReluMask;
 
-impl GradRows {
-    fn run<T: WithDType + Default>(&self, grad: &[T], res: &[T], dims: &[usize]) -> Vec<T> {
-        let (cout, positions) = (dims[1], dims[2] * dims[3]);
-        let mut rows = vec![T::default(); grad.len()];
-        rows.par_chunks_mut(cout).enumerate().for_each(|(row, dst)| {
-            let base = (row / positions) * cout * positions + row % positions;
-            for (ch, v) in dst.iter_mut().enumerate() {
-                let i = base + ch * positions;
-                *v = if self.relu && res[i] <= T::zero() { T::zero() } else { grad[i] };
+impl ReluMask {
+    fn run<T: WithDType>(grad: &[T], res: &[T]) -> Vec<T> {
+        let mut out = grad.to_vec();
+        out.par_chunks_mut(1 << 14).zip(res.par_chunks(1 << 14)).for_each(|(g, r)| {
+            for (g, &r) in g.iter_mut().zip(r) {
+                if r <= T::zero() {
+                    *g = T::zero();
+                }
             }
         });
-        rows
+        out
     }
 }
 
-impl CustomOp2 for GradRows {
+impl CustomOp2 for ReluMask {
     fn name(&self) -> &'static str {
-        "conv2d-im2col-grad-rows"
+        "conv2d-relu-mask"
     }
 
     fn cpu_fwd(&self, gs: &CpuStorage, gl: &Layout, rs: &CpuStorage, rl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let dims = gl.dims();
-        if dims.len() != 4 || rl.dims() != dims {
-            candle_core::bail!("conv2d backward: gradient {dims:?} and output {:?} differ", rl.dims());
+        if rl.dims() != gl.dims() {
+            candle_core::bail!("conv2d backward: gradient {:?} and output {:?} differ", gl.dims(), rl.dims());
         }
-        let rows = dispatch!(self.name(), gs, |T| self.run::<T>(
+        let out = dispatch!(self.name(), gs, |T| Self::run::<T>(
             contiguous_slice(self.name(), gs, gl)?,
-            contiguous_slice(self.name(), rs, rl)?,
-            dims
+            contiguous_slice(self.name(), rs, rl)?
         ));
-        Ok((rows, Shape::from((dims[0] * dims[2] * dims[3], dims[1]))))
+        Ok((out, gl.shape().clone()))
     }
 }
 
-/// dX = col2im(rows * W), applied to (gradient rows, weight).
+/// The bias gradient: the output gradient (b, c, h, w) summed per channel (Candle's generic
+/// `sum((0, 2, 3))` divides three times per element, on one thread).
+struct ChannelSums;
+
+impl ChannelSums {
+    fn run<T: WithDType>(dy: &[T], dims: &[usize]) -> Vec<T> {
+        let (c, plane) = (dims[1], dims[2] * dims[3]);
+        (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let planes = dy.chunks_exact(plane).skip(ch).step_by(c);
+                planes.map(|p| p.iter().fold(T::zero(), |a, &v| a + v)).fold(T::zero(), |a, v| a + v)
+            })
+            .collect()
+    }
+}
+
+impl CustomOp1 for ChannelSums {
+    fn name(&self) -> &'static str {
+        "conv2d-bias-grad"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = l.dims();
+        if dims.len() != 4 {
+            candle_core::bail!("conv2d backward: expected a (b, c, h, w) gradient, got {dims:?}");
+        }
+        let out = dispatch!(self.name(), s, |T| Self::run::<T>(contiguous_slice(self.name(), s, l)?, dims));
+        Ok((out, Shape::from(dims[1])))
+    }
+}
+
+/// dX_i = col2im(W^T * dY_i) image by image, applied to (output gradient, weight).
 struct Conv2dInputGrad(ConvGeometry);
 
 impl Conv2dInputGrad {
-    fn run<T: WithDType + Default>(g: &ConvGeometry, rows: &[T], w: &[T]) -> Vec<T> {
-        let (p, patch, chunk) = (g.positions(), g.patch(), g.images_per_chunk(COL_BUDGET));
-        let image = g.c * g.h * g.w;
-        let mut dx = vec![T::zero(); g.b * image];
-        let mut col = vec![T::zero(); chunk * p * patch];
-        for first in (0..g.b).step_by(chunk) {
-            let n = chunk.min(g.b - first);
-            // col (n*p, patch) = rows (n*p, cout) * W (cout, patch)
-            let lhs = MatRef { data: &rows[first * p * g.cout..][..n * p * g.cout], row_stride: g.cout, col_stride: 1 };
-            let rhs = MatRef { data: w, row_stride: patch, col_stride: 1 };
-            matmul((n * p, patch, g.cout), &mut col, false, lhs, rhs);
-            col2im(&ConvGeometry { b: n, ..*g }, &col[..n * p * patch], &mut dx[first * image..][..n * image]);
-        }
+    fn run<T: WithDType + Default>(g: &ConvGeometry, dy: &[T], w: &[T]) -> Vec<T> {
+        let (p, patch) = (g.positions(), g.patch());
+        let mut dx = vec![T::zero(); g.b * g.image()];
+        for_each_image(&mut dx, g.image(), patch * p, |i, dx, col, parallel| {
+            // col (patch x p) = W^T (patch x cout) * dY_i (cout x p)
+            let lhs = MatRef { data: w, row_stride: 1, col_stride: patch };
+            let rhs = MatRef { data: &dy[i * g.cout * p..][..g.cout * p], row_stride: p, col_stride: 1 };
+            matmul((patch, p, g.cout), col, false, (lhs, rhs), parallel);
+            col2im(g, col, dx);
+        });
         dx
     }
 }
@@ -245,35 +285,52 @@ impl CustomOp2 for Conv2dInputGrad {
         "conv2d-im2col-input-grad"
     }
 
-    fn cpu_fwd(&self, rs: &CpuStorage, rl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, ds: &CpuStorage, dl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let out = dispatch!(self.name(), rs, |T| Self::run::<T>(
+        let out = dispatch!(self.name(), ds, |T| Self::run::<T>(
             g,
-            contiguous_slice(self.name(), rs, rl)?,
+            contiguous_slice(self.name(), ds, dl)?,
             contiguous_slice(self.name(), ws, wl)?
         ));
         Ok((out, Shape::from((g.b, g.c, g.h, g.w))))
     }
 }
 
-/// dW = rows^T * im2col(X) over the whole batch, applied to (gradient rows, input).
+/// dW = sum over images of dY_i * col_i^T, one partial sum per thread; applied to (output
+/// gradient, input).
 struct Conv2dWeightGrad(ConvGeometry);
 
 impl Conv2dWeightGrad {
-    fn run<T: WithDType + Default>(g: &ConvGeometry, rows: &[T], x: &[T]) -> Vec<T> {
-        let (p, patch, chunk) = (g.positions(), g.patch(), g.images_per_chunk(COL_BUDGET));
-        let image = g.c * g.h * g.w;
-        let mut dw = vec![T::zero(); g.cout * patch];
-        let mut col = vec![T::zero(); chunk * p * patch];
-        for (i, first) in (0..g.b).step_by(chunk).enumerate() {
-            let n = chunk.min(g.b - first);
-            im2col(&ConvGeometry { b: n, ..*g }, &x[first * image..][..n * image], &mut col[..n * p * patch]);
-            // dW (cout, patch) += rows^T (cout, n*p) * col (n*p, patch)
-            let lhs = MatRef { data: &rows[first * p * g.cout..][..n * p * g.cout], row_stride: 1, col_stride: g.cout };
-            let rhs = MatRef { data: &col[..n * p * patch], row_stride: patch, col_stride: 1 };
-            matmul((g.cout, patch, n * p), &mut dw, i > 0, lhs, rhs);
+    fn run<T: WithDType + Default>(g: &ConvGeometry, dy: &[T], x: &[T]) -> Vec<T> {
+        let (p, patch) = (g.positions(), g.patch());
+        // dW (cout x patch) += dY_i (cout x p) * col_i^T (p x patch)
+        let add_image = |dw: &mut [T], col: &mut [T], i: usize, parallel: bool| {
+            im2col(g, &x[i * g.image()..][..g.image()], col);
+            let lhs = MatRef { data: &dy[i * g.cout * p..][..g.cout * p], row_stride: p, col_stride: 1 };
+            let rhs = MatRef { data: &*col, row_stride: 1, col_stride: p };
+            matmul((g.cout, patch, p), dw, true, (lhs, rhs), parallel);
+        };
+        let zeros = || (vec![T::zero(); g.cout * patch], vec![T::zero(); patch * p]);
+        if split_images(g.b) {
+            let per_thread = g.b.div_ceil(rayon::current_num_threads());
+            (0..g.b)
+                .into_par_iter()
+                .with_min_len(per_thread)
+                .fold(zeros, |(mut dw, mut col), i| {
+                    add_image(&mut dw, &mut col, i, false);
+                    (dw, col)
+                })
+                .map(|(dw, _)| dw)
+                .reduce_with(|mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(a, &b)| *a += b);
+                    a
+                })
+                .unwrap_or_else(|| zeros().0)
+        } else {
+            let (mut dw, mut col) = zeros();
+            (0..g.b).for_each(|i| add_image(&mut dw, &mut col, i, true));
+            dw
         }
-        dw
     }
 }
 
@@ -282,11 +339,11 @@ impl CustomOp2 for Conv2dWeightGrad {
         "conv2d-im2col-weight-grad"
     }
 
-    fn cpu_fwd(&self, rs: &CpuStorage, rl: &Layout, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, ds: &CpuStorage, dl: &Layout, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let out = dispatch!(self.name(), rs, |T| Self::run::<T>(
+        let out = dispatch!(self.name(), ds, |T| Self::run::<T>(
             g,
-            contiguous_slice(self.name(), rs, rl)?,
+            contiguous_slice(self.name(), ds, dl)?,
             contiguous_slice(self.name(), xs, xl)?
         ));
         Ok((out, Shape::from((g.cout, g.c, g.kh, g.kw))))
@@ -365,26 +422,36 @@ mod tests {
     }
 
     #[test]
-    fn chunked_batches_equal_unchunked() {
-        // A batch whose im2col exceeds the budget runs in several chunks. In f64, so that no
-        // output lies close enough to zero for rounding to flip its ReLU mask.
-        let (b, c, hw) = (30, 16, 64);
-        let params = Conv2dParams::square(1, 1).with_relu();
-        let g = params.geometry(&[b, c, hw, hw], &[8, c, 3, 3]).unwrap();
-        assert!(g.images_per_chunk(COL_BUDGET) < b, "test must exercise chunking");
-        let x = randn(&[b, c, hw, hw], 1.0, 5);
-        let w = randn(&[8, c, 3, 3], 0.1, 6);
-        let ours = conv2d(x.as_tensor(), w.as_tensor(), None, params).unwrap();
-        let reference = x.as_tensor().conv2d(w.as_tensor(), 1, 1, 1, 1).unwrap().relu().unwrap();
-        assert!(max_abs_diff(&ours, &reference) < 1e-12);
-        let g_ours = ours.sum_all().unwrap().backward().unwrap();
-        let g_ref = reference.sum_all().unwrap().backward().unwrap();
-        for v in [&x, &w] {
-            let r = g_ref.get(v).unwrap();
-            let scale = r.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
-            let rel = max_abs_diff(g_ours.get(v).unwrap(), r) / scale;
-            assert!(rel < 1e-12, "relative gradient error {rel} for {:?}", v.dims());
+    fn images_spread_over_threads_equal_images_one_at_a_time() {
+        // Six images on three threads take the split path (one GEMM per thread); each image
+        // alone takes the sequential path with parallel GEMMs. In f64, so that no output lies
+        // close enough to zero for rounding to flip its ReLU mask.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let params = Conv2dParams::square(2, 1).with_relu();
+        let x = randn(&[6, 4, 9, 9], 1.0, 5);
+        let w = randn(&[5, 4, 3, 3], 0.3, 6);
+        let b = randn(&[5], 0.3, 7);
+        let probe = randn(&[6, 5, 5, 5], 1.0, 8).as_tensor().clone();
+        let (y, grads) = pool.install(|| {
+            let y = conv2d(x.as_tensor(), w.as_tensor(), Some(b.as_tensor()), params).unwrap();
+            let grads = (&y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            (y, grads)
+        });
+        assert!(pool.install(|| split_images(6) && !split_images(1)), "the test must take both paths");
+        let (mut dw, mut db) = (Tensor::zeros_like(w.as_tensor()).unwrap(), Tensor::zeros_like(b.as_tensor()).unwrap());
+        for i in 0..6 {
+            let xi = Var::from_tensor(&x.as_tensor().narrow(0, i, 1).unwrap()).unwrap();
+            let yi = pool.install(|| conv2d(xi.as_tensor(), w.as_tensor(), Some(b.as_tensor()), params).unwrap());
+            assert!(max_abs_diff(&yi, &y.narrow(0, i, 1).unwrap()) < 1e-12, "image {i}");
+            let gi =
+                pool.install(|| (&yi * probe.narrow(0, i, 1).unwrap()).unwrap().sum_all().unwrap().backward().unwrap());
+            let dxi = grads.get(x.as_tensor()).unwrap().narrow(0, i, 1).unwrap();
+            assert!(max_abs_diff(gi.get(xi.as_tensor()).unwrap(), &dxi) < 1e-12, "input gradient of image {i}");
+            dw = (dw + gi.get(w.as_tensor()).unwrap()).unwrap();
+            db = (db + gi.get(b.as_tensor()).unwrap()).unwrap();
         }
+        assert!(max_abs_diff(&dw, grads.get(w.as_tensor()).unwrap()) < 1e-10, "weight gradient");
+        assert!(max_abs_diff(&db, grads.get(b.as_tensor()).unwrap()) < 1e-10, "bias gradient");
     }
 
     #[test]

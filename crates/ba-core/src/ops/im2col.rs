@@ -1,11 +1,10 @@
-//! The lowering of a convolution to one matrix product (im2col), its adjoint (col2im) and
-//! a strided GEMM call.
+//! The lowering of a convolution to one matrix product per image (im2col), its adjoint
+//! (col2im) and a strided GEMM call.
 //!
 //! Written by hand because Candle keeps its im2col private and has no col2im; the GEMM itself
 //! is the `gemm` crate that Candle's CPU backend already uses.
 
 use gemm::Parallelism;
-use rayon::prelude::*;
 
 /// Shapes of one convolution: input (b, c, h, w), weight (cout, c, kh, kw), no dilation or groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,69 +28,82 @@ impl ConvGeometry {
         self.oh * self.ow
     }
 
-    /// Length of one im2col row: input values under one kernel placement.
+    /// Input values under one kernel placement: the rows of an image's column matrix.
     pub fn patch(&self) -> usize {
         self.c * self.kh * self.kw
     }
 
-    /// Images per im2col chunk, so that a chunk's matrix stays near `budget` elements.
-    pub fn images_per_chunk(&self, budget: usize) -> usize {
-        (budget / (self.positions() * self.patch()).max(1)).clamp(1, self.b)
-    }
-
-    /// For output position (oy, ox) and kernel row `ky`: the input row, the first and one past
-    /// the last kernel column that fall inside the input, and the input column of the first.
-    /// Consecutive kernel columns read consecutive input columns whatever the stride.
-    #[inline]
-    fn window_row(&self, oy: usize, ox: usize, ky: usize) -> Option<(usize, usize, usize, usize)> {
-        let iy = (oy * self.stride.0 + ky).checked_sub(self.padding.0)?;
-        if iy >= self.h {
-            return None;
-        }
-        let x0 = ox * self.stride.1; // input column of kernel column 0, plus the padding
-        let kx_lo = self.padding.1.saturating_sub(x0);
-        let kx_hi = (self.w + self.padding.1).saturating_sub(x0).min(self.kw);
-        (kx_lo < kx_hi).then(|| (iy, kx_lo, kx_hi, x0 + kx_lo - self.padding.1))
+    /// Values of one input image.
+    pub fn image(&self) -> usize {
+        self.c * self.h * self.w
     }
 }
 
-/// Fills `col` ((images * positions) x patch, row-major) from `x` (images, c, h, w).
-pub(crate) fn im2col<T: Copy + Send + Sync + Default>(g: &ConvGeometry, x: &[T], col: &mut [T]) {
-    let (p, patch, plane) = (g.positions(), g.patch(), g.h * g.w);
-    col.par_chunks_mut(patch).enumerate().for_each(|(row, dst)| {
-        let image = &x[(row / p) * g.c * plane..][..g.c * plane];
-        let (oy, ox) = ((row % p) / g.ow, (row % p) % g.ow);
-        for (ci, taps) in dst.chunks_exact_mut(g.kh * g.kw).enumerate() {
-            let src = &image[ci * plane..][..plane];
-            for (ky, out) in taps.chunks_exact_mut(g.kw).enumerate() {
-                match g.window_row(oy, ox, ky) {
-                    Some((iy, lo, hi, ix)) => {
-                        out[..lo].fill(T::default());
-                        out[lo..hi].copy_from_slice(&src[iy * g.w + ix..][..hi - lo]);
-                        out[hi..].fill(T::default());
-                    }
-                    None => out.fill(T::default()),
+/// The output indices `o` in `0..out` whose input index `o * stride + k - pad` lies in
+/// `0..size`, as a range `lo..hi` (empty when none does).
+fn valid_outputs(out: usize, stride: usize, k: usize, pad: usize, size: usize) -> (usize, usize) {
+    let lo = pad.saturating_sub(k).div_ceil(stride).min(out);
+    let hi = (size + pad).saturating_sub(k).div_ceil(stride).min(out);
+    (lo, hi.max(lo))
+}
+
+/// Visits every (column-matrix row, output row) pair of one image whose input row exists:
+/// `f(row, oy, input offset of (channel, iy, 0), ox range, kx)`, with the column matrix's row
+/// `row` = (channel, ky, kx) and the ox range those that read inside the input.
+#[inline]
+fn for_each_window_row(g: &ConvGeometry, mut f: impl FnMut(usize, usize, usize, (usize, usize), usize)) {
+    let (sh, sw) = g.stride;
+    let (ph, pw) = g.padding;
+    for ci in 0..g.c {
+        for ky in 0..g.kh {
+            let (oy_lo, oy_hi) = valid_outputs(g.oh, sh, ky, ph, g.h);
+            for kx in 0..g.kw {
+                let row = (ci * g.kh + ky) * g.kw + kx;
+                let ox = valid_outputs(g.ow, sw, kx, pw, g.w);
+                for oy in oy_lo..oy_hi {
+                    let iy = oy * sh + ky - ph;
+                    f(row, oy, (ci * g.h + iy) * g.w, ox, kx);
                 }
+            }
+        }
+    }
+}
+
+/// Fills `col` (patch x positions, row-major: row (channel, ky, kx), column (oy, ox)) from one
+/// image `x` (c, h, w): the layout in which `W (cout x patch) * col` is the output image in
+/// (cout, oh, ow) order, with no transpose.
+pub(crate) fn im2col<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: &mut [T]) {
+    let (p, sw, pw) = (g.positions(), g.stride.1, g.padding.1);
+    col[..g.patch() * p].fill(T::default());
+    for_each_window_row(g, |row, oy, src, (lo, hi), kx| {
+        let dst = &mut col[row * p + oy * g.ow..][..g.ow];
+        let src = &x[src..][..g.w];
+        if sw == 1 {
+            let first = lo + kx - pw;
+            dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
+        } else {
+            for (ox, d) in dst.iter_mut().enumerate().take(hi).skip(lo) {
+                *d = src[ox * sw + kx - pw];
             }
         }
     });
 }
 
-/// Adds every entry of `col` back to the input position it was read from: dx (images, c, h, w).
-pub(crate) fn col2im<T: Copy + Send + Sync + std::ops::AddAssign>(g: &ConvGeometry, col: &[T], dx: &mut [T]) {
-    let (p, patch, taps) = (g.positions(), g.patch(), g.kh * g.kw);
-    dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane_index, dst)| {
-        let (image, ci) = (plane_index / g.c, plane_index % g.c);
-        for pos in 0..p {
-            let (oy, ox) = (pos / g.ow, pos % g.ow);
-            let src = &col[(image * p + pos) * patch + ci * taps..][..taps];
-            for ky in 0..g.kh {
-                if let Some((iy, lo, hi, ix)) = g.window_row(oy, ox, ky) {
-                    let d = &mut dst[iy * g.w + ix..][..hi - lo];
-                    for (d, &s) in d.iter_mut().zip(&src[ky * g.kw + lo..ky * g.kw + hi]) {
-                        *d += s;
-                    }
-                }
+/// The adjoint of [`im2col`]: adds every entry of `col` to the input position it was read
+/// from in `dx` (c, h, w), which the caller zeroes.
+pub(crate) fn col2im<T: Copy + std::ops::AddAssign>(g: &ConvGeometry, col: &[T], dx: &mut [T]) {
+    let (p, sw, pw) = (g.positions(), g.stride.1, g.padding.1);
+    for_each_window_row(g, |row, oy, dst, (lo, hi), kx| {
+        let src = &col[row * p + oy * g.ow..][..g.ow];
+        let dst = &mut dx[dst..][..g.w];
+        if sw == 1 {
+            let first = lo + kx - pw;
+            for (d, &s) in dst[first..first + hi - lo].iter_mut().zip(&src[lo..hi]) {
+                *d += s;
+            }
+        } else {
+            for (ox, &s) in src.iter().enumerate().take(hi).skip(lo) {
+                dst[ox * sw + kx - pw] += s;
             }
         }
     });
@@ -104,19 +116,20 @@ pub(crate) struct MatRef<'a, T> {
     pub col_stride: usize,
 }
 
-/// `dst (m x n, row-major) = lhs (m x k) * rhs (k x n)`, or `dst += ...` when `accumulate`.
+/// `dst (m x n, row-major) = lhs (m x k) * rhs (k x n)`, or `dst += ...` when `accumulate`;
+/// on all of rayon's threads when `parallel`, on the calling thread otherwise.
 pub(crate) fn matmul<T: candle_core::WithDType>(
     (m, n, k): (usize, usize, usize),
     dst: &mut [T],
     accumulate: bool,
-    lhs: MatRef<'_, T>,
-    rhs: MatRef<'_, T>,
+    (lhs, rhs): (MatRef<'_, T>, MatRef<'_, T>),
+    parallel: bool,
 ) {
     assert!(dst.len() >= m * n, "matmul: destination too small");
     assert!(m == 0 || k == 0 || lhs.data.len() > (m - 1) * lhs.row_stride + (k - 1) * lhs.col_stride);
     assert!(n == 0 || k == 0 || rhs.data.len() > (k - 1) * rhs.row_stride + (n - 1) * rhs.col_stride);
     let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    let parallelism = if parallel && threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
     // SAFETY: the asserts above keep every strided access of `gemm` inside the three slices,
     // and `dst` is borrowed mutably, so it aliases neither operand.
     unsafe {
