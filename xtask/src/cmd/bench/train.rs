@@ -32,6 +32,10 @@ pub struct TrainArgs {
     /// Timed training steps per configuration, after 3 warm-ups; the median of each phase counts.
     #[arg(long, default_value_t = 7)]
     steps: usize,
+    /// Rounds over all configurations, ours and PyTorch's alternating; each side's fastest
+    /// round counts (neighbours on a shared machine only ever slow a run down).
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
     /// Python with torch for the reference (skipped, with a note, when it has none).
     #[arg(long, env = "PYTHON", default_value = "python3")]
     python: PathBuf,
@@ -86,8 +90,8 @@ struct InferTimes {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    if args.steps == 0 || args.batches.contains(&0) {
-        bail!("--steps and every --batches value must be at least 1");
+    if args.steps == 0 || args.rounds == 0 || args.batches.contains(&0) {
+        bail!("--steps, --rounds and every --batches value must be at least 1");
     }
     if let Some(what) = args.only {
         let (&kind, &batch) =
@@ -107,20 +111,32 @@ pub fn run(args: TrainArgs) -> Result<()> {
         "f32 GEMM peak (2048^3, {threads} threads): ours (gemm crate via Candle) {ours_peak:.0} GFLOP/s, PyTorch {}\n",
         torch_peak.map_or("-".into(), |g| format!("{g:.0} GFLOP/s"))
     );
-    let mut training = Vec::new();
-    let mut inference = Vec::new();
-    for &kind in &args.models {
-        let flops = training_flops_per_image(kind)?;
-        for &batch in &args.batches {
-            eprintln!("measuring {kind} at batch {batch}");
+    let mut training: Vec<TrainingRow> = Vec::new();
+    let mut inference: Vec<InferenceRow> = Vec::new();
+    let configurations: Vec<(ModelKind, usize)> =
+        args.models.iter().flat_map(|&k| args.batches.iter().map(move |&b| (k, b))).collect();
+    for round in 1..=args.rounds {
+        for (i, &(kind, batch)) in configurations.iter().enumerate() {
+            eprintln!("round {round}: {kind} at batch {batch}");
+            let flops = training_flops_per_image(kind)?;
             let ours: StepTimes = serde_json::from_value(child(kind, batch, Measure::Step, args.steps)?)?;
-            let reference =
+            let theirs =
                 torch.measure(kind, batch, Measure::Step, args.steps).and_then(|v| serde_json::from_value(v).ok());
-            training.push(TrainingRow { kind, batch, flops: flops.training * batch as f64, ours, torch: reference });
+            let step = TrainingRow { kind, batch, flops: flops.training * batch as f64, ours, torch: theirs };
             let ours: InferTimes = serde_json::from_value(child(kind, batch, Measure::Infer, args.steps)?)?;
-            let reference =
+            let theirs =
                 torch.measure(kind, batch, Measure::Infer, args.steps).and_then(|v| serde_json::from_value(v).ok());
-            inference.push(InferenceRow { kind, batch, flops: flops.forward * batch as f64, ours, torch: reference });
+            let infer = InferenceRow { kind, batch, flops: flops.forward * batch as f64, ours, torch: theirs };
+            match (training.get_mut(i), inference.get_mut(i)) {
+                (Some(t), Some(n)) => {
+                    t.keep_faster(step);
+                    n.keep_faster(infer);
+                }
+                _ => {
+                    training.push(step);
+                    inference.push(infer);
+                }
+            }
         }
     }
     println!("{}", training_table(&training, ours_peak));
@@ -290,6 +306,34 @@ struct InferenceRow {
     flops: f64,
     ours: InferTimes,
     torch: Option<InferTimes>,
+}
+
+/// `a` or `b`, whichever is faster by `seconds` (a missing one loses).
+fn faster<T: Copy>(a: Option<T>, b: Option<T>, seconds: impl Fn(&T) -> f64) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if seconds(&b) < seconds(&a) { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+impl TrainingRow {
+    /// Keeps each side's faster measurement of this configuration.
+    fn keep_faster(&mut self, other: TrainingRow) {
+        if other.ours.total() < self.ours.total() {
+            self.ours = other.ours;
+        }
+        self.torch = faster(self.torch, other.torch, StepTimes::total);
+    }
+}
+
+impl InferenceRow {
+    /// Keeps each side's faster measurement of this configuration.
+    fn keep_faster(&mut self, other: InferenceRow) {
+        if other.ours.seconds < self.ours.seconds {
+            self.ours = other.ours;
+        }
+        self.torch = faster(self.torch, other.torch, |t| t.seconds);
+    }
 }
 
 fn ms(seconds: f64) -> String {
