@@ -81,9 +81,10 @@ pub(crate) fn im2col<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: &mut [T]
         if sw == 1 {
             let first = lo + kx - pw;
             dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
-        } else {
-            for (ox, d) in dst.iter_mut().enumerate().take(hi).skip(lo) {
-                *d = src[ox * sw + kx - pw];
+        } else if lo < hi {
+            let taps = src[lo * sw + kx - pw..].iter().step_by(sw);
+            for (d, &s) in dst[lo..hi].iter_mut().zip(taps) {
+                *d = s;
             }
         }
     });
@@ -101,9 +102,10 @@ pub(crate) fn col2im<T: Copy + std::ops::AddAssign>(g: &ConvGeometry, col: &[T],
             for (d, &s) in dst[first..first + hi - lo].iter_mut().zip(&src[lo..hi]) {
                 *d += s;
             }
-        } else {
-            for (ox, &s) in src.iter().enumerate().take(hi).skip(lo) {
-                dst[ox * sw + kx - pw] += s;
+        } else if lo < hi {
+            let taps = dst[lo * sw + kx - pw..].iter_mut().step_by(sw);
+            for (d, &s) in taps.zip(&src[lo..hi]) {
+                *d += s;
             }
         }
     });
