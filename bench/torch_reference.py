@@ -16,66 +16,18 @@ Set up (once): python3 -m venv .venv && .venv/bin/pip install torch numpy
 """
 import argparse
 import json
+import pathlib
 import resource
 import statistics
+import sys
 import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-
-class BridgeAttention(nn.Module):
-    """BA module (Zhao et al., ECCV 2022): every feature of the block squeezed, reduced and
-    batch-normalised, summed, then ReLU, expanded and a sigmoid gate."""
-
-    def __init__(self, pre_channels, channels, reduction):
-        super().__init__()
-        hidden = channels // reduction
-
-        def fusion(c):
-            return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, hidden, 1, bias=False), nn.BatchNorm2d(hidden))
-
-        self.pre_fusions = nn.ModuleList([fusion(c) for c in pre_channels])
-        self.cur_fusion = fusion(channels)
-        self.generation = nn.Sequential(nn.ReLU(), nn.Conv2d(hidden, channels, 1, bias=False), nn.Sigmoid())
-
-    def forward(self, pre_features, current):
-        s = self.cur_fusion(current)
-        for fusion, feature in zip(self.pre_fusions, pre_features):
-            s = s + fusion(feature)
-        return current * self.generation(s)
-
-
-class AlexNet(nn.Module):
-    """ba-models' AlexNet for 3x128x128 input; with `bridge`, BA-AlexNet (conv1 and conv2 bridged
-    into the gate of conv3, which multiplies conv3's output before ReLU and max-pool)."""
-
-    def __init__(self, bridge, classes=10):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 48, 11, 4, 5), nn.ReLU(), nn.MaxPool2d(3, 2),
-            nn.Conv2d(48, 128, 5, 1, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
-        )
-        self.conv1 = nn.Conv2d(128, 192, 3, 1, 1)
-        self.conv2 = nn.Conv2d(192, 192, 3, 1, 1)
-        self.conv3 = nn.Conv2d(192, 128, 3, 1, 1)
-        self.ba = BridgeAttention([192, 192], 128, 16) if bridge else None
-        self.classifier = nn.Sequential(
-            nn.Linear(128 * 3 * 3, 2048), nn.ReLU(), nn.Dropout(0.5),
-            nn.Linear(2048, 2048), nn.ReLU(), nn.Dropout(0.5),
-            nn.Linear(2048, classes),
-        )
-
-    def forward(self, x):
-        x = self.features(x)
-        c1 = F.relu(self.conv1(x))
-        c2 = F.relu(self.conv2(c1))
-        c3 = self.conv3(c2)
-        if self.ba is not None:
-            c3 = self.ba([c1, c2], c3)
-        x = F.max_pool2d(F.relu(c3), 3, 2)
-        return self.classifier(torch.flatten(x, 1))
+# The networks themselves are the ones scripts/pytorch_reference.py checks against our weights.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "scripts"))
+from torch_models import AlexNet  # noqa: E402
 
 
 def peak_rss_mib():
@@ -90,7 +42,7 @@ def batch(size):
 
 
 def step(args):
-    model = AlexNet(args.model == "ba-alexnet")
+    model = AlexNet(ba=args.model == "ba-alexnet")
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-5)
     images, targets = batch(args.batch)
@@ -114,7 +66,7 @@ def step(args):
 
 
 def infer(args):
-    model = AlexNet(args.model == "ba-alexnet")
+    model = AlexNet(ba=args.model == "ba-alexnet")
     model.eval()
     images, _ = batch(args.batch)
     times = []

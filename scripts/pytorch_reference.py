@@ -17,66 +17,12 @@ import sys
 
 import torch
 from safetensors.torch import load_file
-from torch import nn
+
+from torch_models import AlexNet
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 INPUTS = ROOT / "target" / "pytorch-compat"
 FIXTURE = ROOT / "crates" / "ba-train" / "tests" / "fixtures" / "pytorch_logits.json"
-
-
-class BAModule(nn.Module):
-    """Bridge Attention as in the BA-Net reference code."""
-
-    def __init__(self, pre_channels, cur_channel, reduction=16):
-        super().__init__()
-        hidden = cur_channel // reduction
-        self.pre_fusions = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, hidden, 1, bias=False), nn.BatchNorm2d(hidden))
-            for c in pre_channels
-        )
-        self.cur_fusion = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(cur_channel, hidden, 1, bias=False), nn.BatchNorm2d(hidden)
-        )
-        self.generation = nn.Sequential(nn.ReLU(), nn.Conv2d(hidden, cur_channel, 1, bias=False), nn.Sigmoid())
-
-    def forward(self, pre_layers, cur_layer):
-        att = self.cur_fusion(cur_layer)
-        for fusion, pre in zip(self.pre_fusions, pre_layers):
-            att = att + fusion(pre)
-        return self.generation(att)
-
-
-class AlexNet(nn.Module):
-    """The notebook's AlexNet for 128x128 input; with `ba=True` the gate is applied to conv3."""
-
-    def __init__(self, num_classes=10, ba=False):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 48, 11, 4, 5), nn.ReLU(), nn.MaxPool2d(3, 2),
-            nn.Conv2d(48, 128, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
-        )
-        self.conv1 = nn.Conv2d(128, 192, 3, padding=1)
-        self.conv2 = nn.Conv2d(192, 192, 3, padding=1)
-        self.conv3 = nn.Conv2d(192, 128, 3, padding=1)
-        self.relu = nn.ReLU()
-        self.maxpool = nn.MaxPool2d(3, 2)
-        if ba:
-            self.ba = BAModule([192, 192], 128, 16)
-        self.classifier = nn.Sequential(
-            nn.Linear(128 * 3 * 3, 2048), nn.ReLU(), nn.Dropout(0.5),
-            nn.Linear(2048, 2048), nn.ReLU(), nn.Dropout(0.5),
-            nn.Linear(2048, num_classes),
-        )
-
-    def forward(self, x):
-        x = self.features(x)
-        x1 = self.relu(self.conv1(x))
-        x2 = self.relu(self.conv2(x1))
-        x3 = self.conv3(x2)
-        if hasattr(self, "ba"):
-            x3 = x3 * self.ba([x1, x2], x3)
-        x = self.maxpool(self.relu(x3))
-        return self.classifier(torch.flatten(x, 1))
 
 
 def main():
