@@ -176,35 +176,34 @@ impl Recipe {
 
     /// Rejects values no training run can use, naming the option that sets each.
     pub fn validate(&self) -> Result<()> {
-        let recipe = self;
-        if recipe.data.to_str().is_none() {
-            bail!("--data {}: the path is not valid UTF-8, so recipe.json cannot record it", recipe.data.display());
+        if self.data.to_str().is_none() {
+            bail!("--data {}: the path is not valid UTF-8, so self.json cannot record it", self.data.display());
         }
-        if recipe.epochs == 0 {
+        if self.epochs == 0 {
             bail!("--epochs must be at least 1");
         }
-        if recipe.batch_size < 2 {
-            bail!("--batch-size must be at least 2 (batch norm needs two images), got {}", recipe.batch_size);
+        if self.batch_size < 2 {
+            bail!("--batch-size must be at least 2 (batch norm needs two images), got {}", self.batch_size);
         }
-        if !(recipe.lr > 0.0 && recipe.lr.is_finite()) {
-            bail!("--lr must be a positive number, got {}", recipe.lr);
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            bail!("--lr must be a positive number, got {}", self.lr);
         }
-        if !(recipe.weight_decay >= 0.0 && recipe.weight_decay.is_finite()) {
-            bail!("--weight-decay must be zero or positive, got {}", recipe.weight_decay);
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            bail!("--weight-decay must be zero or positive, got {}", self.weight_decay);
         }
-        if !(0.0..1.0).contains(&recipe.momentum) {
-            bail!("--momentum must be in [0, 1), got {}", recipe.momentum);
+        if !(0.0..1.0).contains(&self.momentum) {
+            bail!("--momentum must be in [0, 1), got {}", self.momentum);
         }
-        if recipe.nesterov && (recipe.optimizer != OptimizerKind::Sgd || recipe.momentum == 0.0) {
+        if self.nesterov && (self.optimizer != OptimizerKind::Sgd || self.momentum == 0.0) {
             bail!("--nesterov needs --optimizer sgd and a positive --momentum");
         }
-        if recipe.warmup_epochs >= recipe.epochs {
-            bail!("--warmup-epochs ({}) must be fewer than --epochs ({})", recipe.warmup_epochs, recipe.epochs);
+        if self.warmup_epochs >= self.epochs {
+            bail!("--warmup-epochs ({}) must be fewer than --epochs ({})", self.warmup_epochs, self.epochs);
         }
-        if !(0.0..1.0).contains(&recipe.label_smoothing) {
-            bail!("--label-smoothing must be in [0, 1), got {}", recipe.label_smoothing);
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            bail!("--label-smoothing must be in [0, 1), got {}", self.label_smoothing);
         }
-        if let Some(alpha) = recipe.mixup_alpha.filter(|a| !(*a > 0.0 && a.is_finite())) {
+        if let Some(alpha) = self.mixup_alpha.filter(|a| !(*a > 0.0 && a.is_finite())) {
             bail!("--mixup-alpha must be a positive number, got {alpha}");
         }
         Ok(())

@@ -201,15 +201,12 @@ struct ReluMask;
 
 impl ReluMask {
     fn run<T: WithDType>(grad: &[T], res: &[T]) -> Vec<T> {
-        let mut out = grad.to_vec();
-        out.par_chunks_mut(1 << 14).zip(res.par_chunks(1 << 14)).for_each(|(g, r)| {
-            for (g, &r) in g.iter_mut().zip(r) {
-                if r <= T::zero() {
-                    *g = T::zero();
-                }
-            }
-        });
-        out
+        // One pass: each value is written once, masked.
+        grad.par_iter()
+            .zip(res)
+            .with_min_len(1 << 14)
+            .map(|(&g, &r)| if r > T::zero() { g } else { T::zero() })
+            .collect()
     }
 }
 

@@ -113,12 +113,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
     );
     let mut training: Vec<TrainingRow> = Vec::new();
     let mut inference: Vec<InferenceRow> = Vec::new();
-    let configurations: Vec<(ModelKind, usize)> =
-        args.models.iter().flat_map(|&k| args.batches.iter().map(move |&b| (k, b))).collect();
+    let mut configurations = Vec::new();
+    for &kind in &args.models {
+        let flops = training_flops_per_image(kind)?;
+        configurations.extend(args.batches.iter().map(|&batch| (kind, batch, flops)));
+    }
     for round in 1..=args.rounds {
-        for (i, &(kind, batch)) in configurations.iter().enumerate() {
+        for (i, &(kind, batch, flops)) in configurations.iter().enumerate() {
             eprintln!("round {round}: {kind} at batch {batch}");
-            let flops = training_flops_per_image(kind)?;
             let ours: StepTimes = serde_json::from_value(child(kind, batch, Measure::Step, args.steps)?)?;
             let theirs =
                 torch.measure(kind, batch, Measure::Step, args.steps).and_then(|v| serde_json::from_value(v).ok());
@@ -260,6 +262,7 @@ fn gemm_gflops() -> Result<f64> {
 }
 
 /// Floating-point operations per image.
+#[derive(Debug, Clone, Copy)]
 struct Flops {
     forward: f64,
     training: f64,
