@@ -5,6 +5,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 mod cmd;
+mod device;
 mod machine;
 mod plot;
 mod preset;
@@ -19,6 +20,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+pub use device::DeviceArg;
 pub use preset::Recipe;
 
 /// The command line: one verb and its options.
@@ -27,6 +29,10 @@ pub use preset::Recipe;
 pub struct Cli {
     #[command(subcommand)]
     verb: Verb,
+    /// Where tensors live: cpu, cuda, cuda:N, or auto (the first GPU when built with
+    /// `--features cuda` and one is present, else the CPU). Verbs without model work ignore it.
+    #[arg(long, global = true, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
 }
 
 #[derive(Subcommand)]
@@ -68,7 +74,7 @@ impl Cli {
 
     /// Runs the verb.
     pub fn run(self) -> Result<()> {
-        run(self.verb)
+        run(self.verb, self.device)
     }
 }
 
@@ -81,16 +87,16 @@ pub fn main() -> Result<()> {
     Cli::parse().run()
 }
 
-fn run(verb: Verb) -> Result<()> {
+fn run(verb: Verb, device: DeviceArg) -> Result<()> {
     match verb {
-        Verb::Train(args) => cmd::train::run(args),
-        Verb::Compare(args) => cmd::compare::run(args),
-        Verb::Report(args) => cmd::report::run(args),
-        Verb::Eval(args) => cmd::eval::run(args),
-        Verb::Predict(args) => cmd::predict::run(args),
-        Verb::Summary(args) => cmd::summary::run(args),
+        Verb::Train(args) => cmd::train::run(args, &device.open()?),
+        Verb::Compare(args) => cmd::compare::run(args, &device.open()?),
+        Verb::Report(args) => cmd::report::run(args, &device.open()?),
+        Verb::Eval(args) => cmd::eval::run(args, &device.open()?),
+        Verb::Predict(args) => cmd::predict::run(args, &device.open()?),
+        Verb::Summary(args) => cmd::summary::run(args, &device.open()?),
         Verb::MakeSample(args) => cmd::make_sample::run(args),
-        Verb::Bench(args) => cmd::bench::run(args),
+        Verb::Bench(args) => cmd::bench::run(args, device),
         Verb::AugmentPreview(args) => cmd::augment_preview::run(args),
     }
 }

@@ -51,19 +51,19 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// Validates `args`, reads the data and creates `<out>/<name>-N`.
-    pub fn new(args: &RecipeArgs, name: &str) -> Result<Self> {
+    /// Validates `args`, reads the data and creates `<out>/<name>-N`, to train on `device`.
+    pub fn new(args: &RecipeArgs, name: &str, device: &Device) -> Result<Self> {
         let recipe = args.recipe()?;
         let data = Cifar10::open(&recipe.data)?.into();
-        check_batch_size(recipe.batch_size, &data)?;
+        check_batch_size(recipe.batch_size, &data, device)?;
         let dir = run_dir(&args.out, name)?;
         crate::write_json(&dir.join("recipe.json"), &recipe)?;
-        Ok(Self { recipe, data, device: Device::Cpu, dir })
+        Ok(Self { recipe, data, device: device.clone(), dir })
     }
 
     /// The setup of the existing run folder `dir`, from its `recipe.json` or, without it, from
     /// the recipe stored in a checkpoint (its own or a model's in a comparison).
-    pub fn resume(dir: &Path) -> Result<Self> {
+    pub fn resume(dir: &Path, device: &Device) -> Result<Self> {
         let path = dir.join("recipe.json");
         let recipe: Recipe = if path.is_file() {
             let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -76,8 +76,8 @@ impl Setup {
         };
         crate::write_json(&path, &recipe)?;
         let data = Cifar10::open(&recipe.data)?.into();
-        check_batch_size(recipe.batch_size, &data)?;
-        Ok(Self { recipe, data, device: Device::Cpu, dir: dir.to_path_buf() })
+        check_batch_size(recipe.batch_size, &data, device)?;
+        Ok(Self { recipe, data, device: device.clone(), dir: dir.to_path_buf() })
     }
 
     /// Loaders over the data for the recipe with `seed`.
@@ -87,10 +87,11 @@ impl Setup {
 }
 
 /// Refuses, before any training, a batch size larger than the training set (every batch is
-/// whole, so an epoch would have no step) or whose training step would not fit in the memory
-/// this machine has left (with the data already loaded), for either model.
-fn check_batch_size(batch_size: usize, data: &Data) -> Result<()> {
-    if let Some(available) = available_memory() {
+/// whole, so an epoch would have no step) or, on the CPU, whose training step would not fit in
+/// the memory this machine has left (with the data already loaded), for either model. (On a
+/// GPU an allocation that fails stops the run with CUDA's out-of-memory error.)
+fn check_batch_size(batch_size: usize, data: &Data, device: &Device) -> Result<()> {
+    if let (true, Some(available)) = (device.is_cpu(), available_memory()) {
         for kind in ModelKind::ALL {
             let (vars, model) = crate::trained::fresh(kind, &Device::Cpu)?;
             let image = (3, INPUT_SIZE, INPUT_SIZE);

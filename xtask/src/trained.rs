@@ -38,6 +38,8 @@ pub struct Trained {
     pub kind: ModelKind,
     pub model: Box<dyn ImageClassifier>,
     pub count: ParameterCount,
+    /// Where the weights live.
+    pub device: Device,
     /// Owns the model's variables.
     _vars: VarMap,
 }
@@ -53,7 +55,7 @@ impl Trained {
         let (vars, model) = fresh(kind, device)?;
         ba_train::checkpoint::load_weights(path, &vars)?;
         let count = ParameterCount::of(&vars);
-        Ok(Self { kind, model, count, _vars: vars })
+        Ok(Self { kind, model, count, device: device.clone(), _vars: vars })
     }
 
     /// Class probabilities (B, 10) of a batch of normalised images, in evaluation mode.

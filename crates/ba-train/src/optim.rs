@@ -7,7 +7,7 @@
 //! outside the graph) are neither updated nor decayed, as PyTorch skips `grad is None`.
 
 use ba_core::model::is_buffer;
-use ba_core::ops::{adam_update, sgd_update, AdamMoments, AdamStep, SgdStep};
+use ba_core::ops::{adam_update, sgd_update, AdamMoments, AdamStep, SgdStep, StateVector};
 use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
@@ -65,8 +65,9 @@ fn read_vector(state: &HashMap<String, Tensor>, key: &str, len: usize) -> Result
     }
 }
 
-fn vector_tensor(values: &[f32], like: &Var) -> Result<Tensor> {
-    Tensor::from_slice(values, like.shape(), &Device::Cpu)
+/// A state vector as a CPU tensor of the parameter's shape (copied from the GPU if there).
+fn vector_tensor(values: &StateVector, like: &Var) -> Result<Tensor> {
+    Tensor::from_vec(values.to_host()?, like.shape(), &Device::Cpu)
 }
 
 /// Which parameters weight decay applies to.
@@ -212,7 +213,7 @@ impl Optimizer for Adam {
             if m.is_empty() != v.is_empty() {
                 candle_core::bail!("optimizer state holds only one of the moments of {}", p.name);
             }
-            p.moments = AdamMoments { m, v };
+            p.moments = AdamMoments { m: StateVector::from_host(m), v: StateVector::from_host(v) };
         }
         Ok(())
     }
@@ -236,7 +237,7 @@ pub struct SgdConfig {
 /// SGD with momentum (`torch.optim.SGD`).
 pub struct Sgd {
     /// Name, variable, momentum buffer (empty before its first step), whether decayed.
-    params: Vec<(String, Var, Vec<f32>, bool)>,
+    params: Vec<(String, Var, StateVector, bool)>,
     config: SgdConfig,
     step: u64,
 }
@@ -248,7 +249,7 @@ impl Sgd {
             .into_iter()
             .map(|(n, v)| {
                 let decays = config.decay_filter.decays(&v);
-                (n, v, Vec::new(), decays)
+                (n, v, StateVector::default(), decays)
             })
             .collect();
         Self { params, config, step: 0 }
@@ -289,7 +290,7 @@ impl Optimizer for Sgd {
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
         self.step = read_step(state, STEP_KEY)?;
         for (name, var, buffer, _) in &mut self.params {
-            *buffer = read_vector(state, &format!("{name}.momentum_buffer"), var.elem_count())?;
+            *buffer = StateVector::from_host(read_vector(state, &format!("{name}.momentum_buffer"), var.elem_count())?);
         }
         Ok(())
     }

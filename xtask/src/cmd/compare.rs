@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ba_models::ModelKind;
+use candle_core::Device;
 
 use crate::preset::RecipeArgs;
 use crate::report::{self, run_folder};
@@ -31,13 +32,13 @@ pub struct Args {
 /// The seeds of a comparison, stored beside its recipe.
 const SEEDS: &str = "seeds.json";
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, device: &Device) -> Result<()> {
     let (setup, seeds) = match &args.resume {
-        Some(dir) => (Setup::resume(dir)?, read_seeds(dir)?),
+        Some(dir) => (Setup::resume(dir, device)?, read_seeds(dir)?),
         None => {
             let seeds = seeds(&args)?;
             // recipe.json holds the first seed; each model's checkpoint its own.
-            let setup = Setup::new(&RecipeArgs { seed: seeds[0], ..args.recipe.clone() }, "compare")?;
+            let setup = Setup::new(&RecipeArgs { seed: seeds[0], ..args.recipe.clone() }, "compare", device)?;
             crate::write_json(&setup.dir.join(SEEDS), &seeds)?;
             (setup, seeds)
         }

@@ -50,7 +50,7 @@ pub struct Evaluation {
 pub fn evaluate(trained: &Trained, split: &Arc<Split>, batch_size: usize, smoothing: f64) -> Result<Evaluation> {
     let config =
         LoaderConfig { batch_size, shuffle: false, drop_last: false, shuffle_seed: 0, augment_seed: 0, mixup: None };
-    let loader = Loader::new(split.clone(), Arc::new(test_pipeline(INPUT_SIZE)), config, Device::Cpu);
+    let loader = Loader::new(split.clone(), Arc::new(test_pipeline(INPUT_SIZE)), config, trained.device.clone());
     let start = Instant::now();
     let (mut loss_sum, mut images) = (0.0, 0);
     let mut confusion = ConfusionMatrix::new(ba_data::NUM_CLASSES);
@@ -76,13 +76,12 @@ pub fn evaluate(trained: &Trained, split: &Arc<Split>, batch_size: usize, smooth
     })
 }
 
-pub fn run(args: Args) -> Result<()> {
-    let device = Device::Cpu;
-    let trained = args.weights.load(&device)?;
+pub fn run(args: Args, device: &Device) -> Result<()> {
+    let trained = args.weights.load(device)?;
     let data = Cifar10::open(&args.data)?;
     let test = Arc::new(data.test);
     let result = evaluate(&trained, &test, args.batch_size as usize, args.label_smoothing)?;
-    let bench = split_batch(&test, 0..(args.batch_size as usize).min(test.len()), &device)?;
+    let bench = split_batch(&test, 0..(args.batch_size as usize).min(test.len()), device)?;
     let speed = Throughput::measure(trained.model.as_ref(), &bench, 3, 11)?;
     println!(
         "{} ({}) on {} test images of {}\n\naccuracy {:.4}, loss {:.4} (label smoothing {})\n",

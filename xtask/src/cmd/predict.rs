@@ -49,12 +49,11 @@ pub fn read_image(path: &std::path::Path) -> Result<Image> {
     Ok(Image { height, width, data })
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, device: &Device) -> Result<()> {
     if args.images.is_empty() && args.index.is_empty() {
         bail!("nothing to predict: give image files, or --index for test-set images");
     }
-    let device = Device::Cpu;
-    let trained = args.weights.load(&device)?;
+    let trained = args.weights.load(device)?;
     let classes: Vec<String> = ba_data::CLASS_NAMES.iter().map(|s| s.to_string()).collect();
     let show = |name: String, probabilities: &[f32]| {
         let ranked: Vec<String> = top_k(probabilities, args.top as usize)
@@ -65,7 +64,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     if !args.images.is_empty() {
         let images = args.images.iter().map(|p| read_image(p)).collect::<Result<Vec<_>>>()?;
-        let probabilities = trained.probabilities(&test_batch(images, &device)?)?;
+        let probabilities = trained.probabilities(&test_batch(images, device)?)?;
         for (path, p) in args.images.iter().zip(&probabilities) {
             show(path.display().to_string(), p);
         }
@@ -80,7 +79,7 @@ pub fn run(args: Args) -> Result<()> {
                 data.test.len() - 1
             );
         }
-        let probabilities = trained.probabilities(&split_batch(&data.test, args.index.iter().copied(), &device)?)?;
+        let probabilities = trained.probabilities(&split_batch(&data.test, args.index.iter().copied(), device)?)?;
         for (&i, p) in args.index.iter().zip(&probabilities) {
             show(format!("test image {i} (true: {})", classes[data.test.label(i) as usize]), p);
         }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use candle_core::Device;
 
 use crate::report;
 use crate::run::Setup;
@@ -16,8 +17,8 @@ pub struct Args {
     dir: PathBuf,
 }
 
-pub fn run(args: Args) -> Result<()> {
-    let setup = Setup::resume(&args.dir)?;
+pub fn run(args: Args, device: &Device) -> Result<()> {
+    let setup = Setup::resume(&args.dir, device)?;
     let seeds = crate::cmd::compare::read_seeds(&args.dir)?;
     let report = report::write(&args.dir, &setup.recipe, &seeds, &setup.data, &setup.device)?;
     report::print(&report, &args.dir);

@@ -21,9 +21,9 @@ pub struct Args {
     batch_size: u64,
 }
 
-pub fn run(args: Args) -> Result<()> {
-    let (vars, model) = fresh(args.model, &Device::Cpu)?;
-    let input = Tensor::zeros((args.batch_size as usize, 3, INPUT_SIZE, INPUT_SIZE), DType::F32, &Device::Cpu)?;
+pub fn run(args: Args, device: &Device) -> Result<()> {
+    let (vars, model) = fresh(args.model, device)?;
+    let input = Tensor::zeros((args.batch_size as usize, 3, INPUT_SIZE, INPUT_SIZE), DType::F32, device)?;
     let mut trace = Trace::on();
     model.forward_traced(&input, &mut trace)?;
     println!("{}", table(&trace.into_rows(), input.dims(), ParameterCount::of(&vars)));

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use ba_models::ModelKind;
 use ba_train::checkpoint::read_train_state;
+use candle_core::Device;
 
 use crate::preset::RecipeArgs;
 use crate::run::{resume_hint, stop_on_ctrl_c, train_model, Control, Setup, CHECKPOINT};
@@ -27,14 +28,14 @@ pub struct Args {
     pub(crate) recipe: RecipeArgs,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, device: &Device) -> Result<()> {
     let (setup, model) = match &args.resume {
         Some(dir) => {
             let state = read_train_state(&dir.join(CHECKPOINT))?;
             println!("resuming {} after epoch {} (step {})", dir.display(), state.epochs_done, state.steps);
-            (Setup::resume(dir)?, state.model.parse().map_err(anyhow::Error::msg)?)
+            (Setup::resume(dir, device)?, state.model.parse().map_err(anyhow::Error::msg)?)
         }
-        None => (Setup::new(&args.recipe, &format!("train-{}", args.model))?, args.model),
+        None => (Setup::new(&args.recipe, &format!("train-{}", args.model), device)?, args.model),
     };
     stop_on_ctrl_c()?;
     let control = Control { resume: args.resume.is_some(), pause_after: args.pause_after, ..Control::default() };

@@ -6,7 +6,11 @@
 
 use std::cell::RefCell;
 
+#[cfg(feature = "cuda")]
+use candle_core::{backend::BackendStorage, CudaStorage};
 use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Tensor};
+
+use super::state::StateVector;
 use rayon::prelude::*;
 
 /// Hyper-parameters of one Adam step, with PyTorch's semantics: both moments are
@@ -31,13 +35,13 @@ pub struct AdamStep {
     pub step: u64,
 }
 
-/// First and second moments of one parameter.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// First and second moments of one parameter, on the parameter's device.
+#[derive(Debug, Default)]
 pub struct AdamMoments {
     /// Exponential average of the gradient.
-    pub m: Vec<f32>,
+    pub m: StateVector,
     /// Exponential average of the squared gradient.
-    pub v: Vec<f32>,
+    pub v: StateVector,
 }
 
 /// Applies one Adam step to `param` (contiguous f32) from `grad`, updating `moments`.
@@ -47,11 +51,6 @@ pub fn adam_update(param: &Tensor, grad: &Tensor, moments: &mut AdamMoments, hyp
     }
     if hyper.step == 0 {
         candle_core::bail!("adam: steps count from 1");
-    }
-    let n = param.elem_count();
-    if moments.m.len() != n || moments.v.len() != n {
-        moments.m = vec![0.0; n];
-        moments.v = vec![0.0; n];
     }
     let grad = grad.contiguous()?;
     param.inplace_op2(&grad, &AdamKernel { hyper, moments: RefCell::new(moments) })
@@ -72,33 +71,81 @@ impl InplaceOp2 for AdamKernel<'_> {
 
     fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
         let (param, grad) = super::f32_param_and_grad("adam", (s1, l1), (s2, l2))?;
-        let h = self.hyper;
-        let bc1 = 1.0 - h.beta1.powi(h.step as i32);
-        let bc2_sqrt = (1.0 - h.beta2.powi(h.step as i32)).sqrt();
-        let (b1, b2, eps) = (h.beta1 as f32, h.beta2 as f32, h.eps as f32);
-        // 1 - beta in f64 before rounding, as PyTorch does: `1.0 - 0.999f32` is off by 5e-5
-        // relative, which the f64 bias correction would not match.
-        let (one_minus_b1, one_minus_b2) = ((1.0 - h.beta1) as f32, (1.0 - h.beta2) as f32);
-        // Exactly one of the two decays is non-zero.
-        let (l2, shrink) =
-            if h.decoupled { (0.0, (1.0 - h.lr * h.weight_decay) as f32) } else { (h.weight_decay as f32, 1.0) };
-        let (step_size, inv_bc2_sqrt) = ((h.lr / bc1) as f32, (1.0 / bc2_sqrt) as f32);
+        let c = Coefficients::of(&self.hyper);
         let mut moments = self.moments.borrow_mut();
         let AdamMoments { m, v } = &mut **moments;
+        let (m, v) = (m.host_mut("adam", param.len())?, v.host_mut("adam", param.len())?);
         param
             .par_chunks_mut(CHUNK)
             .zip(grad.par_chunks(CHUNK))
             .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
             .for_each(|((p, g), (m, v))| {
                 for i in 0..p.len() {
-                    p[i] *= shrink;
-                    let g = g[i] + l2 * p[i];
-                    m[i] = b1 * m[i] + one_minus_b1 * g;
-                    v[i] = b2 * v[i] + one_minus_b2 * g * g;
-                    p[i] -= step_size * m[i] / (v[i].sqrt() * inv_bc2_sqrt + eps);
+                    p[i] *= c.shrink;
+                    let g = g[i] + c.l2 * p[i];
+                    m[i] = c.beta1 * m[i] + c.one_minus_beta1 * g;
+                    v[i] = c.beta2 * v[i] + c.one_minus_beta2 * g * g;
+                    p[i] -= c.step_size * m[i] / (v[i].sqrt() * c.inv_bc2_sqrt + c.eps);
                 }
             });
         Ok(())
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s1: &mut CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<()> {
+        let dev = s1.device().clone();
+        let grad = super::cuda::f32_view("adam", s2, l2)?;
+        let mut param = super::cuda::f32_view_mut("adam", s1, l1)?;
+        let mut moments = self.moments.borrow_mut();
+        let AdamMoments { m, v } = &mut **moments;
+        let n = param.len();
+        let (m, v) = (m.cuda_mut("adam", &dev, n)?, v.cuda_mut("adam", &dev, n)?);
+        let c = Coefficients::of(&self.hyper);
+        super::cuda::launch!(dev, "adam_f32", super::cuda::elementwise(n), &mut param, &grad, m, v, &c, &n)?;
+        Ok(())
+    }
+}
+
+/// The f32 coefficients of one Adam step, as the CPU loop and the CUDA kernel (`AdamHyper` in
+/// `cuda/kernels.cu`, field by field) use them.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct Coefficients {
+    beta1: f32,
+    beta2: f32,
+    one_minus_beta1: f32,
+    one_minus_beta2: f32,
+    eps: f32,
+    l2: f32,
+    shrink: f32,
+    step_size: f32,
+    inv_bc2_sqrt: f32,
+}
+
+// SAFETY: a `#[repr(C)]` struct of f32s, laid out as the kernel's `AdamHyper`.
+#[cfg(feature = "cuda")]
+unsafe impl candle_core::cuda_backend::cudarc::driver::DeviceRepr for Coefficients {}
+
+impl Coefficients {
+    fn of(h: &AdamStep) -> Self {
+        let bc1 = 1.0 - h.beta1.powi(h.step as i32);
+        let bc2_sqrt = (1.0 - h.beta2.powi(h.step as i32)).sqrt();
+        // Exactly one of the two decays is non-zero.
+        let (l2, shrink) =
+            if h.decoupled { (0.0, (1.0 - h.lr * h.weight_decay) as f32) } else { (h.weight_decay as f32, 1.0) };
+        Self {
+            beta1: h.beta1 as f32,
+            beta2: h.beta2 as f32,
+            // 1 - beta in f64 before rounding, as PyTorch does: `1.0 - 0.999f32` is off by 5e-5
+            // relative, which the f64 bias correction would not match.
+            one_minus_beta1: (1.0 - h.beta1) as f32,
+            one_minus_beta2: (1.0 - h.beta2) as f32,
+            eps: h.eps as f32,
+            l2,
+            shrink,
+            step_size: (h.lr / bc1) as f32,
+            inv_bc2_sqrt: (1.0 / bc2_sqrt) as f32,
+        }
     }
 }
 

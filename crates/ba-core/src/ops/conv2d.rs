@@ -23,7 +23,11 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Re
 use rayon::prelude::*;
 
 use super::contiguous_slice;
+#[cfg(feature = "cuda")]
+use super::cuda::{conv2d as cuda, f32_view};
 use super::im2col::{col2im, im2col, matmul, ConvGeometry, MatRef};
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 
 /// Stride, zero padding and activation of a convolution, in (height, width) order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +181,23 @@ impl CustomOp3 for Conv2dForward {
         Ok((out, Shape::from((g.b, g.cout, g.oh, g.ow))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        ws: &CudaStorage,
+        wl: &Layout,
+        bs: &CudaStorage,
+        bl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let g = self.0.geometry(xl.dims(), wl.dims())?;
+        let (name, dev) = (self.name(), xs.device());
+        let inputs = (f32_view(name, xs, xl)?, f32_view(name, ws, wl)?, f32_view(name, bs, bl)?);
+        let out = cuda::forward(dev, &g, self.0.relu, inputs)?;
+        Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from((g.b, g.cout, g.oh, g.ow))))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -225,6 +246,16 @@ impl CustomOp2 for ReluMask {
         ));
         Ok((out, gl.shape().clone()))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, gs: &CudaStorage, gl: &Layout, rs: &CudaStorage, rl: &Layout) -> Result<(CudaStorage, Shape)> {
+        if rl.dims() != gl.dims() {
+            candle_core::bail!("conv2d backward: gradient {:?} and output {:?} differ", gl.dims(), rl.dims());
+        }
+        let (name, dev) = (self.name(), gs.device());
+        let out = cuda::relu_mask(dev, f32_view(name, gs, gl)?, f32_view(name, rs, rl)?)?;
+        Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), gl.shape().clone()))
+    }
 }
 
 /// The bias gradient: the output gradient (b, c, h, w) summed per channel (Candle's generic
@@ -256,6 +287,16 @@ impl CustomOp1 for ChannelSums {
         }
         let out = dispatch!(self.name(), s, |T| Self::run::<T>(contiguous_slice(self.name(), s, l)?, dims));
         Ok((out, Shape::from(dims[1])))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let &[b, c, h, w] = l.dims() else {
+            candle_core::bail!("conv2d backward: expected a (b, c, h, w) gradient, got {:?}", l.dims());
+        };
+        let dev = s.device();
+        let sums = cuda::channel_sums(dev, f32_view(self.name(), s, l)?, [b, c, h, w])?;
+        Ok((CudaStorage::wrap_cuda_slice(sums, dev.clone()), Shape::from(c)))
     }
 }
 
@@ -290,6 +331,13 @@ impl CustomOp2 for Conv2dInputGrad {
             contiguous_slice(self.name(), ws, wl)?
         ));
         Ok((out, Shape::from((g.b, g.c, g.h, g.w))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, ds: &CudaStorage, dl: &Layout, ws: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (g, name, dev) = (&self.0, self.name(), ds.device());
+        let dx = cuda::input_grad(dev, g, f32_view(name, ds, dl)?, f32_view(name, ws, wl)?)?;
+        Ok((CudaStorage::wrap_cuda_slice(dx, dev.clone()), Shape::from((g.b, g.c, g.h, g.w))))
     }
 }
 
@@ -344,6 +392,13 @@ impl CustomOp2 for Conv2dWeightGrad {
             contiguous_slice(self.name(), xs, xl)?
         ));
         Ok((out, Shape::from((g.cout, g.c, g.kh, g.kw))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, ds: &CudaStorage, dl: &Layout, xs: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (g, name, dev) = (&self.0, self.name(), ds.device());
+        let dw = cuda::weight_grad(dev, g, f32_view(name, ds, dl)?, f32_view(name, xs, xl)?)?;
+        Ok((CudaStorage::wrap_cuda_slice(dw, dev.clone()), Shape::from((g.cout, g.c, g.kh, g.kw))))
     }
 }
 

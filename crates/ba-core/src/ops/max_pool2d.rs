@@ -13,6 +13,12 @@ use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, W
 use rayon::prelude::*;
 
 use super::contiguous_slice;
+#[cfg(feature = "cuda")]
+use super::cuda;
+#[cfg(feature = "cuda")]
+use candle_core::cuda_backend::cudarc::driver::CudaSlice;
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 
 /// Window geometry of a 2-D max pool, in (height, width) order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,8 +61,16 @@ pub fn max_pool2d(x: &Tensor, params: MaxPool2dParams) -> Result<Tensor> {
     x.apply_op1(MaxPool2d { params, argmax: Arc::new(Mutex::new(None)) })
 }
 
-/// Flat index, inside its input plane, of each output element's maximum.
-type ArgMax = Arc<Mutex<Option<Vec<u32>>>>;
+/// Flat index, inside its input plane, of each output element's maximum, on the device the
+/// forward pass ran on.
+enum Indices {
+    Host(Vec<u32>),
+    #[cfg(feature = "cuda")]
+    Cuda(CudaSlice<u32>),
+}
+
+/// The arg-max the forward pass records for its backward pass.
+type ArgMax = Arc<Mutex<Option<Indices>>>;
 
 struct MaxPool2d {
     params: MaxPool2dParams,
@@ -124,18 +138,31 @@ impl CustomOp1 for MaxPool2d {
             }
             dt => candle_core::bail!("max_pool2d: unsupported dtype {dt:?}"),
         };
-        *lock(&self.argmax)? = Some(idx);
+        *lock(&self.argmax)? = Some(Indices::Host(idx));
         Ok((out, shape))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, storage: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Shape)> {
+        let dims = dims4(layout.dims())?;
+        let (oh, ow) = self.params.output_size(dims[2], dims[3])?;
+        let dev = storage.device();
+        let x = cuda::f32_view(self.name(), storage, layout)?;
+        let (out, idx) = cuda::max_pool2d::forward(dev, x, &self.params, dims, (oh, ow))?;
+        *lock(&self.argmax)? = Some(Indices::Cuda(idx));
+        Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from((dims[0], dims[1], oh, ow))))
+    }
+
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let backward = MaxPool2dBackward { input_dims: dims4(arg.dims())?, argmax: self.argmax.clone() };
+        let backward =
+            MaxPool2dBackward { params: self.params, input_dims: dims4(arg.dims())?, argmax: self.argmax.clone() };
         Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&backward)?))
     }
 }
 
 /// Scatters output gradients back to the recorded arg-max positions.
 struct MaxPool2dBackward {
+    params: MaxPool2dParams,
     input_dims: [usize; 4],
     argmax: ArgMax,
 }
@@ -170,9 +197,10 @@ impl CustomOp1 for MaxPool2dBackward {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let guard = lock(&self.argmax)?;
-        let Some(argmax) = guard.as_ref() else {
-            candle_core::bail!("max_pool2d backward: the forward pass recorded no arg-max");
+        let Some(Indices::Host(argmax)) = guard.as_ref() else {
+            candle_core::bail!("max_pool2d backward: the forward pass recorded no arg-max on the CPU");
         };
+        self.check_gradient(layout.dims())?;
         let out = match storage.dtype() {
             DType::F32 => {
                 CpuStorage::F32(self.backward::<f32>(contiguous_slice(self.name(), storage, layout)?, argmax)?)
@@ -184,9 +212,34 @@ impl CustomOp1 for MaxPool2dBackward {
         };
         Ok((out, Shape::from(self.input_dims.to_vec())))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, storage: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Shape)> {
+        let guard = lock(&self.argmax)?;
+        let Some(Indices::Cuda(argmax)) = guard.as_ref() else {
+            candle_core::bail!("max_pool2d backward: the forward pass recorded no arg-max on CUDA");
+        };
+        let output = self.check_gradient(layout.dims())?;
+        let dev = storage.device();
+        let grad = cuda::f32_view(self.name(), storage, layout)?;
+        let dx = cuda::max_pool2d::backward(dev, grad, argmax, &self.params, self.input_dims, output)?;
+        Ok((CudaStorage::wrap_cuda_slice(dx, dev.clone()), Shape::from(self.input_dims.to_vec())))
+    }
 }
 
-fn lock(m: &Mutex<Option<Vec<u32>>>) -> Result<std::sync::MutexGuard<'_, Option<Vec<u32>>>> {
+impl MaxPool2dBackward {
+    /// The forward output's (height, width), or an error if the gradient has another shape.
+    fn check_gradient(&self, dims: &[usize]) -> Result<(usize, usize)> {
+        let [b, c, h, w] = self.input_dims;
+        let (oh, ow) = self.params.output_size(h, w)?;
+        if dims != [b, c, oh, ow] {
+            candle_core::bail!("max_pool2d backward: gradient {dims:?} for an output of {:?}", [b, c, oh, ow]);
+        }
+        Ok((oh, ow))
+    }
+}
+
+fn lock(m: &Mutex<Option<Indices>>) -> Result<std::sync::MutexGuard<'_, Option<Indices>>> {
     m.lock().map_err(|_| candle_core::Error::Msg("max_pool2d: arg-max lock poisoned".into()))
 }
 

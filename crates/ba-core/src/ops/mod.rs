@@ -1,21 +1,25 @@
 //! Candle custom ops that training AlexNet-style networks needs and Candle lacks or runs slowly:
 //! max-pool with arg-max, convolution by im2col + GEMM, and fused Adam/AdamW and SGD updates.
 //!
-//! Each op lives in its own file with its forward, its backward and its tests. Kernels are
-//! written for the CPU now; every op keeps the state its backward needs in a device-neutral
-//! place so that a CUDA kernel can be added next to the CPU one (`cuda_fwd`) without changing
-//! the public functions.
+//! Each op lives in its own file with its forward, its backward and its tests; the CPU kernels
+//! are Rust (`cpu_fwd`), the CUDA ones (`cuda_fwd`, with the `cuda` feature) launch the
+//! kernels of `cuda/kernels.cu` and cuBLAS products through `cuda/`. The public functions are
+//! the same on both devices; only f32 runs on CUDA.
 
 mod adam;
 mod conv2d;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod im2col;
 mod max_pool2d;
 mod sgd;
+mod state;
 
 pub use adam::{adam_update, AdamMoments, AdamStep};
 pub use conv2d::{conv2d, Conv2dParams};
 pub use max_pool2d::{max_pool2d, MaxPool2dParams};
 pub use sgd::{sgd_update, SgdStep};
+pub use state::StateVector;
 
 use candle_core::{CpuStorage, Layout, Result, WithDType};
 

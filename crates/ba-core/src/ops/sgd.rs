@@ -3,7 +3,11 @@
 
 use std::cell::RefCell;
 
+#[cfg(feature = "cuda")]
+use candle_core::{backend::BackendStorage, CudaStorage};
 use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Tensor};
+
+use super::state::StateVector;
 use rayon::prelude::*;
 
 /// Hyper-parameters of one SGD step. With `g = grad + weight_decay * param`: the momentum
@@ -25,7 +29,7 @@ pub struct SgdStep {
 
 /// Applies one SGD step to `param` (contiguous f32) from `grad`; `buffer` is the momentum
 /// buffer, empty before the parameter's first step.
-pub fn sgd_update(param: &Tensor, grad: &Tensor, buffer: &mut Vec<f32>, hyper: SgdStep) -> Result<()> {
+pub fn sgd_update(param: &Tensor, grad: &Tensor, buffer: &mut StateVector, hyper: SgdStep) -> Result<()> {
     if param.shape() != grad.shape() {
         candle_core::bail!("sgd: parameter {:?} and gradient {:?} differ in shape", param.shape(), grad.shape());
     }
@@ -33,9 +37,6 @@ pub fn sgd_update(param: &Tensor, grad: &Tensor, buffer: &mut Vec<f32>, hyper: S
         candle_core::bail!("sgd: Nesterov momentum needs a positive momentum and zero dampening");
     }
     let first = buffer.is_empty();
-    if hyper.momentum != 0.0 && first {
-        buffer.resize(param.elem_count(), 0.0);
-    }
     let grad = grad.contiguous()?;
     param.inplace_op2(&grad, &SgdKernel { hyper, first, buffer: RefCell::new(buffer) })
 }
@@ -43,7 +44,7 @@ pub fn sgd_update(param: &Tensor, grad: &Tensor, buffer: &mut Vec<f32>, hyper: S
 struct SgdKernel<'a> {
     hyper: SgdStep,
     first: bool,
-    buffer: RefCell<&'a mut Vec<f32>>,
+    buffer: RefCell<&'a mut StateVector>,
 }
 
 /// Elements per parallel task.
@@ -68,6 +69,7 @@ impl InplaceOp2 for SgdKernel<'_> {
         }
         let (first, nesterov) = (self.first, h.nesterov);
         let mut buffer = self.buffer.borrow_mut();
+        let buffer = buffer.host_mut("sgd", param.len())?;
         param.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK)).zip(buffer.par_chunks_mut(CHUNK)).for_each(
             |((p, g), b)| {
                 for i in 0..p.len() {
@@ -80,7 +82,53 @@ impl InplaceOp2 for SgdKernel<'_> {
         );
         Ok(())
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s1: &mut CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<()> {
+        let dev = s1.device().clone();
+        let grad = super::cuda::f32_view("sgd", s2, l2)?;
+        let mut param = super::cuda::f32_view_mut("sgd", s1, l1)?;
+        let n = param.len();
+        let h = self.hyper;
+        let coefficients = SgdCoefficients {
+            lr: h.lr as f32,
+            weight_decay: h.weight_decay as f32,
+            momentum: h.momentum as f32,
+            keep: (1.0 - h.dampening) as f32,
+            first: i32::from(self.first),
+            nesterov: i32::from(h.nesterov),
+            use_momentum: i32::from(h.momentum != 0.0),
+        };
+        let config = super::cuda::elementwise(n);
+        if h.momentum == 0.0 {
+            // The kernel never touches the buffer without momentum; the gradient stands in.
+            super::cuda::launch!(dev, "sgd_f32", config, &mut param, &grad, &grad, &coefficients, &n)?;
+        } else {
+            let mut buffer = self.buffer.borrow_mut();
+            let buffer = buffer.cuda_mut("sgd", &dev, n)?;
+            super::cuda::launch!(dev, "sgd_f32", config, &mut param, &grad, buffer, &coefficients, &n)?;
+        }
+        Ok(())
+    }
 }
+
+/// One SGD step's coefficients as the CUDA kernel declares them (`SgdHyper`).
+#[cfg(feature = "cuda")]
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct SgdCoefficients {
+    lr: f32,
+    weight_decay: f32,
+    momentum: f32,
+    keep: f32,
+    first: i32,
+    nesterov: i32,
+    use_momentum: i32,
+}
+
+// SAFETY: a `#[repr(C)]` struct of 4-byte numbers, laid out as the kernel's `SgdHyper`.
+#[cfg(feature = "cuda")]
+unsafe impl candle_core::cuda_backend::cudarc::driver::DeviceRepr for SgdCoefficients {}
 
 #[cfg(test)]
 mod tests {
@@ -116,7 +164,7 @@ mod tests {
             SgdStep { momentum: 0.8, nesterov: true, ..plain },
         ] {
             let p = Var::new(&starts, &Device::Cpu).unwrap();
-            let mut buffer = Vec::new();
+            let mut buffer = StateVector::default();
             for g in &grads {
                 sgd_update(p.as_tensor(), &Tensor::new(g, &Device::Cpu).unwrap(), &mut buffer, h).unwrap();
             }
@@ -134,7 +182,13 @@ mod tests {
         let p = Var::zeros(2, candle_core::DType::F32, &Device::Cpu).unwrap();
         let g = Tensor::zeros(2, candle_core::DType::F32, &Device::Cpu).unwrap();
         let h = SgdStep { lr: 0.1, momentum: 0.0, dampening: 0.0, nesterov: true, weight_decay: 0.0 };
-        assert!(sgd_update(p.as_tensor(), &g, &mut Vec::new(), h).is_err());
-        assert!(sgd_update(p.as_tensor(), &g, &mut Vec::new(), SgdStep { momentum: 0.9, dampening: 0.1, ..h }).is_err());
+        assert!(sgd_update(p.as_tensor(), &g, &mut StateVector::default(), h).is_err());
+        assert!(sgd_update(
+            p.as_tensor(),
+            &g,
+            &mut StateVector::default(),
+            SgdStep { momentum: 0.9, dampening: 0.1, ..h }
+        )
+        .is_err());
     }
 }

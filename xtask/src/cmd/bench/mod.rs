@@ -2,13 +2,16 @@
 //! invocation, reported as ratios (docs/benchmarks.md).
 
 mod augment;
+mod epoch;
 mod train;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
+
+use crate::DeviceArg;
 
 /// Arguments of `bench`.
 #[derive(Debug, clap::Args)]
@@ -21,15 +24,22 @@ pub struct Args {
 enum What {
     /// The training augmentation pipeline (and the loader that runs it) beside torchvision.
     Augment(augment::AugmentArgs),
-    /// A training step (forward, backward, optimizer) and inference of both models beside
-    /// the same models in PyTorch, with peak memory and GFLOP/s against the GEMM peak.
+    /// A training step (forward, backward, optimizer) and inference of both models on the
+    /// CPU beside the same models in PyTorch, with peak memory and GFLOP/s against the GEMM peak.
     Train(train::TrainArgs),
+    /// One epoch of a recipe (data loading and augmentation included) for both models on
+    /// --device, beside the same epoch of the PyTorch reference on the same device.
+    Epoch(epoch::EpochArgs),
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, device: DeviceArg) -> Result<()> {
     match args.what {
         What::Augment(a) => augment::run(a),
+        What::Train(_) if matches!(device, DeviceArg::Cuda(_)) => {
+            bail!("bench train measures the CPU; `bench epoch --device {device}` measures a GPU")
+        }
         What::Train(a) => train::run(a),
+        What::Epoch(a) => epoch::run(a, &device.open()?),
     }
 }
 

@@ -1,0 +1,20 @@
+//! With the `cuda` feature, compiles `src/ops/cuda/kernels.cu` to PTX with nvcc (for the
+//! compute capability in `CUDA_COMPUTE_CAP`, else the GPU nvidia-smi reports) and writes the
+//! Rust constant that embeds it; without the feature, does nothing.
+
+fn main() {
+    println!("cargo::rerun-if-changed=build.rs");
+    #[cfg(feature = "cuda")]
+    {
+        println!("cargo::rerun-if-changed=src/ops/cuda/kernels.cu");
+        println!("cargo::rerun-if-env-changed=CUDA_COMPUTE_CAP");
+        let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+        bindgen_cuda::Builder::default()
+            .kernel_paths(vec!["src/ops/cuda/kernels.cu"])
+            .arg("-O3")
+            .build_ptx()
+            .expect("nvcc could not compile src/ops/cuda/kernels.cu (see docs/gpu.md for the toolkit)")
+            .write(out.join("ptx.rs"))
+            .expect("could not write the PTX bindings");
+    }
+}

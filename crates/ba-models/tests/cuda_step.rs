@@ -1,0 +1,70 @@
+//! A whole training step of both models on a CUDA GPU against the same step on the CPU (which
+//! `stock_candle.rs` checks against stock Candle): identical seeded weights, images and dropout
+//! masks; the loss and every parameter's gradient agree (the optimizer updates are checked op
+//! by op in ba-core's `cuda_ops.rs`).
+//!
+//! Compiled only with `--features cuda`, for a machine with an NVIDIA GPU
+//! (`scripts/gpu-check.sh`); without one it fails at its first line.
+
+#![cfg(feature = "cuda")]
+
+use std::collections::HashMap;
+
+use ba_core::init::SeededVarMap;
+use ba_core::model::ImageClassifier;
+use ba_core::rng::rng_for;
+use ba_models::{ModelConfig, ModelKind};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::loss::cross_entropy;
+use candle_nn::VarMap;
+
+fn model_on(kind: ModelKind, device: &Device) -> (VarMap, Box<dyn ImageClassifier>) {
+    let vars = VarMap::new();
+    let vb = SeededVarMap::builder(&vars, rng_for(11, "init"), DType::F32, device);
+    let model = kind.build(ModelConfig::cifar10(11), vb).unwrap();
+    (vars, model)
+}
+
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+/// Largest difference relative to the largest CPU magnitude.
+fn relative(cpu: &Tensor, gpu: &Tensor) -> f32 {
+    let gpu = gpu.to_device(&Device::Cpu).unwrap();
+    max_abs(&(cpu - gpu).unwrap()) / max_abs(cpu).max(1e-12)
+}
+
+#[test]
+fn a_training_step_on_the_gpu_matches_the_cpu() {
+    let gpu = Device::new_cuda(0).expect("this test needs an NVIDIA GPU with a working driver");
+    for kind in ModelKind::ALL {
+        let (cpu_vars, cpu_model) = model_on(kind, &Device::Cpu);
+        let (gpu_vars, gpu_model) = model_on(kind, &gpu);
+        let images = Tensor::randn(0f32, 1.0, (8, 3, 128, 128), &Device::Cpu).unwrap();
+        let labels = Tensor::new(&[3u32, 0, 9, 1, 1, 7, 2, 5], &Device::Cpu).unwrap();
+        // Training mode: dropout masks come from the models' seeded generators, alike on both.
+        let cpu_loss = cross_entropy(&cpu_model.forward_t(&images, true).unwrap(), &labels).unwrap();
+        let gpu_loss = cross_entropy(
+            &gpu_model.forward_t(&images.to_device(&gpu).unwrap(), true).unwrap(),
+            &labels.to_device(&gpu).unwrap(),
+        )
+        .unwrap();
+        let (a, b) = (cpu_loss.to_scalar::<f32>().unwrap(), gpu_loss.to_scalar::<f32>().unwrap());
+        assert!((a - b).abs() <= 1e-4 * a.abs(), "{kind}: loss {b} on the GPU, {a} on the CPU");
+
+        let (cpu_grads, gpu_grads) = (cpu_loss.backward().unwrap(), gpu_loss.backward().unwrap());
+        let cpu_named: HashMap<String, Var> = cpu_vars.data().lock().unwrap().clone();
+        let gpu_named: HashMap<String, Var> = gpu_vars.data().lock().unwrap().clone();
+        let mut checked = 0;
+        for (name, cpu_var) in &cpu_named {
+            let Some(cpu_grad) = cpu_grads.get(cpu_var) else { continue }; // batch-norm statistics
+            let gpu_var = &gpu_named[name];
+            let gpu_grad = gpu_grads.get(gpu_var).unwrap_or_else(|| panic!("{kind} {name}: no gradient on the GPU"));
+            let r = relative(cpu_grad, gpu_grad);
+            assert!(r < 1e-3, "{kind} {name}: gradient differs by {r:e} relative");
+            checked += 1;
+        }
+        assert!(checked >= 16, "{kind}: only {checked} gradients compared");
+    }
+}
