@@ -110,7 +110,7 @@ impl InplaceOp2 for AdamKernel<'_> {
 /// `cuda/kernels.cu`, field by field) use them.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
-struct Coefficients {
+pub(crate) struct Coefficients {
     beta1: f32,
     beta2: f32,
     one_minus_beta1: f32,
@@ -127,7 +127,8 @@ struct Coefficients {
 unsafe impl candle_core::cuda_backend::cudarc::driver::DeviceRepr for Coefficients {}
 
 impl Coefficients {
-    fn of(h: &AdamStep) -> Self {
+    /// The coefficients of step `h`.
+    pub(crate) fn of(h: &AdamStep) -> Self {
         let bc1 = 1.0 - h.beta1.powi(h.step as i32);
         let bc2_sqrt = (1.0 - h.beta2.powi(h.step as i32)).sqrt();
         // Exactly one of the two decays is non-zero.

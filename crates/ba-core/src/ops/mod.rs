@@ -7,10 +7,16 @@
 //! the same on both devices; only f32 runs on CUDA.
 
 mod adam;
+#[cfg(any(feature = "cuda", test))]
+mod blas;
 mod conv2d;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod im2col;
+#[cfg(any(feature = "cuda", test))]
+mod kernel_args;
+#[cfg(test)]
+mod kernels_on_cpu;
 mod max_pool2d;
 mod sgd;
 mod state;

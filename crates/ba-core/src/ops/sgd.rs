@@ -90,15 +90,7 @@ impl InplaceOp2 for SgdKernel<'_> {
         let mut param = super::cuda::f32_view_mut("sgd", s1, l1)?;
         let n = param.len();
         let h = self.hyper;
-        let coefficients = SgdCoefficients {
-            lr: h.lr as f32,
-            weight_decay: h.weight_decay as f32,
-            momentum: h.momentum as f32,
-            keep: (1.0 - h.dampening) as f32,
-            first: i32::from(self.first),
-            nesterov: i32::from(h.nesterov),
-            use_momentum: i32::from(h.momentum != 0.0),
-        };
+        let coefficients = SgdCoefficients::of(&h, self.first);
         let config = super::cuda::elementwise(n);
         if h.momentum == 0.0 {
             // The kernel never touches the buffer without momentum; the gradient stands in.
@@ -113,10 +105,10 @@ impl InplaceOp2 for SgdKernel<'_> {
 }
 
 /// One SGD step's coefficients as the CUDA kernel declares them (`SgdHyper`).
-#[cfg(feature = "cuda")]
+#[cfg(any(feature = "cuda", test))]
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
-struct SgdCoefficients {
+pub(crate) struct SgdCoefficients {
     lr: f32,
     weight_decay: f32,
     momentum: f32,
@@ -124,6 +116,22 @@ struct SgdCoefficients {
     first: i32,
     nesterov: i32,
     use_momentum: i32,
+}
+
+#[cfg(any(feature = "cuda", test))]
+impl SgdCoefficients {
+    /// The coefficients of `h`; `first` on the parameter's first step with momentum.
+    pub(crate) fn of(h: &SgdStep, first: bool) -> Self {
+        Self {
+            lr: h.lr as f32,
+            weight_decay: h.weight_decay as f32,
+            momentum: h.momentum as f32,
+            keep: (1.0 - h.dampening) as f32,
+            first: i32::from(first),
+            nesterov: i32::from(h.nesterov),
+            use_momentum: i32::from(h.momentum != 0.0),
+        }
+    }
 }
 
 // SAFETY: a `#[repr(C)]` struct of 4-byte numbers, laid out as the kernel's `SgdHyper`.

@@ -2,51 +2,14 @@
 //! with the column matrices of a chunk of images built by one kernel and multiplied by one
 //! strided-batched cuBLAS product.
 
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView};
 use candle_core::cuda_backend::CudaDevice;
 use candle_core::Result;
 
-use super::{alloc_f32, elementwise, launch, matmul, Operand};
+use super::{alloc_f32, elementwise, launch, matmul};
+use crate::ops::blas::Product;
 use crate::ops::im2col::ConvGeometry;
-
-/// `ConvGeometry` as `cuda/kernels.cu` declares it.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-struct KernelGeometry {
-    c: i32,
-    h: i32,
-    w: i32,
-    kh: i32,
-    kw: i32,
-    sh: i32,
-    sw: i32,
-    ph: i32,
-    pw: i32,
-    oh: i32,
-    ow: i32,
-}
-
-// SAFETY: a `#[repr(C)]` struct of i32s, laid out as the kernels' `ConvGeometry`.
-unsafe impl DeviceRepr for KernelGeometry {}
-
-impl KernelGeometry {
-    fn of(g: &ConvGeometry) -> Result<Self> {
-        let int = |v: usize| i32::try_from(v).map_err(|_| candle_core::Error::Msg(format!("conv2d: {v} exceeds i32")));
-        Ok(Self {
-            c: int(g.c)?,
-            h: int(g.h)?,
-            w: int(g.w)?,
-            kh: int(g.kh)?,
-            kw: int(g.kw)?,
-            sh: int(g.stride.0)?,
-            sw: int(g.stride.1)?,
-            ph: int(g.padding.0)?,
-            pw: int(g.padding.1)?,
-            oh: int(g.oh)?,
-            ow: int(g.ow)?,
-        })
-    }
-}
+use crate::ops::kernel_args::ConvArgs;
 
 /// The column matrices of one chunk take at most this many bytes (more for a single image).
 const CHUNK_BYTES: usize = 256 << 20;
@@ -71,7 +34,7 @@ fn im2col(
     col: &mut CudaSlice<f32>,
     images: usize,
 ) -> Result<()> {
-    let (kg, count) = (KernelGeometry::of(g)?, images as i32);
+    let (kg, count) = (ConvArgs::of(g)?, images as i32);
     launch!(dev, "im2col_f32", elementwise(images * g.patch() * g.positions()), x, col, &kg, &count)
 }
 
@@ -88,11 +51,8 @@ pub(crate) fn forward(
     let mut col = alloc_f32(dev, chunk * patch * p)?;
     for (start, images) in chunks(g.b, chunk) {
         im2col(dev, g, &x.slice(start * g.image()..(start + images) * g.image()), &mut col, images)?;
-        // out_i (cout x p) = W (cout x patch) * col_i (patch x p)
-        let weight = Operand { data: w.slice(..), transposed: false, row_stride: patch, batch_stride: 0 };
-        let cols = Operand { data: col.slice(..), transposed: false, row_stride: p, batch_stride: patch * p };
         let mut out_chunk = out.slice_mut(start * g.cout * p..(start + images) * g.cout * p);
-        matmul(dev, (g.cout, p, patch), (weight, cols), 0.0, &mut out_chunk, g.cout * p, images)?;
+        matmul(dev, &Product::conv_forward(g), (&w, &col.slice(..)), &mut out_chunk, images)?;
     }
     let (n, channels, plane, relu) = (out.len(), g.cout as i32, p as i32, i32::from(relu));
     launch!(dev, "bias_relu_f32", elementwise(n), &mut out, &bias, &n, &channels, &plane, &relu)?;
@@ -133,20 +93,13 @@ pub(crate) fn input_grad(
     w: CudaView<'_, f32>,
 ) -> Result<CudaSlice<f32>> {
     let (p, patch) = (g.positions(), g.patch());
-    let kg = KernelGeometry::of(g)?;
+    let kg = ConvArgs::of(g)?;
     let mut dx = alloc_f32(dev, g.b * g.image())?;
     let chunk = images_per_chunk(g, 0);
     let mut col = alloc_f32(dev, chunk * patch * p)?;
     for (start, images) in chunks(g.b, chunk) {
-        // col_i (patch x p) = W^T (patch x cout) * dY_i (cout x p)
-        let weight = Operand { data: w.slice(..), transposed: true, row_stride: patch, batch_stride: 0 };
-        let grads = Operand {
-            data: dy.slice(start * g.cout * p..(start + images) * g.cout * p),
-            transposed: false,
-            row_stride: p,
-            batch_stride: g.cout * p,
-        };
-        matmul(dev, (patch, p, g.cout), (weight, grads), 0.0, &mut col, patch * p, images)?;
+        let grads = dy.slice(start * g.cout * p..(start + images) * g.cout * p);
+        matmul(dev, &Product::conv_input_grad(g), (&w, &grads), &mut col, images)?;
         let mut dx_chunk = dx.slice_mut(start * g.image()..(start + images) * g.image());
         let count = images as i32;
         launch!(dev, "col2im_f32", elementwise(images * g.image()), &col, &mut dx_chunk, &kg, &count)?;
@@ -170,15 +123,8 @@ pub(crate) fn weight_grad(
     let mut dw = dev.alloc_zeros::<f32>(weights)?;
     for (start, images) in chunks(g.b, chunk) {
         im2col(dev, g, &x.slice(start * g.image()..(start + images) * g.image()), &mut col, images)?;
-        // dW_i (cout x patch) = dY_i (cout x p) * col_i^T (p x patch)
-        let grads = Operand {
-            data: dy.slice(start * g.cout * p..(start + images) * g.cout * p),
-            transposed: false,
-            row_stride: p,
-            batch_stride: g.cout * p,
-        };
-        let cols = Operand { data: col.slice(..), transposed: true, row_stride: p, batch_stride: patch * p };
-        matmul(dev, (g.cout, patch, p), (grads, cols), 0.0, &mut partials, weights, images)?;
+        let grads = dy.slice(start * g.cout * p..(start + images) * g.cout * p);
+        matmul(dev, &Product::conv_weight_grad(g), (&grads, &col.slice(..)), &mut partials, images)?;
         let count = images as i32;
         launch!(dev, "add_rows_f32", elementwise(weights), &mut dw, &partials, &weights, &count)?;
     }

@@ -8,6 +8,8 @@ use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, CudaViewMut
 use candle_core::cuda_backend::{CudaDevice, WrapErr};
 use candle_core::{CudaStorage, DType, Layout, Result};
 
+use super::blas::Product;
+
 mod ptx {
     include!(concat!(env!("OUT_DIR"), "/ptx.rs"));
 }
@@ -81,52 +83,39 @@ pub(crate) fn alloc_f32(dev: &CudaDevice, n: usize) -> Result<CudaSlice<f32>> {
     unsafe { dev.alloc::<f32>(n) }
 }
 
-/// A row-major matrix operand of a batched product: its values, whether the product uses its
-/// transpose, the distance between its stored rows, and between consecutive batch entries.
-pub(crate) struct Operand<'a> {
-    pub data: CudaView<'a, f32>,
-    pub transposed: bool,
-    pub row_stride: usize,
-    pub batch_stride: usize,
-}
-
-/// For every batch entry `i < batch`: `C_i = op(A_i) * op(B_i) + beta * C_i` with `C_i` a
-/// row-major (m x n) block of `c` with rows `n` apart, entries `c_batch_stride` apart.
-///
-/// cuBLAS is column-major, where a row-major matrix reads as its transpose, so this computes
-/// `C^T = op(B)^T * op(A)^T`: the operands swap places and keep their transpose flags.
+/// Runs `product` (`ops/blas.rs`) for `batch` entries on cuBLAS: `out_i = op(left_i) *
+/// op(right_i)`, each `out_i` overwritten.
 pub(crate) fn matmul<C: DevicePtrMut<f32>>(
     dev: &CudaDevice,
-    (m, n, k): (usize, usize, usize),
-    (a, b): (Operand<'_>, Operand<'_>),
-    beta: f32,
-    c: &mut C,
-    c_batch_stride: usize,
+    product: &Product,
+    (left, right): (&CudaView<'_, f32>, &CudaView<'_, f32>),
+    out: &mut C,
     batch: usize,
 ) -> Result<()> {
+    let call = product.call();
     let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
     let int = |v: usize| i32::try_from(v).map_err(|_| candle_core::Error::Msg(format!("matmul: {v} exceeds i32")));
     let gemm = GemmConfig {
-        transa: op(b.transposed),
-        transb: op(a.transposed),
-        m: int(n)?,
-        n: int(m)?,
-        k: int(k)?,
+        transa: op(call.transpose_a),
+        transb: op(call.transpose_b),
+        m: int(call.m)?,
+        n: int(call.n)?,
+        k: int(call.k)?,
         alpha: 1.0f32,
-        lda: int(b.row_stride)?,
-        ldb: int(a.row_stride)?,
-        beta,
-        ldc: int(n)?,
+        lda: int(call.lda)?,
+        ldb: int(call.ldb)?,
+        beta: 0.0,
+        ldc: int(call.ldc)?,
     };
     let config = StridedBatchedConfig {
         gemm,
         batch_size: int(batch)?,
-        stride_a: b.batch_stride as i64,
-        stride_b: a.batch_stride as i64,
-        stride_c: c_batch_stride as i64,
+        stride_a: call.stride_a as i64,
+        stride_b: call.stride_b as i64,
+        stride_c: call.stride_c as i64,
     };
-    // SAFETY: the operands hold `batch` entries at their strides of the sizes given, checked
-    // by the callers against the tensors' shapes.
-    unsafe { dev.cublas_handle().gemm_strided_batched(config, &b.data, &a.data, c) }.w()?;
+    // SAFETY: the callers pass buffers holding `batch` entries of the product's shapes at its
+    // strides (`cuda/conv2d.rs` sizes them from the same geometry).
+    unsafe { dev.cublas_handle().gemm_strided_batched(config, right, left, out) }.w()?;
     Ok(())
 }
