@@ -9,6 +9,7 @@ use candle_core::cuda_backend::{CudaDevice, WrapErr};
 use candle_core::{CudaStorage, DType, Layout, Result};
 
 use super::blas::Product;
+use super::kernel_args::int;
 
 mod ptx {
     include!(concat!(env!("OUT_DIR"), "/ptx.rs"));
@@ -94,7 +95,7 @@ pub(crate) fn matmul<C: DevicePtrMut<f32>>(
 ) -> Result<()> {
     let call = product.call();
     let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
-    let int = |v: usize| i32::try_from(v).map_err(|_| candle_core::Error::Msg(format!("matmul: {v} exceeds i32")));
+    let int = |v| int("matmul", v);
     let gemm = GemmConfig {
         transa: op(call.transpose_a),
         transb: op(call.transpose_b),
