@@ -41,7 +41,7 @@ impl ConvGeometry {
 
 /// The output indices `o` in `0..out` whose input index `o * stride + k - pad` lies in
 /// `0..size`, as a range `lo..hi` (empty when none does).
-fn valid_outputs(out: usize, stride: usize, k: usize, pad: usize, size: usize) -> (usize, usize) {
+pub(crate) fn valid_outputs(out: usize, stride: usize, k: usize, pad: usize, size: usize) -> (usize, usize) {
     let lo = pad.saturating_sub(k).div_ceil(stride).min(out);
     let hi = (size + pad).saturating_sub(k).div_ceil(stride).min(out);
     (lo, hi.max(lo))
@@ -71,23 +71,70 @@ fn for_each_window_row(g: &ConvGeometry, mut f: impl FnMut(usize, usize, usize, 
 
 /// Fills `col` (patch x positions, row-major: row (channel, ky, kx), column (oy, ox)) from one
 /// image `x` (c, h, w): the layout in which `W (cout x patch) * col` is the output image in
-/// (cout, oh, ow) order, with no transpose.
+/// (cout, oh, ow) order, with no transpose. Every entry is written once (no clearing pass).
 pub(crate) fn im2col<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: &mut [T]) {
-    let (p, sw, pw) = (g.positions(), g.stride.1, g.padding.1);
-    col[..g.patch() * p].fill(T::default());
-    for_each_window_row(g, |row, oy, src, (lo, hi), kx| {
-        let dst = &mut col[row * p + oy * g.ow..][..g.ow];
-        let src = &x[src..][..g.w];
-        if sw == 1 {
-            let first = lo + kx - pw;
-            dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
-        } else if lo < hi {
-            let taps = src[lo * sw + kx - pw..].iter().step_by(sw);
-            for (d, &s) in dst[lo..hi].iter_mut().zip(taps) {
-                *d = s;
+    let col = &mut col[..g.patch() * g.positions()];
+    if g.stride == (1, 1) && g.ow == g.w {
+        im2col_same_width(g, x, col);
+    } else {
+        im2col_rows(g, x, col);
+    }
+}
+
+/// [`im2col`] one output row at a time: a strided gather of each row's taps.
+fn im2col_rows<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: &mut [T]) {
+    let (sh, sw) = g.stride;
+    let (ph, pw) = g.padding;
+    let zero = T::default();
+    for (row, dst) in col.chunks_exact_mut(g.positions()).enumerate() {
+        let (ci, ky, kx) = (row / (g.kh * g.kw), row / g.kw % g.kh, row % g.kw);
+        let (oy_lo, oy_hi) = valid_outputs(g.oh, sh, ky, ph, g.h);
+        let (lo, hi) = valid_outputs(g.ow, sw, kx, pw, g.w);
+        for (oy, dst) in dst.chunks_exact_mut(g.ow).enumerate() {
+            if !(oy_lo..oy_hi).contains(&oy) || lo == hi {
+                dst.fill(zero);
+                continue;
             }
+            let src = &x[(ci * g.h + oy * sh + ky - ph) * g.w..][..g.w];
+            let first = lo * sw + kx - pw;
+            let taps = &src[first..=first + (hi - lo - 1) * sw];
+            dst[..lo].fill(zero);
+            for (j, d) in dst[lo..hi].iter_mut().enumerate() {
+                *d = taps[j * sw];
+            }
+            dst[hi..].fill(zero);
         }
-    });
+    }
+}
+
+/// [`im2col`] for stride 1 with padding that keeps the width (k = 2 * padding + 1 along the
+/// width: AlexNet's 5x5 and 3x3 layers). Then each column-matrix row is the input plane shifted
+/// by (ky - ph, kx - pw): one contiguous copy of all its valid output rows, after which the
+/// columns that wrapped around from the neighbouring input row are zeroed. That is one long
+/// copy per row instead of one per output row (7 to 15 values at AlexNet's sizes).
+fn im2col_same_width<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: &mut [T]) {
+    let (ph, pw) = g.padding;
+    let (w, zero) = (g.w, T::default());
+    for (row, dst) in col.chunks_exact_mut(g.positions()).enumerate() {
+        let (ci, ky, kx) = (row / (g.kh * g.kw), row / g.kw % g.kh, row % g.kw);
+        let (oy_lo, oy_hi) = valid_outputs(g.oh, 1, ky, ph, g.h);
+        let (lo, hi) = valid_outputs(g.ow, 1, kx, pw, w);
+        if oy_lo == oy_hi || lo == hi {
+            dst.fill(zero);
+            continue;
+        }
+        // Output (oy, ox) reads input (oy + ky - ph, ox + kx - pw) of channel ci; from the first
+        // valid position to the last one the offset between the two flat indices is constant.
+        let (start, end) = (oy_lo * w + lo, (oy_hi - 1) * w + hi);
+        let src_start = (ci * g.h + oy_lo + ky - ph) * w + lo + kx - pw;
+        dst[..start].fill(zero);
+        dst[start..end].copy_from_slice(&x[src_start..][..end - start]);
+        dst[end..].fill(zero);
+        for out_row in dst[oy_lo * w..oy_hi * w].chunks_exact_mut(w) {
+            out_row[..lo].fill(zero);
+            out_row[hi..].fill(zero);
+        }
+    }
 }
 
 /// The adjoint of [`im2col`]: adds every entry of `col` to the input position it was read
@@ -156,5 +203,90 @@ pub(crate) fn matmul<T: candle_core::WithDType>(
             false,
             parallelism,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::rng_for;
+    use rand::Rng as _;
+
+    /// The column matrix by its definition: entry (c, ky, kx; oy, ox) is the input at
+    /// (c, oy * sh + ky - ph, ox * sw + kx - pw), zero outside the input.
+    fn im2col_by_definition(g: &ConvGeometry, x: &[f64]) -> Vec<f64> {
+        let mut col = Vec::with_capacity(g.patch() * g.positions());
+        for c in 0..g.c {
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    for oy in 0..g.oh {
+                        for ox in 0..g.ow {
+                            let iy = (oy * g.stride.0 + ky).checked_sub(g.padding.0).filter(|&iy| iy < g.h);
+                            let ix = (ox * g.stride.1 + kx).checked_sub(g.padding.1).filter(|&ix| ix < g.w);
+                            col.push(match (iy, ix) {
+                                (Some(iy), Some(ix)) => x[(c * g.h + iy) * g.w + ix],
+                                _ => 0.0,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        col
+    }
+
+    fn geometry(
+        c: usize,
+        (h, w): (usize, usize),
+        (kh, kw): (usize, usize),
+        stride: usize,
+        pad: (usize, usize),
+    ) -> ConvGeometry {
+        let (oh, ow) = ((h + 2 * pad.0 - kh) / stride + 1, (w + 2 * pad.1 - kw) / stride + 1);
+        ConvGeometry { b: 1, c, h, w, cout: 1, kh, kw, stride: (stride, stride), padding: pad, oh, ow }
+    }
+
+    /// Shapes of both paths: stride 1 keeping the width (AlexNet's 5x5 and 3x3, a 1x1, a
+    /// 5-wide kernel whose padding is more than its reach in height), and the general one
+    /// (AlexNet's 11x11 stride 4, stride 1 without padding, stride 2 with).
+    fn shapes() -> Vec<ConvGeometry> {
+        vec![
+            geometry(3, (15, 15), (5, 5), 1, (2, 2)),
+            geometry(2, (7, 7), (3, 3), 1, (1, 1)),
+            geometry(2, (5, 6), (1, 1), 1, (0, 0)),
+            geometry(2, (3, 9), (1, 5), 1, (1, 2)),
+            geometry(3, (35, 35), (11, 11), 4, (2, 2)),
+            geometry(2, (8, 6), (3, 3), 1, (0, 0)),
+            geometry(2, (9, 7), (3, 2), 2, (1, 1)),
+        ]
+    }
+
+    #[test]
+    fn im2col_matches_its_definition() {
+        let mut rng = rng_for(7, "im2col");
+        for g in shapes() {
+            let x: Vec<f64> = (0..g.image()).map(|_| rng.random_range(-1.0..1.0)).collect();
+            // Stale values in the buffer must all be overwritten.
+            let mut col = vec![f64::NAN; g.patch() * g.positions()];
+            im2col(&g, &x, &mut col);
+            assert_eq!(col, im2col_by_definition(&g, &x), "{g:?}");
+        }
+    }
+
+    #[test]
+    fn col2im_is_the_adjoint_of_im2col() {
+        // <im2col(x), c> = <x, col2im(c)> for every x and c.
+        let mut rng = rng_for(8, "col2im");
+        for g in shapes() {
+            let x: Vec<f64> = (0..g.image()).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let c: Vec<f64> = (0..g.patch() * g.positions()).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let mut col = vec![0.0; c.len()];
+            im2col(&g, &x, &mut col);
+            let mut dx = vec![0.0; x.len()];
+            col2im(&g, &c, &mut dx);
+            let lhs: f64 = col.iter().zip(&c).map(|(a, b)| a * b).sum();
+            let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
+            assert!((lhs - rhs).abs() < 1e-9 * lhs.abs().max(1.0), "{g:?}: {lhs} vs {rhs}");
+        }
     }
 }

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use super::contiguous_slice;
 #[cfg(feature = "cuda")]
 use super::cuda;
+use super::im2col::valid_outputs;
 #[cfg(feature = "cuda")]
 use candle_core::cuda_backend::cudarc::driver::CudaSlice;
 #[cfg(feature = "cuda")]
@@ -85,38 +86,101 @@ impl MaxPool2d {
             candle_core::bail!("max_pool2d: a plane of {h}x{w} is too large");
         }
         let (oh, ow) = self.params.output_size(h, w)?;
-        let (kh, kw) = self.params.kernel;
-        let (sh, sw) = self.params.stride;
-        let (ph, pw) = self.params.padding;
         let mut out = vec![T::zero(); b * c * oh * ow];
         let mut idx = vec![0u32; out.len()];
-        out.par_chunks_mut(oh * ow).zip(idx.par_chunks_mut(oh * ow)).zip(x.par_chunks(h * w)).for_each(
-            |((out, idx), plane)| {
-                for oy in 0..oh {
-                    let y0 = (oy * sh).saturating_sub(ph);
-                    let y1 = (oy * sh + kh - ph).min(h);
-                    for ox in 0..ow {
-                        let x0 = (ox * sw).saturating_sub(pw);
-                        let x1 = (ox * sw + kw - pw).min(w);
-                        let mut best = y0 * w + x0;
-                        let mut best_val = T::from_f64(f64::NEG_INFINITY);
-                        for y in y0..y1 {
-                            for (i, &v) in plane[y * w + x0..y * w + x1].iter().enumerate() {
-                                // `v != v` is true only for NaN: PyTorch always takes a NaN.
-                                #[allow(clippy::eq_op)]
-                                if v > best_val || v != v {
-                                    best_val = v;
-                                    best = y * w + x0 + i;
-                                }
-                            }
+        let window = PlaneWindows::new(self.params, (h, w), (oh, ow));
+        out.par_chunks_mut(oh * ow)
+            .zip(idx.par_chunks_mut(oh * ow))
+            .zip(x.par_chunks(h * w))
+            .for_each(|((out, idx), plane)| pulp::Arch::new().dispatch(PoolPlane { window: &window, plane, out, idx }));
+        Ok((out, idx, Shape::from((b, c, oh, ow))))
+    }
+}
+
+/// Output columns pooled together by [`PlaneWindows::pool`]: two AVX registers of f32.
+const LANES: usize = 16;
+
+/// The windows of one (h, w) input plane pooled to (oh, ow).
+struct PlaneWindows {
+    params: MaxPool2dParams,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    /// For each kernel column kx, the output columns whose tap lies inside the plane.
+    valid_columns: Vec<(usize, usize)>,
+}
+
+impl PlaneWindows {
+    fn new(params: MaxPool2dParams, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> Self {
+        let (kw, sw, pw) = (params.kernel.1, params.stride.1, params.padding.1);
+        let valid_columns = (0..kw).map(|kx| valid_outputs(ow, sw, kx, pw, w)).collect();
+        Self { params, h, w, oh, ow, valid_columns }
+    }
+
+    /// Max-pools `plane` into `out` and records each maximum's flat index in `idx`.
+    ///
+    /// [`LANES`] output columns at a time, kept in fixed-size blocks: their windows' taps are
+    /// visited in row-major window order, each tap gathered for all lanes (negative infinity
+    /// where it falls in the padding), then compared and selected for all lanes at once. The
+    /// compiler turns that into vector compares and blends; a per-window loop, or any loop with
+    /// a remainder, gets branches on which value is larger, and they mispredict on real
+    /// activations. Strict `>` keeps the first maximum on ties.
+    #[inline(always)]
+    fn pool<T: WithDType>(&self, plane: &[T], out: &mut [T], idx: &mut [u32]) {
+        let Self { params, h, w, oh, ow, .. } = *self;
+        let ((kh, _), (sh, sw), (ph, pw)) = (params.kernel, params.stride, params.padding);
+        let neg_inf = T::from_f64(f64::NEG_INFINITY);
+        for ((oy, out), idx) in (0..oh).zip(out.chunks_exact_mut(ow)).zip(idx.chunks_exact_mut(ow)) {
+            let (y0, y1) = ((oy * sh).saturating_sub(ph), (oy * sh + kh - ph).min(h));
+            for (block, (out, idx)) in out.chunks_mut(LANES).zip(idx.chunks_mut(LANES)).enumerate() {
+                let (first, n) = (block * LANES, out.len());
+                let mut best = [neg_inf; LANES];
+                let mut at = [0u32; LANES];
+                for (j, a) in at[..n].iter_mut().enumerate() {
+                    *a = (y0 * w + ((first + j) * sw).saturating_sub(pw)) as u32;
+                }
+                for y in y0..y1 {
+                    for (kx, &(lo, hi)) in self.valid_columns.iter().enumerate() {
+                        let (lo, hi) = (lo.max(first), hi.min(first + n));
+                        let mut taps = [neg_inf; LANES];
+                        for ox in lo..hi {
+                            taps[ox - first] = plane[y * w + ox * sw + kx - pw];
                         }
-                        out[oy * ow + ox] = best_val;
-                        idx[oy * ow + ox] = best as u32;
+                        // The flat index of lane j's tap; wraps (and is never taken) in the padding.
+                        let base = (y * w + first * sw + kx) as u32;
+                        for (j, ((b, a), &v)) in best.iter_mut().zip(&mut at).zip(&taps).enumerate() {
+                            // `v != v` is true only for NaN: PyTorch always takes a NaN. `|`,
+                            // not `||`: both sides computed, no branch.
+                            #[allow(clippy::eq_op)]
+                            let take = (v > *b) | (v != v);
+                            *b = if take { v } else { *b };
+                            let tap_index = base.wrapping_add((j * sw) as u32).wrapping_sub(pw as u32);
+                            *a = if take { tap_index } else { *a };
+                        }
                     }
                 }
-            },
-        );
-        Ok((out, idx, Shape::from((b, c, oh, ow))))
+                out.copy_from_slice(&best[..n]);
+                idx.copy_from_slice(&at[..n]);
+            }
+        }
+    }
+}
+
+/// [`PlaneWindows::pool`] of one plane, compiled for the CPU features found at run time.
+struct PoolPlane<'a, T> {
+    window: &'a PlaneWindows,
+    plane: &'a [T],
+    out: &'a mut [T],
+    idx: &'a mut [u32],
+}
+
+impl<T: WithDType> pulp::WithSimd for PoolPlane<'_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        self.window.pool(self.plane, self.out, self.idx);
     }
 }
 
