@@ -1,11 +1,11 @@
 //! The layers AlexNet and BA-AlexNet share: everything but the gate.
 
-use ba_core::nn::{linear, Conv2d, Dropout};
+use ba_core::nn::{linear, Conv2d, Dropout, Linear};
 use ba_core::ops::{max_pool2d, Conv2dParams, MaxPool2dParams};
 use ba_core::rng::rng_for;
 use ba_core::summary::Trace;
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::{ModelConfig, INPUT_SIZE};
 
@@ -113,7 +113,7 @@ impl Trunk {
         let x = linear_relu(&self.classifier_3, &x, ("classifier.3", "classifier.4"), trace)?;
         let x = dropout(&self.classifier_5, &x, train, "classifier.5", trace)?;
         let logits = self.classifier_6.forward(&x)?;
-        trace.layer("classifier.6", "Linear", (&x, &logits), (linear_count(&self.classifier_6), 0));
+        trace.layer("classifier.6", "Linear", (&x, &logits), (self.classifier_6.parameter_count(), 0));
         Ok(logits)
     }
 }
@@ -132,14 +132,10 @@ fn traced_pool(x: &Tensor, name: &str, trace: &mut Trace) -> Result<Tensor> {
     Ok(y)
 }
 
-fn linear_count(layer: &Linear) -> usize {
-    layer.weight().elem_count() + layer.bias().map_or(0, |b| b.elem_count())
-}
-
 /// A linear layer and its ReLU, reported as two layers.
 fn linear_relu(layer: &Linear, x: &Tensor, names: (&str, &str), trace: &mut Trace) -> Result<Tensor> {
     let y = layer.forward(x)?;
-    trace.layer(names.0, "Linear", (x, &y), (linear_count(layer), 0));
+    trace.layer(names.0, "Linear", (x, &y), (layer.parameter_count(), 0));
     let z = y.relu()?;
     trace.layer(names.1, "ReLU", (&y, &z), (0, 0));
     Ok(z)

@@ -9,4 +9,4 @@ mod linear;
 pub use bridge_attention::BridgeAttention;
 pub use conv::Conv2d;
 pub use dropout::Dropout;
-pub use linear::linear;
+pub use linear::{linear, Linear};
