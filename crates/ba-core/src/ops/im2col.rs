@@ -81,28 +81,47 @@ pub(crate) fn im2col<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: &mut [T]
     }
 }
 
-/// [`im2col`] one output row at a time: a strided gather of each row's taps.
+/// [`im2col`] one input row at a time, for any stride and padding.
+///
+/// Output (oy, ox) of kernel column kx reads padded input column `ox * sw + kx`, which is
+/// `(ox + kx / sw) * sw + kx % sw`: entry `ox + kx / sw` of the row's phase `kx % sw` (every
+/// sw-th value of the zero-padded row, starting at `kx % sw`). So each input row is split once
+/// into its sw phases, and every (kx, oy) segment of the column matrix is a contiguous copy of
+/// ow values from one phase. A strided gather per segment (the obvious loop) stores one value
+/// at a time, and for the first layer (stride 4) that made im2col cost about as much as its
+/// GEMM.
 fn im2col_rows<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: &mut [T]) {
     let (sh, sw) = g.stride;
     let (ph, pw) = g.padding;
-    let zero = T::default();
-    for (row, dst) in col.chunks_exact_mut(g.positions()).enumerate() {
-        let (ci, ky, kx) = (row / (g.kh * g.kw), row / g.kw % g.kh, row % g.kw);
-        let (oy_lo, oy_hi) = valid_outputs(g.oh, sh, ky, ph, g.h);
-        let (lo, hi) = valid_outputs(g.ow, sw, kx, pw, g.w);
-        for (oy, dst) in dst.chunks_exact_mut(g.ow).enumerate() {
-            if !(oy_lo..oy_hi).contains(&oy) || lo == hi {
-                dst.fill(zero);
-                continue;
+    let (p, zero) = (g.positions(), T::default());
+    // Every padded column an output reads, rounded up to whole phases.
+    let phase_len = (g.w + 2 * pw).div_ceil(sw);
+    let mut phases = vec![zero; sw * phase_len];
+    for ci in 0..g.c {
+        for ky in 0..g.kh {
+            let rows = &mut col[(ci * g.kh + ky) * g.kw * p..][..g.kw * p];
+            let (oy_lo, oy_hi) = valid_outputs(g.oh, sh, ky, ph, g.h);
+            for oy in 0..g.oh {
+                if !(oy_lo..oy_hi).contains(&oy) {
+                    rows.chunks_exact_mut(p).for_each(|row| row[oy * g.ow..][..g.ow].fill(zero));
+                    continue;
+                }
+                let src = &x[(ci * g.h + oy * sh + ky - ph) * g.w..][..g.w];
+                for (r, phase) in phases.chunks_exact_mut(phase_len).enumerate() {
+                    // Entry t of phase r is input column t * sw + r - pw, or padding.
+                    let (lo, hi) = valid_outputs(phase_len, sw, r, pw, g.w);
+                    phase[..lo].fill(zero);
+                    phase[hi..].fill(zero);
+                    if lo < hi {
+                        let taps = src[lo * sw + r - pw..].iter().step_by(sw);
+                        phase[lo..hi].iter_mut().zip(taps).for_each(|(slot, &v)| *slot = v);
+                    }
+                }
+                for (kx, row) in rows.chunks_exact_mut(p).enumerate() {
+                    let phase = &phases[kx % sw * phase_len..][..phase_len];
+                    row[oy * g.ow..][..g.ow].copy_from_slice(&phase[kx / sw..][..g.ow]);
+                }
             }
-            let src = &x[(ci * g.h + oy * sh + ky - ph) * g.w..][..g.w];
-            let first = lo * sw + kx - pw;
-            let taps = &src[first..=first + (hi - lo - 1) * sw];
-            dst[..lo].fill(zero);
-            for (j, d) in dst[lo..hi].iter_mut().enumerate() {
-                *d = taps[j * sw];
-            }
-            dst[hi..].fill(zero);
         }
     }
 }
