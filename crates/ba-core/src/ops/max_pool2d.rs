@@ -89,16 +89,19 @@ impl MaxPool2d {
         let mut out = vec![T::zero(); b * c * oh * ow];
         let mut idx = vec![0u32; out.len()];
         let window = PlaneWindows::new(self.params, (h, w), (oh, ow));
-        out.par_chunks_mut(oh * ow)
-            .zip(idx.par_chunks_mut(oh * ow))
-            .zip(x.par_chunks(h * w))
-            .for_each(|((out, idx), plane)| pulp::Arch::new().dispatch(PoolPlane { window: &window, plane, out, idx }));
+        out.par_chunks_mut(oh * ow).zip(idx.par_chunks_mut(oh * ow)).zip(x.par_chunks(h * w)).for_each_init(
+            || vec![T::zero(); window.phases_len()],
+            |phases, ((out, idx), plane)| {
+                pulp::Arch::new().dispatch(PoolPlane { window: &window, plane, out, idx, phases })
+            },
+        );
         Ok((out, idx, Shape::from((b, c, oh, ow))))
     }
 }
 
-/// Output columns pooled together by [`PlaneWindows::pool`]: two AVX registers of f32.
-const LANES: usize = 16;
+/// Output columns pooled together by [`PlaneWindows::pool`]: one AVX register of f32 (with 16,
+/// two registers, the compiler assembles the comparison masks lane by lane, at half the speed).
+const LANES: usize = 8;
 
 /// The windows of one (h, w) input plane pooled to (oh, ow).
 struct PlaneWindows {
@@ -107,49 +110,74 @@ struct PlaneWindows {
     w: usize,
     oh: usize,
     ow: usize,
-    /// For each kernel column kx, the output columns whose tap lies inside the plane.
-    valid_columns: Vec<(usize, usize)>,
+    /// Length of one phase of a padded input row (see [`PlaneWindows::split_phases`]).
+    phase_len: usize,
 }
 
 impl PlaneWindows {
     fn new(params: MaxPool2dParams, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> Self {
-        let (kw, sw, pw) = (params.kernel.1, params.stride.1, params.padding.1);
-        let valid_columns = (0..kw).map(|kx| valid_outputs(ow, sw, kx, pw, w)).collect();
-        Self { params, h, w, oh, ow, valid_columns }
+        let (kw, sw) = (params.kernel.1, params.stride.1);
+        // Room for a whole block of lanes read at the last block's start plus the farthest tap.
+        let phase_len = ow.div_ceil(LANES) * LANES + (kw - 1) / sw;
+        Self { params, h, w, oh, ow, phase_len }
     }
 
-    /// Max-pools `plane` into `out` and records each maximum's flat index in `idx`.
+    /// Values of the phase buffer [`PlaneWindows::pool`] needs.
+    fn phases_len(&self) -> usize {
+        self.h * self.params.stride.1 * self.phase_len
+    }
+
+    /// Splits every row of `plane`, padded with negative infinity, into its `sw` phases:
+    /// entry t of phase r of row y is the padded row's column `t * sw + r`. Window column kx
+    /// of output column ox is then entry `ox + kx / sw` of phase `kx % sw`: the taps of
+    /// consecutive outputs are consecutive values.
+    #[inline(always)]
+    fn split_phases<T: WithDType>(&self, plane: &[T], phases: &mut [T]) {
+        let (sw, pw) = (self.params.stride.1, self.params.padding.1);
+        let neg_inf = T::from_f64(f64::NEG_INFINITY);
+        for (row, phases) in plane.chunks_exact(self.w).zip(phases.chunks_exact_mut(sw * self.phase_len)) {
+            for (r, phase) in phases.chunks_exact_mut(self.phase_len).enumerate() {
+                let (lo, hi) = valid_outputs(self.phase_len, sw, r, pw, self.w);
+                phase[..lo].fill(neg_inf);
+                phase[hi..].fill(neg_inf);
+                if lo < hi {
+                    let taps = row[lo * sw + r - pw..].iter().step_by(sw);
+                    phase[lo..hi].iter_mut().zip(taps).for_each(|(slot, &v)| *slot = v);
+                }
+            }
+        }
+    }
+
+    /// Max-pools `plane` into `out` and records each maximum's flat index in `idx`;
+    /// `phases` is scratch space of [`PlaneWindows::phases_len`] values.
     ///
     /// [`LANES`] output columns at a time, kept in fixed-size blocks: their windows' taps are
-    /// visited in row-major window order, each tap gathered for all lanes (negative infinity
-    /// where it falls in the padding), then compared and selected for all lanes at once. The
-    /// compiler turns that into vector compares and blends; a per-window loop, or any loop with
-    /// a remainder, gets branches on which value is larger, and they mispredict on real
-    /// activations. Strict `>` keeps the first maximum on ties.
+    /// visited in row-major window order, each tap a contiguous run of the row's phases, then
+    /// compared and selected for all lanes at once. The compiler turns that into vector loads,
+    /// compares and blends; a per-window loop, or any loop with a remainder, gets branches on
+    /// which value is larger, and they mispredict on real activations. Strict `>` keeps the
+    /// first maximum on ties.
     #[inline(always)]
-    fn pool<T: WithDType>(&self, plane: &[T], out: &mut [T], idx: &mut [u32]) {
-        let Self { params, h, w, oh, ow, .. } = *self;
-        let ((kh, _), (sh, sw), (ph, pw)) = (params.kernel, params.stride, params.padding);
-        let neg_inf = T::from_f64(f64::NEG_INFINITY);
+    fn pool<T: WithDType>(&self, plane: &[T], out: &mut [T], idx: &mut [u32], phases: &mut [T]) {
+        let Self { params, h, w, oh, ow, phase_len } = *self;
+        let ((kh, kw), (sh, sw), (ph, pw)) = (params.kernel, params.stride, params.padding);
+        self.split_phases(plane, phases);
         for ((oy, out), idx) in (0..oh).zip(out.chunks_exact_mut(ow)).zip(idx.chunks_exact_mut(ow)) {
             let (y0, y1) = ((oy * sh).saturating_sub(ph), (oy * sh + kh - ph).min(h));
             for (block, (out, idx)) in out.chunks_mut(LANES).zip(idx.chunks_mut(LANES)).enumerate() {
                 let (first, n) = (block * LANES, out.len());
-                let mut best = [neg_inf; LANES];
+                let mut best = [T::from_f64(f64::NEG_INFINITY); LANES];
                 let mut at = [0u32; LANES];
                 for (j, a) in at[..n].iter_mut().enumerate() {
                     *a = (y0 * w + ((first + j) * sw).saturating_sub(pw)) as u32;
                 }
                 for y in y0..y1 {
-                    for (kx, &(lo, hi)) in self.valid_columns.iter().enumerate() {
-                        let (lo, hi) = (lo.max(first), hi.min(first + n));
-                        let mut taps = [neg_inf; LANES];
-                        for ox in lo..hi {
-                            taps[ox - first] = plane[y * w + ox * sw + kx - pw];
-                        }
+                    for kx in 0..kw {
+                        let start = (y * sw + kx % sw) * phase_len + first + kx / sw;
+                        let taps = &phases[start..start + LANES];
                         // The flat index of lane j's tap; wraps (and is never taken) in the padding.
                         let base = (y * w + first * sw + kx) as u32;
-                        for (j, ((b, a), &v)) in best.iter_mut().zip(&mut at).zip(&taps).enumerate() {
+                        for (j, ((b, a), &v)) in best.iter_mut().zip(&mut at).zip(taps).enumerate() {
                             // `v != v` is true only for NaN: PyTorch always takes a NaN. `|`,
                             // not `||`: both sides computed, no branch.
                             #[allow(clippy::eq_op)]
@@ -173,6 +201,7 @@ struct PoolPlane<'a, T> {
     plane: &'a [T],
     out: &'a mut [T],
     idx: &'a mut [u32],
+    phases: &'a mut [T],
 }
 
 impl<T: WithDType> pulp::WithSimd for PoolPlane<'_, T> {
@@ -180,7 +209,7 @@ impl<T: WithDType> pulp::WithSimd for PoolPlane<'_, T> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
-        self.window.pool(self.plane, self.out, self.idx);
+        self.window.pool(self.plane, self.out, self.idx, self.phases);
     }
 }
 
@@ -330,6 +359,63 @@ mod tests {
         let theirs = x.max_pool2d(2).unwrap();
         let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert_eq!(diff, 0.0);
+    }
+
+    /// Maxima and their flat indices by the definition: each window scanned in row-major
+    /// order, the first maximum kept, any NaN taken.
+    fn pool_by_definition(plane: &[f32], (h, w): (usize, usize), p: MaxPool2dParams) -> (Vec<f32>, Vec<u32>) {
+        let (oh, ow) = p.output_size(h, w).unwrap();
+        let (mut vals, mut idx) = (vec![], vec![]);
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (mut best, mut at) = (f32::NEG_INFINITY, None);
+                for ky in 0..p.kernel.0 {
+                    for kx in 0..p.kernel.1 {
+                        let iy = (oy * p.stride.0 + ky).checked_sub(p.padding.0).filter(|&y| y < h);
+                        let ix = (ox * p.stride.1 + kx).checked_sub(p.padding.1).filter(|&x| x < w);
+                        if let (Some(iy), Some(ix)) = (iy, ix) {
+                            let v = plane[iy * w + ix];
+                            if v > best || v.is_nan() || at.is_none() && v == best {
+                                (best, at) = (v, Some(iy * w + ix));
+                            }
+                        }
+                    }
+                }
+                vals.push(best);
+                idx.push(at.unwrap_or(0) as u32);
+            }
+        }
+        (vals, idx)
+    }
+
+    #[test]
+    fn forward_matches_the_definition_on_random_shapes() {
+        // Rows wider than one block of lanes, padding, strides 1-3, rectangular windows, ties
+        // (values rounded to a few levels), NaNs and negative infinities.
+        let shapes = [
+            (32, 32, (3, 3), (2, 2), (0, 0)),
+            (15, 15, (3, 3), (2, 2), (1, 1)),
+            (7, 19, (2, 3), (1, 3), (1, 1)),
+            (9, 40, (3, 5), (3, 1), (1, 2)),
+        ];
+        let mut rng = crate::rng::rng_for(3, "max-pool");
+        for (h, w, kernel, stride, padding) in shapes {
+            let p = MaxPool2dParams { kernel, stride, padding };
+            let plane: Vec<f32> = (0..h * w)
+                .map(|_| match rand::Rng::random_range(&mut rng, 0..40) {
+                    0 => f32::NAN,
+                    1 => f32::NEG_INFINITY,
+                    v => (v % 5) as f32,
+                })
+                .collect();
+            let x = Tensor::from_vec(plane.clone(), (1, 1, h, w), &Device::Cpu).unwrap();
+            let op = MaxPool2d { params: p, argmax: Arc::new(Mutex::new(None)) };
+            let (vals, idx, _) = op.forward::<f32>(&plane, x.dims()).unwrap();
+            let (want_vals, want_idx) = pool_by_definition(&plane, (h, w), p);
+            assert_eq!(idx, want_idx, "{p:?} on {h}x{w}");
+            let same = |a: &f32, b: &f32| a == b || a.is_nan() && b.is_nan();
+            assert!(vals.iter().zip(&want_vals).all(|(a, b)| same(a, b)), "{p:?} on {h}x{w}");
+        }
     }
 
     #[test]
