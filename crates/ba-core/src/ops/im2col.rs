@@ -41,7 +41,7 @@ impl ConvGeometry {
 
 /// The output indices `o` in `0..out` whose input index `o * stride + k - pad` lies in
 /// `0..size`, as a range `lo..hi` (empty when none does).
-pub(crate) fn valid_outputs(out: usize, stride: usize, k: usize, pad: usize, size: usize) -> (usize, usize) {
+fn valid_outputs(out: usize, stride: usize, k: usize, pad: usize, size: usize) -> (usize, usize) {
     let lo = pad.saturating_sub(k).div_ceil(stride).min(out);
     let hi = (size + pad).saturating_sub(k).div_ceil(stride).min(out);
     (lo, hi.max(lo))
@@ -107,21 +107,29 @@ fn im2col_rows<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: &mut [T]) {
                     continue;
                 }
                 let src = &x[(ci * g.h + oy * sh + ky - ph) * g.w..][..g.w];
-                for (r, phase) in phases.chunks_exact_mut(phase_len).enumerate() {
-                    // Entry t of phase r is input column t * sw + r - pw, or padding.
-                    let (lo, hi) = valid_outputs(phase_len, sw, r, pw, g.w);
-                    phase[..lo].fill(zero);
-                    phase[hi..].fill(zero);
-                    if lo < hi {
-                        let taps = src[lo * sw + r - pw..].iter().step_by(sw);
-                        phase[lo..hi].iter_mut().zip(taps).for_each(|(slot, &v)| *slot = v);
-                    }
-                }
+                split_phases(src, (sw, pw), zero, &mut phases);
                 for (kx, row) in rows.chunks_exact_mut(p).enumerate() {
                     let phase = &phases[kx % sw * phase_len..][..phase_len];
                     row[oy * g.ow..][..g.ow].copy_from_slice(&phase[kx / sw..][..g.ow]);
                 }
             }
+        }
+    }
+}
+
+/// Splits `row`, padded with `pad` values of `fill` on the left, into `stride` phases of
+/// `phases.len() / stride` values: entry t of phase r is the padded row's column
+/// `t * stride + r`, `fill` where that is padding or past the row's end.
+#[inline(always)]
+pub(crate) fn split_phases<T: Copy>(row: &[T], (stride, pad): (usize, usize), fill: T, phases: &mut [T]) {
+    let phase_len = phases.len() / stride;
+    for (r, phase) in phases.chunks_exact_mut(phase_len).enumerate() {
+        let (lo, hi) = valid_outputs(phase_len, stride, r, pad, row.len());
+        phase[..lo].fill(fill);
+        phase[hi..].fill(fill);
+        if lo < hi {
+            let taps = row[lo * stride + r - pad..].iter().step_by(stride);
+            phase[lo..hi].iter_mut().zip(taps).for_each(|(slot, &v)| *slot = v);
         }
     }
 }

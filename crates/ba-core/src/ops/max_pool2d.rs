@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use super::contiguous_slice;
 #[cfg(feature = "cuda")]
 use super::cuda;
-use super::im2col::valid_outputs;
+use super::im2col::split_phases;
 #[cfg(feature = "cuda")]
 use candle_core::cuda_backend::cudarc::driver::CudaSlice;
 #[cfg(feature = "cuda")]
@@ -110,7 +110,7 @@ struct PlaneWindows {
     w: usize,
     oh: usize,
     ow: usize,
-    /// Length of one phase of a padded input row (see [`PlaneWindows::split_phases`]).
+    /// Length of one phase of a padded input row (see [`PlaneWindows::split_rows`]).
     phase_len: usize,
 }
 
@@ -132,19 +132,11 @@ impl PlaneWindows {
     /// of output column ox is then entry `ox + kx / sw` of phase `kx % sw`: the taps of
     /// consecutive outputs are consecutive values.
     #[inline(always)]
-    fn split_phases<T: WithDType>(&self, plane: &[T], phases: &mut [T]) {
+    fn split_rows<T: WithDType>(&self, plane: &[T], phases: &mut [T]) {
         let (sw, pw) = (self.params.stride.1, self.params.padding.1);
         let neg_inf = T::from_f64(f64::NEG_INFINITY);
         for (row, phases) in plane.chunks_exact(self.w).zip(phases.chunks_exact_mut(sw * self.phase_len)) {
-            for (r, phase) in phases.chunks_exact_mut(self.phase_len).enumerate() {
-                let (lo, hi) = valid_outputs(self.phase_len, sw, r, pw, self.w);
-                phase[..lo].fill(neg_inf);
-                phase[hi..].fill(neg_inf);
-                if lo < hi {
-                    let taps = row[lo * sw + r - pw..].iter().step_by(sw);
-                    phase[lo..hi].iter_mut().zip(taps).for_each(|(slot, &v)| *slot = v);
-                }
-            }
+            split_phases(row, (sw, pw), neg_inf, phases);
         }
     }
 
@@ -161,7 +153,7 @@ impl PlaneWindows {
     fn pool<T: WithDType>(&self, plane: &[T], out: &mut [T], idx: &mut [u32], phases: &mut [T]) {
         let Self { params, h, w, oh, ow, phase_len } = *self;
         let ((kh, kw), (sh, sw), (ph, pw)) = (params.kernel, params.stride, params.padding);
-        self.split_phases(plane, phases);
+        self.split_rows(plane, phases);
         for ((oy, out), idx) in (0..oh).zip(out.chunks_exact_mut(ow)).zip(idx.chunks_exact_mut(ow)) {
             let (y0, y1) = ((oy * sh).saturating_sub(ph), (oy * sh + kh - ph).min(h));
             for (block, (out, idx)) in out.chunks_mut(LANES).zip(idx.chunks_mut(LANES)).enumerate() {
