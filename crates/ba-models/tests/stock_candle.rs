@@ -1,7 +1,15 @@
 //! A whole training step of AlexNet through ba-core's ops (im2col convolution with fused bias
 //! and ReLU, arg-max max-pool) against the same network written with stock Candle ops only
 //! (`conv2d`, `broadcast_add`, `relu`, a max-pool of strided slices and `maximum`), on the
-//! same weights: the loss and every parameter's gradient agree within 1e-4 relative.
+//! same weights: the loss and every parameter's gradient agree within 1e-10 relative (the issue
+//! asks for 1e-4; in f64 they agree to 1e-15).
+//!
+//! In f64. A max-pool's gradient jumps where two values of a window tie, and two correct f32
+//! convolutions that sum in different orders differ in the last bit: in about one random input
+//! in twenty some window's two largest values are that close, each network sends that window's
+//! gradient to a different position, and a few gradients differ by percents (seen as a CI
+//! failure). In f64 the rounding is 1e-16 and such a near-tie does not happen in practice; the
+//! f32 kernels are compared op by op in ba-core's tests.
 
 use std::collections::HashMap;
 
@@ -58,31 +66,31 @@ fn stock_alexnet(images: &Tensor, vars: &HashMap<String, Var>) -> Result<Tensor>
     stock_linear(&x, vars, "classifier.6")
 }
 
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+fn max_abs(t: &Tensor) -> f64 {
+    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap()
 }
 
 #[test]
 fn a_training_step_matches_stock_candle() {
     let device = Device::Cpu;
     let vars = VarMap::new();
-    let vb = SeededVarMap::builder(&vars, rng_for(7, "init"), DType::F32, &device);
+    let vb = SeededVarMap::builder(&vars, rng_for(7, "init"), DType::F64, &device);
     let model = ModelKind::AlexNet.build(ModelConfig::cifar10(7), vb).unwrap();
-    let images = Tensor::randn(0f32, 1.0, (3, 3, 128, 128), &device).unwrap();
+    let images = Tensor::randn(0f64, 1.0, (3, 3, 128, 128), &device).unwrap();
     let labels = Tensor::new(&[3u32, 0, 9], &device).unwrap();
 
     let ours = cross_entropy(&model.forward_t(&images, false).unwrap(), &labels).unwrap();
     let named: HashMap<String, Var> = vars.data().lock().unwrap().clone();
     let stock = cross_entropy(&stock_alexnet(&images, &named).unwrap(), &labels).unwrap();
-    let (a, b) = (ours.to_scalar::<f32>().unwrap(), stock.to_scalar::<f32>().unwrap());
-    assert!((a - b).abs() <= 1e-5 * b.abs(), "loss {a} vs {b}");
+    let (a, b) = (ours.to_scalar::<f64>().unwrap(), stock.to_scalar::<f64>().unwrap());
+    assert!((a - b).abs() <= 1e-10 * b.abs(), "loss {a} vs {b}");
 
     let (g_ours, g_stock) = (ours.backward().unwrap(), stock.backward().unwrap());
     assert_eq!(named.len(), 16);
     for (name, var) in &named {
         let (o, s) = (g_ours.get(var).unwrap(), g_stock.get(var).unwrap());
         let relative = max_abs(&(o - s).unwrap()) / max_abs(s);
-        assert!(relative < 1e-4, "{name}: gradient differs by {relative:e} relative");
+        assert!(relative < 1e-10, "{name}: gradient differs by {relative:e} relative");
         assert!(max_abs(s) > 0.0, "{name}: no gradient reached it");
     }
 }
