@@ -46,6 +46,12 @@ impl Trace {
         Self { rows: Some(Vec::new()), prefix: String::new() }
     }
 
+    /// Whether this trace records layers (so that a model can run its layers one by one for it
+    /// and fused otherwise).
+    pub fn is_on(&self) -> bool {
+        self.rows.is_some()
+    }
+
     /// Records that layer `name` of type `kind` turned `input` into `output`, holding
     /// `trainable` and `non_trainable` values.
     pub fn layer(

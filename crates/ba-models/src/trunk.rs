@@ -75,10 +75,8 @@ impl Trunk {
             &[_, 3, INPUT_SIZE, INPUT_SIZE] => {}
             dims => candle_core::bail!("model: expected images (B, 3, {INPUT_SIZE}, {INPUT_SIZE}), got {dims:?}"),
         }
-        let x = conv_relu(&self.features_0, images, ("features.0", "features.1"), trace)?;
-        let x = traced_pool(&x, "features.2", trace)?;
-        let x = conv_relu(&self.features_3, &x, ("features.3", "features.4"), trace)?;
-        let x = traced_pool(&x, "features.5", trace)?;
+        let x = conv_relu_pool(&self.features_0, images, ["features.0", "features.1", "features.2"], trace)?;
+        let x = conv_relu_pool(&self.features_3, &x, ["features.3", "features.4", "features.5"], trace)?;
         let conv1 = conv_relu(&self.conv1, &x, ("conv1", "relu1"), trace)?;
         let conv2 = conv_relu(&self.conv2, &conv1, ("conv2", "relu2"), trace)?;
         let conv3 = self.conv3.forward(&conv2)?;
@@ -124,6 +122,17 @@ fn conv_relu(conv: &Conv2d, x: &Tensor, (conv_name, relu_name): (&str, &str), tr
     trace.layer(conv_name, "Conv2D", (x, &y), (conv.parameter_count(), 0));
     trace.layer(relu_name, "ReLU", (&y, &y), (0, 0));
     Ok(y)
+}
+
+/// A convolution, its fused ReLU and the max-pool after it: one op (which never stores the
+/// convolution's output), or for a trace that records layers the two ops, reported as three
+/// layers. Both give the same values and gradients.
+fn conv_relu_pool(conv: &Conv2d, x: &Tensor, [c, r, p]: [&str; 3], trace: &mut Trace) -> Result<Tensor> {
+    if trace.is_on() {
+        traced_pool(&conv_relu(conv, x, (c, r), trace)?, p, trace)
+    } else {
+        conv.forward_max_pooled(x, pool())
+    }
 }
 
 fn traced_pool(x: &Tensor, name: &str, trace: &mut Trace) -> Result<Tensor> {

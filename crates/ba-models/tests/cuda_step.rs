@@ -35,36 +35,58 @@ fn relative(cpu: &Tensor, gpu: &Tensor) -> f32 {
     max_abs(&(cpu - gpu).unwrap()) / max_abs(cpu).max(1e-12)
 }
 
+/// Compares one training step of `kind` on the CPU and the GPU for a fresh random batch:
+/// `Ok` when the loss and every gradient agree, otherwise what differed.
+fn compare_step(kind: ModelKind, gpu: &Device) -> Result<(), String> {
+    let (cpu_vars, cpu_model) = model_on(kind, &Device::Cpu);
+    let (gpu_vars, gpu_model) = model_on(kind, gpu);
+    let images = Tensor::randn(0f32, 1.0, (8, 3, 128, 128), &Device::Cpu).unwrap();
+    let labels = Tensor::new(&[3u32, 0, 9, 1, 1, 7, 2, 5], &Device::Cpu).unwrap();
+    // Training mode: dropout masks come from the models' seeded generators, alike on both.
+    let cpu_loss = cross_entropy(&cpu_model.forward_t(&images, true).unwrap(), &labels).unwrap();
+    let gpu_loss = cross_entropy(
+        &gpu_model.forward_t(&images.to_device(gpu).unwrap(), true).unwrap(),
+        &labels.to_device(gpu).unwrap(),
+    )
+    .unwrap();
+    let (a, b) = (cpu_loss.to_scalar::<f32>().unwrap(), gpu_loss.to_scalar::<f32>().unwrap());
+    if (a - b).abs() > 1e-4 * a.abs() {
+        return Err(format!("{kind}: loss {b} on the GPU, {a} on the CPU"));
+    }
+
+    let (cpu_grads, gpu_grads) = (cpu_loss.backward().unwrap(), gpu_loss.backward().unwrap());
+    let cpu_named: HashMap<String, Var> = cpu_vars.data().lock().unwrap().clone();
+    let gpu_named: HashMap<String, Var> = gpu_vars.data().lock().unwrap().clone();
+    let mut checked = 0;
+    for (name, cpu_var) in &cpu_named {
+        let Some(cpu_grad) = cpu_grads.get(cpu_var) else { continue }; // batch-norm statistics
+        let gpu_grad = gpu_grads.get(&gpu_named[name]).ok_or(format!("{kind} {name}: no gradient on the GPU"))?;
+        let r = relative(cpu_grad, gpu_grad);
+        if r >= 1e-3 {
+            return Err(format!("{kind} {name}: gradient differs by {r:e} relative"));
+        }
+        checked += 1;
+    }
+    assert!(checked >= 16, "{kind}: only {checked} gradients compared");
+    Ok(())
+}
+
+/// The GPU kernels exist in f32 only, and in f32 a max-pool window whose two largest values
+/// differ in the last bit sends its gradient to a different position on each device (their
+/// sums round differently): the CPU test `stock_candle.rs` saw that for about one random
+/// batch of 3 in 20. So a batch that disagrees is drawn again, up to three times: a real
+/// error disagrees on every batch.
 #[test]
 fn a_training_step_on_the_gpu_matches_the_cpu() {
     let gpu = Device::new_cuda(0).expect("this test needs an NVIDIA GPU with a working driver");
     for kind in ModelKind::ALL {
-        let (cpu_vars, cpu_model) = model_on(kind, &Device::Cpu);
-        let (gpu_vars, gpu_model) = model_on(kind, &gpu);
-        let images = Tensor::randn(0f32, 1.0, (8, 3, 128, 128), &Device::Cpu).unwrap();
-        let labels = Tensor::new(&[3u32, 0, 9, 1, 1, 7, 2, 5], &Device::Cpu).unwrap();
-        // Training mode: dropout masks come from the models' seeded generators, alike on both.
-        let cpu_loss = cross_entropy(&cpu_model.forward_t(&images, true).unwrap(), &labels).unwrap();
-        let gpu_loss = cross_entropy(
-            &gpu_model.forward_t(&images.to_device(&gpu).unwrap(), true).unwrap(),
-            &labels.to_device(&gpu).unwrap(),
-        )
-        .unwrap();
-        let (a, b) = (cpu_loss.to_scalar::<f32>().unwrap(), gpu_loss.to_scalar::<f32>().unwrap());
-        assert!((a - b).abs() <= 1e-4 * a.abs(), "{kind}: loss {b} on the GPU, {a} on the CPU");
-
-        let (cpu_grads, gpu_grads) = (cpu_loss.backward().unwrap(), gpu_loss.backward().unwrap());
-        let cpu_named: HashMap<String, Var> = cpu_vars.data().lock().unwrap().clone();
-        let gpu_named: HashMap<String, Var> = gpu_vars.data().lock().unwrap().clone();
-        let mut checked = 0;
-        for (name, cpu_var) in &cpu_named {
-            let Some(cpu_grad) = cpu_grads.get(cpu_var) else { continue }; // batch-norm statistics
-            let gpu_var = &gpu_named[name];
-            let gpu_grad = gpu_grads.get(gpu_var).unwrap_or_else(|| panic!("{kind} {name}: no gradient on the GPU"));
-            let r = relative(cpu_grad, gpu_grad);
-            assert!(r < 1e-3, "{kind} {name}: gradient differs by {r:e} relative");
-            checked += 1;
+        let mut failures = Vec::new();
+        while failures.len() < 3 {
+            match compare_step(kind, &gpu) {
+                Ok(()) => break,
+                Err(e) => failures.push(e),
+            }
         }
-        assert!(checked >= 16, "{kind}: only {checked} gradients compared");
+        assert!(failures.len() < 3, "three batches disagreed: {failures:#?}");
     }
 }

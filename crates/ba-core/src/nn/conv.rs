@@ -4,7 +4,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::init::pytorch_default;
-use crate::ops::{conv2d, Conv2dParams};
+use crate::ops::{conv2d, conv2d_max_pool2d, Conv2dParams, MaxPool2dParams};
 
 /// `torch.nn.Conv2d` with a square kernel and a bias, optionally followed by a fused ReLU
 /// (`params.relu`): parameters `weight` (out, in, k, k) and `bias` (out).
@@ -33,6 +33,12 @@ impl Conv2d {
     /// The kernel, (out, in, k, k).
     pub fn weight(&self) -> &Tensor {
         &self.weight
+    }
+
+    /// `max_pool2d(self.forward(x), pool)` as one op (see [`conv2d_max_pool2d`]): the same
+    /// values and gradients without the convolution's output in memory.
+    pub fn forward_max_pooled(&self, x: &Tensor, pool: MaxPool2dParams) -> Result<Tensor> {
+        conv2d_max_pool2d(x, &self.weight, Some(&self.bias), self.params, pool)
     }
 
     /// Values of the kernel and the bias.

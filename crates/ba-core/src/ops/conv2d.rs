@@ -51,7 +51,7 @@ impl Conv2dParams {
         Self { relu: true, ..self }
     }
 
-    fn geometry(&self, x: &[usize], w: &[usize]) -> Result<ConvGeometry> {
+    pub(crate) fn geometry(&self, x: &[usize], w: &[usize]) -> Result<ConvGeometry> {
         let (&[b, c, h, wd], &[cout, cw, kh, kw]) = (x, w) else {
             candle_core::bail!("conv2d: expected input (b, c, h, w) and weight (cout, c, kh, kw), got {x:?} and {w:?}");
         };
@@ -108,7 +108,7 @@ macro_rules! dispatch {
 
 /// Whether `images` images are spread over rayon's threads (each GEMM on one thread) rather
 /// than run one after another with parallel GEMMs.
-fn split_images(images: usize) -> bool {
+pub(crate) fn split_images(images: usize) -> bool {
     let threads = rayon::current_num_threads();
     threads > 1 && images >= threads
 }
@@ -137,22 +137,35 @@ struct Conv2dForward(Conv2dParams);
 
 impl Conv2dForward {
     fn run<T: WithDType + Default>(&self, g: &ConvGeometry, x: &[T], w: &[T], bias: &[T]) -> Vec<T> {
-        let (p, patch) = (g.positions(), g.patch());
-        let mut out = vec![T::zero(); g.b * g.cout * p];
-        for_each_image(&mut out, g.cout * p, patch * p, |i, out, col, parallel| {
-            im2col(g, &x[i * g.image()..][..g.image()], col);
-            // out_i (cout x p) = W (cout x patch) * col (patch x p)
-            let lhs = MatRef { data: w, row_stride: patch, col_stride: 1 };
-            let rhs = MatRef { data: &*col, row_stride: p, col_stride: 1 };
-            matmul((g.cout, p, patch), out, false, (lhs, rhs), parallel);
-            for (plane, &b) in out.chunks_exact_mut(p).zip(bias) {
-                for v in plane {
-                    let y = *v + b;
-                    *v = if self.0.relu && y < T::zero() { T::zero() } else { y };
-                }
-            }
+        let mut out = vec![T::zero(); g.b * g.cout * g.positions()];
+        for_each_image(&mut out, g.cout * g.positions(), g.patch() * g.positions(), |i, out, col, parallel| {
+            conv_image(g, (&x[i * g.image()..][..g.image()], w, bias), self.0.relu, col, out, parallel)
         });
         out
+    }
+}
+
+/// One image's `relu?(W * im2col(x_i) + bias)` into `out` (cout x positions), with `col`
+/// (patch x positions) as scratch.
+pub(crate) fn conv_image<T: WithDType + Default>(
+    g: &ConvGeometry,
+    (x, w, bias): (&[T], &[T], &[T]),
+    relu: bool,
+    col: &mut [T],
+    out: &mut [T],
+    parallel: bool,
+) {
+    let (p, patch) = (g.positions(), g.patch());
+    im2col(g, x, col);
+    // out_i (cout x p) = W (cout x patch) * col (patch x p)
+    let lhs = MatRef { data: w, row_stride: patch, col_stride: 1 };
+    let rhs = MatRef { data: &*col, row_stride: p, col_stride: 1 };
+    matmul((g.cout, p, patch), out, false, (lhs, rhs), parallel);
+    for (plane, &b) in out.chunks_exact_mut(p).zip(bias) {
+        for v in plane {
+            let y = *v + b;
+            *v = if relu && y < T::zero() { T::zero() } else { y };
+        }
     }
 }
 
@@ -311,14 +324,28 @@ impl Conv2dInputGrad {
         let w_t = transpose(w, g.cout, patch);
         let mut dx = vec![T::zero(); g.b * g.image()];
         for_each_image(&mut dx, g.image(), patch * p, |i, dx, col, parallel| {
-            // col (patch x p) = W^T (patch x cout) * dY_i (cout x p)
-            let lhs = MatRef { data: &w_t, row_stride: g.cout, col_stride: 1 };
-            let rhs = MatRef { data: &dy[i * g.cout * p..][..g.cout * p], row_stride: p, col_stride: 1 };
-            matmul((patch, p, g.cout), col, false, (lhs, rhs), parallel);
-            col2im(g, col, dx);
+            add_input_grad(g, &w_t, &dy[i * g.cout * p..][..g.cout * p], col, dx, parallel)
         });
         dx
     }
+}
+
+/// Adds one image's input gradient col2im(W^T * dY_i) to `dx` (c, h, w), given `w_t` = W^T
+/// (patch x cout) and `dy` (cout x p), with `col` (patch x p) as scratch.
+pub(crate) fn add_input_grad<T: WithDType>(
+    g: &ConvGeometry,
+    w_t: &[T],
+    dy: &[T],
+    col: &mut [T],
+    dx: &mut [T],
+    parallel: bool,
+) {
+    let (p, patch) = (g.positions(), g.patch());
+    // col (patch x p) = W^T (patch x cout) * dY_i (cout x p)
+    let lhs = MatRef { data: w_t, row_stride: g.cout, col_stride: 1 };
+    let rhs = MatRef { data: dy, row_stride: p, col_stride: 1 };
+    matmul((patch, p, g.cout), col, false, (lhs, rhs), parallel);
+    col2im(g, col, dx);
 }
 
 impl CustomOp2 for Conv2dInputGrad {
@@ -351,24 +378,9 @@ struct Conv2dWeightGrad(ConvGeometry);
 impl Conv2dWeightGrad {
     fn run<T: WithDType + Default>(g: &ConvGeometry, dy: &[T], x: &[T]) -> Vec<T> {
         let (p, patch) = (g.positions(), g.patch());
-        // With many positions per image (the 11x11 and 5x5 layers) the gradient is accumulated
-        // transposed, dW^T (patch x cout) += col_i (patch x p) * dY_i^T (p x cout), so that the
-        // GEMM packs the large column matrix in its stored order and only the small dY_i
-        // transposed: 10-25% faster for those layers' backward in side-by-side timings. For the
-        // 7x7 layers (49 positions) dW (cout x patch) += dY_i * col_i^T is the faster form.
-        let transposed = p >= 128;
         let add_image = |dw: &mut [T], col: &mut [T], i: usize, parallel: bool| {
             im2col(g, &x[i * g.image()..][..g.image()], col);
-            let dy = &dy[i * g.cout * p..][..g.cout * p];
-            if transposed {
-                let lhs = MatRef { data: &*col, row_stride: p, col_stride: 1 };
-                let rhs = MatRef { data: dy, row_stride: 1, col_stride: p };
-                matmul((patch, g.cout, p), dw, true, (lhs, rhs), parallel);
-            } else {
-                let lhs = MatRef { data: dy, row_stride: p, col_stride: 1 };
-                let rhs = MatRef { data: &*col, row_stride: 1, col_stride: p };
-                matmul((g.cout, patch, p), dw, true, (lhs, rhs), parallel);
-            }
+            add_weight_grad(g, dw, col, &dy[i * g.cout * p..][..g.cout * p], parallel);
         };
         let zeros = || (vec![T::zero(); patch * g.cout], vec![T::zero(); patch * p]);
         let dw = if split_images(g.b) {
@@ -391,16 +403,48 @@ impl Conv2dWeightGrad {
             (0..g.b).for_each(|i| add_image(&mut dw, &mut col, i, true));
             dw
         };
-        if transposed {
-            transpose(&dw, patch, g.cout)
-        } else {
-            dw
-        }
+        finish_weight_grad(g, dw)
+    }
+}
+
+/// Whether [`add_weight_grad`] accumulates the weight gradient transposed.
+///
+/// With many positions per image (the 11x11 and 5x5 layers) the gradient is accumulated
+/// transposed, dW^T (patch x cout) += col_i (patch x p) * dY_i^T (p x cout), so that the GEMM
+/// packs the large column matrix in its stored order and only the small dY_i transposed:
+/// 10-25% faster for those layers' backward in side-by-side timings. For the 7x7 layers (49
+/// positions) dW (cout x patch) += dY_i * col_i^T is the faster form.
+fn weight_grad_is_transposed(g: &ConvGeometry) -> bool {
+    g.positions() >= 128
+}
+
+/// Adds one image's share of the weight gradient, `dy` (cout x p) times the image's column
+/// matrix `col` (patch x p) transposed, to `dw`, in the form [`weight_grad_is_transposed`]
+/// picks; [`finish_weight_grad`] turns the sum into (cout, c, kh, kw) order.
+pub(crate) fn add_weight_grad<T: WithDType>(g: &ConvGeometry, dw: &mut [T], col: &[T], dy: &[T], parallel: bool) {
+    let (p, patch) = (g.positions(), g.patch());
+    if weight_grad_is_transposed(g) {
+        let lhs = MatRef { data: col, row_stride: p, col_stride: 1 };
+        let rhs = MatRef { data: dy, row_stride: 1, col_stride: p };
+        matmul((patch, g.cout, p), dw, true, (lhs, rhs), parallel);
+    } else {
+        let lhs = MatRef { data: dy, row_stride: p, col_stride: 1 };
+        let rhs = MatRef { data: col, row_stride: 1, col_stride: p };
+        matmul((g.cout, patch, p), dw, true, (lhs, rhs), parallel);
+    }
+}
+
+/// The weight gradient in (cout, c, kh, kw) order from the sum [`add_weight_grad`] built.
+pub(crate) fn finish_weight_grad<T: WithDType + Default>(g: &ConvGeometry, dw: Vec<T>) -> Vec<T> {
+    if weight_grad_is_transposed(g) {
+        transpose(&dw, g.patch(), g.cout)
+    } else {
+        dw
     }
 }
 
 /// The (cols x rows) transpose of a row-major (rows x cols) matrix.
-fn transpose<T: Copy + Default>(m: &[T], rows: usize, cols: usize) -> Vec<T> {
+pub(crate) fn transpose<T: Copy + Default>(m: &[T], rows: usize, cols: usize) -> Vec<T> {
     let mut t = vec![T::default(); m.len()];
     for (r, row) in m.chunks_exact(cols).enumerate() {
         for (c, &v) in row.iter().enumerate() {

@@ -91,9 +91,7 @@ impl MaxPool2d {
         let window = PlaneWindows::new(self.params, (h, w), (oh, ow));
         out.par_chunks_mut(oh * ow).zip(idx.par_chunks_mut(oh * ow)).zip(x.par_chunks(h * w)).for_each_init(
             || vec![T::zero(); window.phases_len()],
-            |phases, ((out, idx), plane)| {
-                pulp::Arch::new().dispatch(PoolPlane { window: &window, plane, out, idx, phases })
-            },
+            |phases, ((out, idx), plane)| window.pool_dispatched(plane, out, idx, phases),
         );
         Ok((out, idx, Shape::from((b, c, oh, ow))))
     }
@@ -104,7 +102,7 @@ impl MaxPool2d {
 const LANES: usize = 8;
 
 /// The windows of one (h, w) input plane pooled to (oh, ow).
-struct PlaneWindows {
+pub(crate) struct PlaneWindows {
     params: MaxPool2dParams,
     h: usize,
     w: usize,
@@ -115,7 +113,7 @@ struct PlaneWindows {
 }
 
 impl PlaneWindows {
-    fn new(params: MaxPool2dParams, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> Self {
+    pub(crate) fn new(params: MaxPool2dParams, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> Self {
         let (kw, sw) = (params.kernel.1, params.stride.1);
         // Room for a whole block of lanes read at the last block's start plus the farthest tap.
         let phase_len = ow.div_ceil(LANES) * LANES + (kw - 1) / sw;
@@ -123,8 +121,13 @@ impl PlaneWindows {
     }
 
     /// Values of the phase buffer [`PlaneWindows::pool`] needs.
-    fn phases_len(&self) -> usize {
+    pub(crate) fn phases_len(&self) -> usize {
         self.h * self.params.stride.1 * self.phase_len
+    }
+
+    /// [`PlaneWindows::pool`] compiled for the CPU features found at run time.
+    pub(crate) fn pool_dispatched<T: WithDType>(&self, plane: &[T], out: &mut [T], idx: &mut [u32], phases: &mut [T]) {
+        pulp::Arch::new().dispatch(PoolPlane { window: self, plane, out, idx, phases })
     }
 
     /// Splits every row of `plane`, padded with negative infinity, into its `sw` phases:

@@ -1,5 +1,5 @@
 //! Candle custom ops that training AlexNet-style networks needs and Candle lacks or runs slowly:
-//! max-pool with arg-max, convolution by im2col + GEMM, and fused Adam/AdamW and SGD updates.
+//! max-pool with arg-max, convolution by im2col + GEMM (also fused with the max-pool after it), and fused Adam/AdamW and SGD updates.
 //!
 //! Each op lives in its own file with its forward, its backward and its tests; the CPU kernels
 //! are Rust (`cpu_fwd`), the CUDA ones (`cuda_fwd`, with the `cuda` feature) launch the
@@ -10,6 +10,7 @@ mod adam;
 #[cfg(any(feature = "cuda", test))]
 mod blas;
 mod conv2d;
+mod conv_max_pool;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod im2col;
@@ -23,6 +24,7 @@ mod state;
 
 pub use adam::{adam_update, AdamMoments, AdamStep};
 pub use conv2d::{conv2d, Conv2dParams};
+pub use conv_max_pool::conv2d_max_pool2d;
 pub use max_pool2d::{max_pool2d, MaxPool2dParams};
 pub use sgd::{sgd_update, SgdStep};
 pub use state::StateVector;

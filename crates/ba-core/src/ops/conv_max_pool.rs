@@ -1,0 +1,407 @@
+//! A convolution (with bias and optional ReLU) and the max-pool after it as one op, on the CPU.
+//!
+//! Composed of two ops, the convolution's output is the largest tensor of the step (25 MB per
+//! batch of 128 after AlexNet's first layer), and Candle makes six full passes over it or its
+//! gradient: the convolution writes it and the pool reads it; in the backward pass the pool
+//! writes a zeroed gradient and scatters into it, Candle's autograd adds that to a zeroed
+//! accumulator (a clearing pass and an add, which no op can avoid), and the convolution masks
+//! it by the ReLU. Here each image's convolution output lives in a per-thread buffer that stays
+//! in cache: it is pooled where it was computed, and in the backward pass the image's output
+//! gradient is scattered from the pooled gradient (only where the pooled value passed the
+//! ReLU, the same mask) right before that image's weight, bias and input gradients use it.
+//! The results are those of [`conv2d`] followed by [`max_pool2d`], which other devices run.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
+use rayon::iter::Either;
+use rayon::prelude::*;
+
+use super::conv2d::{add_input_grad, add_weight_grad, conv_image, finish_weight_grad, split_images, transpose};
+use super::im2col::{im2col, ConvGeometry};
+use super::max_pool2d::PlaneWindows;
+use super::{contiguous_slice, conv2d, max_pool2d, Conv2dParams, MaxPool2dParams};
+
+/// `max_pool2d(conv2d(x, weight, bias, conv), pool)` in one op: the same values and gradients,
+/// without materialising the convolution's output on the CPU (see the module documentation).
+/// On other devices it runs the two ops.
+pub fn conv2d_max_pool2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    conv: Conv2dParams,
+    pool: MaxPool2dParams,
+) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return max_pool2d(&conv2d(x, weight, bias, conv)?, pool);
+    }
+    let g = conv.geometry(x.dims(), weight.dims())?;
+    pool.output_size(g.oh, g.ow)?;
+    let bias = match bias {
+        Some(b) if b.dims() == [g.cout] => b.contiguous()?,
+        Some(b) => candle_core::bail!("conv2d: bias of shape {:?} for {} output channels", b.dims(), g.cout),
+        None => Tensor::zeros(g.cout, x.dtype(), x.device())?,
+    };
+    let op = ConvMaxPool { conv, pool, argmax: Arc::new(Mutex::new(None)) };
+    x.contiguous()?.apply_op3(&weight.contiguous()?, &bias, op)
+}
+
+struct ConvMaxPool {
+    conv: Conv2dParams,
+    pool: MaxPool2dParams,
+    /// Flat index, inside its convolution-output plane, of each pooled value's maximum:
+    /// written by the forward pass, read by the backward pass.
+    argmax: Arc<Mutex<Option<Vec<u32>>>>,
+}
+
+/// The shapes of one call: the convolution's, and its output's pooled size.
+struct Shapes {
+    conv: ConvGeometry,
+    pooled: (usize, usize),
+}
+
+impl Shapes {
+    fn pooled_plane(&self) -> usize {
+        self.pooled.0 * self.pooled.1
+    }
+
+    fn pooled_image(&self) -> usize {
+        self.conv.cout * self.pooled_plane()
+    }
+}
+
+impl ConvMaxPool {
+    fn shapes(&self, x: &[usize], w: &[usize]) -> Result<Shapes> {
+        let conv = self.conv.geometry(x, w)?;
+        let pooled = self.pool.output_size(conv.oh, conv.ow)?;
+        Ok(Shapes { conv, pooled })
+    }
+
+    fn forward<T: WithDType + Default>(&self, s: &Shapes, (x, w, bias): (&[T], &[T], &[T])) -> (Vec<T>, Vec<u32>) {
+        let g = &s.conv;
+        let mut out = vec![T::zero(); g.b * s.pooled_image()];
+        let mut idx = vec![0u32; out.len()];
+        let window = PlaneWindows::new(self.pool, (g.oh, g.ow), s.pooled);
+        let scratch = || {
+            let zeros = |n| vec![T::zero(); n];
+            (zeros(g.patch() * g.positions()), zeros(g.cout * g.positions()), zeros(window.phases_len()))
+        };
+        let image = |i: usize,
+                     (out, idx): (&mut [T], &mut [u32]),
+                     (col, conv, phases): &mut (Vec<T>, Vec<T>, Vec<T>),
+                     parallel| {
+            conv_image(g, (&x[i * g.image()..][..g.image()], w, bias), self.conv.relu, col, conv, parallel);
+            let planes = conv.chunks_exact(g.positions()).zip(out.chunks_exact_mut(s.pooled_plane()));
+            for ((plane, out), idx) in planes.zip(idx.chunks_exact_mut(s.pooled_plane())) {
+                window.pool_dispatched(plane, out, idx, phases);
+            }
+        };
+        let chunk = s.pooled_image();
+        if split_images(g.b) {
+            let images = out.par_chunks_mut(chunk).zip(idx.par_chunks_mut(chunk)).enumerate();
+            images.for_each_init(scratch, |buffers, (i, chunks)| image(i, chunks, buffers, false));
+        } else {
+            let mut buffers = scratch();
+            for (i, chunks) in out.chunks_mut(chunk).zip(idx.chunks_mut(chunk)).enumerate() {
+                image(i, chunks, &mut buffers, true);
+            }
+        }
+        (out, idx)
+    }
+}
+
+impl CustomOp3 for ConvMaxPool {
+    fn name(&self) -> &'static str {
+        "conv2d-max-pool2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let s = self.shapes(xl.dims(), wl.dims())?;
+        let name = self.name();
+        let (out, idx) = match xs.dtype() {
+            DType::F32 => {
+                let inputs =
+                    (contiguous_slice(name, xs, xl)?, contiguous_slice(name, ws, wl)?, contiguous_slice(name, bs, bl)?);
+                let (out, idx) = self.forward::<f32>(&s, inputs);
+                (CpuStorage::F32(out), idx)
+            }
+            DType::F64 => {
+                let inputs =
+                    (contiguous_slice(name, xs, xl)?, contiguous_slice(name, ws, wl)?, contiguous_slice(name, bs, bl)?);
+                let (out, idx) = self.forward::<f64>(&s, inputs);
+                (CpuStorage::F64(out), idx)
+            }
+            dt => candle_core::bail!("{name}: unsupported dtype {dt:?}"),
+        };
+        *lock(&self.argmax)? = Some(idx);
+        Ok((out, Shape::from((s.conv.b, s.conv.cout, s.pooled.0, s.pooled.1))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let s = self.shapes(x.dims(), w.dims())?;
+        let grad = grad.contiguous()?;
+        let guard = lock(&self.argmax)?;
+        let Some(argmax) = guard.as_ref() else {
+            candle_core::bail!("{}: backward without a forward pass", self.name());
+        };
+        let wanted = Wanted { dx: x.track_op(), dw: w.track_op(), db: b.track_op() };
+        let (gs, gl) = grad.storage_and_layout();
+        let (rs, rl) = res.storage_and_layout();
+        let (xs, xl) = x.storage_and_layout();
+        let (ws, wl) = w.storage_and_layout();
+        let (Storage::Cpu(gs), Storage::Cpu(rs), Storage::Cpu(xs), Storage::Cpu(ws)) = (&*gs, &*rs, &*xs, &*ws) else {
+            candle_core::bail!("{}: the backward pass runs on the CPU only", self.name());
+        };
+        let name = self.name();
+        let backward = Backward { shapes: &s, relu: self.conv.relu, argmax, wanted };
+        match gs.dtype() {
+            DType::F32 => backward.tensors::<f32>(
+                (contiguous_slice(name, gs, gl)?, contiguous_slice(name, rs, rl)?),
+                (contiguous_slice(name, xs, xl)?, contiguous_slice(name, ws, wl)?),
+                (x, w, b),
+            ),
+            DType::F64 => backward.tensors::<f64>(
+                (contiguous_slice(name, gs, gl)?, contiguous_slice(name, rs, rl)?),
+                (contiguous_slice(name, xs, xl)?, contiguous_slice(name, ws, wl)?),
+                (x, w, b),
+            ),
+            dt => candle_core::bail!("{name}: unsupported dtype {dt:?}"),
+        }
+    }
+}
+
+/// Which of the three gradients take part in backpropagation.
+#[derive(Clone, Copy)]
+struct Wanted {
+    dx: bool,
+    dw: bool,
+    db: bool,
+}
+
+struct Backward<'a> {
+    shapes: &'a Shapes,
+    relu: bool,
+    argmax: &'a [u32],
+    wanted: Wanted,
+}
+
+/// One thread's running sums of the weight and bias gradients, and its scratch buffers.
+struct Partial<T> {
+    dw: Vec<T>,
+    db: Vec<T>,
+    dy: Vec<T>,
+    col: Vec<T>,
+}
+
+impl<T: WithDType> Partial<T> {
+    fn merge(mut self, other: Self) -> Self {
+        self.dw.iter_mut().zip(&other.dw).for_each(|(a, &b)| *a += b);
+        self.db.iter_mut().zip(&other.db).for_each(|(a, &b)| *a += b);
+        self
+    }
+}
+
+impl Backward<'_> {
+    /// The gradients of `like` = (x, w, b) from their values, each `None` when not wanted.
+    #[allow(clippy::type_complexity)]
+    fn tensors<T: WithDType + Default>(
+        &self,
+        (grad, res): (&[T], &[T]),
+        (x, w): (&[T], &[T]),
+        like: (&Tensor, &Tensor, &Tensor),
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = &self.shapes.conv;
+        let (p, patch) = (g.positions(), g.patch());
+        let w_t = if self.wanted.dx { transpose(w, g.cout, patch) } else { Vec::new() };
+        let zeros = |n| vec![T::zero(); n];
+        let weight_len = if self.wanted.dw { patch * g.cout } else { 0 };
+        let partial =
+            || Partial { dw: zeros(weight_len), db: zeros(g.cout), dy: zeros(g.cout * p), col: zeros(patch * p) };
+        let image = |mut acc: Partial<T>, i: usize, dx: Option<&mut [T]>, parallel: bool| {
+            let pooled = self.shapes.pooled_image();
+            let span = i * pooled..(i + 1) * pooled;
+            self.scatter(&grad[span.clone()], &res[span.clone()], &self.argmax[span], &mut acc.dy);
+            for (sum, plane) in acc.db.iter_mut().zip(acc.dy.chunks_exact(p)) {
+                *sum += plane.iter().fold(T::zero(), |a, &v| a + v);
+            }
+            if self.wanted.dw {
+                im2col(g, &x[i * g.image()..][..g.image()], &mut acc.col);
+                add_weight_grad(g, &mut acc.dw, &acc.col, &acc.dy, parallel);
+            }
+            if let Some(dx) = dx {
+                add_input_grad(g, &w_t, &acc.dy, &mut acc.col, dx, parallel);
+            }
+            acc
+        };
+        let mut dx = self.wanted.dx.then(|| zeros(g.b * g.image()));
+        let sums = if split_images(g.b) {
+            let images = match dx.as_mut() {
+                Some(dx) => Either::Left(dx.par_chunks_mut(g.image()).map(Some)),
+                None => Either::Right((0..g.b).into_par_iter().map(|_| None)),
+            };
+            let per_thread = g.b.div_ceil(rayon::current_num_threads());
+            images
+                .enumerate()
+                .with_min_len(per_thread)
+                .fold(partial, |acc, (i, dx)| image(acc, i, dx, false))
+                .reduce_with(Partial::merge)
+                .unwrap_or_else(partial)
+        } else {
+            let mut acc = partial();
+            let mut chunks = dx.as_mut().map(|dx| dx.chunks_mut(g.image()));
+            for i in 0..g.b {
+                acc = image(acc, i, chunks.as_mut().and_then(|c| c.next()), true);
+            }
+            acc
+        };
+        let dw = self.wanted.dw.then(|| finish_weight_grad(g, sums.dw));
+        let tensor =
+            |v: Option<Vec<T>>, like: &Tensor| v.map(|v| Tensor::from_vec(v, like.dims(), like.device())).transpose();
+        Ok((tensor(dx, like.0)?, tensor(dw, like.1)?, tensor(self.wanted.db.then_some(sums.db), like.2)?))
+    }
+
+    /// One image's convolution-output gradient `dy` (cout x positions): each pooled gradient
+    /// added at its window's arg-max, where the pooled value passed the ReLU (the pooled value
+    /// is the ReLU's output there, so this is the ReLU's mask).
+    fn scatter<T: WithDType>(&self, grad: &[T], res: &[T], argmax: &[u32], dy: &mut [T]) {
+        let plane = self.shapes.pooled_plane();
+        dy.fill(T::zero());
+        let planes = dy.chunks_exact_mut(self.shapes.conv.positions());
+        for (((dy, grad), res), argmax) in
+            planes.zip(grad.chunks(plane)).zip(res.chunks(plane)).zip(argmax.chunks(plane))
+        {
+            for ((&g, &r), &at) in grad.iter().zip(res).zip(argmax) {
+                if !self.relu || r > T::zero() {
+                    dy[at as usize] += g;
+                }
+            }
+        }
+    }
+}
+
+fn lock(m: &Mutex<Option<Vec<u32>>>) -> Result<std::sync::MutexGuard<'_, Option<Vec<u32>>>> {
+    m.lock().map_err(|_| candle_core::Error::Msg("conv2d-max-pool2d: arg-max lock poisoned".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::rng_for;
+    use candle_core::{Device, Var};
+    use rand_distr::{Distribution, StandardNormal};
+
+    fn randn(shape: &[usize], std: f64, seed: u64) -> Var {
+        let mut rng = rng_for(seed, "conv-max-pool-test");
+        let n = shape.iter().product();
+        let values: Vec<f64> = (0..n).map(|_| std * Distribution::<f64>::sample(&StandardNormal, &mut rng)).collect();
+        Var::from_vec(values, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap()
+    }
+
+    /// Values and the gradients of input, weight and bias against `conv2d` then `max_pool2d`.
+    fn check_against_the_two_ops(x_dims: &[usize], w_dims: &[usize], conv: Conv2dParams, pool: MaxPool2dParams) {
+        let x = randn(x_dims, 1.0, 1);
+        let w = randn(w_dims, 0.5, 2);
+        let b = randn(&w_dims[..1], 0.5, 3);
+        let fused = conv2d_max_pool2d(x.as_tensor(), w.as_tensor(), Some(b.as_tensor()), conv, pool).unwrap();
+        let composed =
+            max_pool2d(&conv2d(x.as_tensor(), w.as_tensor(), Some(b.as_tensor()), conv).unwrap(), pool).unwrap();
+        assert_eq!(fused.dims(), composed.dims());
+        assert_eq!(max_abs_diff(&fused, &composed), 0.0, "values for {x_dims:?} {w_dims:?} {conv:?} {pool:?}");
+        let probe = randn(fused.dims(), 1.0, 4).as_tensor().clone();
+        let g_fused = (fused * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_composed = (composed * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("input", &x), ("weight", &w), ("bias", &b)] {
+            let (a, r) = (g_fused.get(v.as_tensor()).unwrap(), g_composed.get(v.as_tensor()).unwrap());
+            let scale = r.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
+            assert!(scale > 0.0, "{name}: no gradient");
+            let diff = max_abs_diff(a, r);
+            assert!(diff <= 1e-12 * scale, "{name} gradient differs by {diff:e} for {x_dims:?} {w_dims:?} {conv:?}");
+        }
+    }
+
+    #[test]
+    fn equals_conv2d_then_max_pool2d() {
+        let (c, m) = (Conv2dParams::square, MaxPool2dParams::square);
+        // AlexNet's two pooled layers scaled down, then odd ones: no ReLU, a pool with stride
+        // 1 and padding, rectangular kernels, batch 1 (the path with parallel GEMMs).
+        check_against_the_two_ops(&[4, 3, 35, 35], &[5, 3, 11, 11], c(4, 5).with_relu(), m(3, 2));
+        check_against_the_two_ops(&[3, 4, 15, 15], &[6, 4, 5, 5], c(1, 2).with_relu(), m(3, 2));
+        check_against_the_two_ops(&[2, 3, 9, 8], &[4, 3, 3, 3], c(1, 1), m(3, 2));
+        let padded = MaxPool2dParams { kernel: (3, 2), stride: (1, 2), padding: (1, 1) };
+        check_against_the_two_ops(&[3, 2, 9, 6], &[5, 2, 3, 2], c(2, 0).with_relu(), padded);
+        check_against_the_two_ops(&[1, 3, 12, 12], &[4, 3, 3, 3], c(1, 1).with_relu(), m(2, 2));
+    }
+
+    #[test]
+    fn images_spread_over_threads_equal_images_one_at_a_time() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        assert!(pool.install(|| split_images(6) && !split_images(1)), "the test must take both paths");
+        let (conv, window) = (Conv2dParams::square(1, 1).with_relu(), MaxPool2dParams::square(3, 2));
+        let x = randn(&[6, 4, 9, 9], 1.0, 5);
+        let w = randn(&[5, 4, 3, 3], 0.3, 6);
+        let b = randn(&[5], 0.3, 7);
+        let probe = randn(&[6, 5, 4, 4], 1.0, 8).as_tensor().clone();
+        let run = |x: &Var, probe: &Tensor| {
+            pool.install(|| {
+                let y = conv2d_max_pool2d(x.as_tensor(), w.as_tensor(), Some(b.as_tensor()), conv, window).unwrap();
+                let grads = (&y * probe).unwrap().sum_all().unwrap().backward().unwrap();
+                (y, grads)
+            })
+        };
+        let (y, grads) = run(&x, &probe);
+        let (mut dw, mut db) = (Tensor::zeros_like(w.as_tensor()).unwrap(), Tensor::zeros_like(b.as_tensor()).unwrap());
+        for i in 0..6 {
+            let xi = Var::from_tensor(&x.as_tensor().narrow(0, i, 1).unwrap()).unwrap();
+            let (yi, gi) = run(&xi, &probe.narrow(0, i, 1).unwrap());
+            assert_eq!(max_abs_diff(&yi, &y.narrow(0, i, 1).unwrap()), 0.0, "image {i}");
+            let dxi = grads.get(x.as_tensor()).unwrap().narrow(0, i, 1).unwrap();
+            assert!(max_abs_diff(gi.get(xi.as_tensor()).unwrap(), &dxi) < 1e-12, "input gradient of image {i}");
+            dw = (dw + gi.get(w.as_tensor()).unwrap()).unwrap();
+            db = (db + gi.get(b.as_tensor()).unwrap()).unwrap();
+        }
+        assert!(max_abs_diff(&dw, grads.get(w.as_tensor()).unwrap()) < 1e-10, "weight gradient");
+        assert!(max_abs_diff(&db, grads.get(b.as_tensor()).unwrap()) < 1e-10, "bias gradient");
+    }
+
+    #[test]
+    fn no_gradient_for_an_input_outside_the_graph() {
+        let x = randn(&[2, 3, 8, 8], 1.0, 9).as_tensor().detach();
+        let w = randn(&[4, 3, 3, 3], 1.0, 10);
+        let y = conv2d_max_pool2d(&x, w.as_tensor(), None, Conv2dParams::square(1, 1), MaxPool2dParams::square(2, 2));
+        let grads = y.unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(&x).is_none());
+        assert!(grads.get(w.as_tensor()).is_some());
+    }
+
+    #[test]
+    fn bad_shapes_are_clear_errors() {
+        let x = Tensor::zeros((1, 3, 8, 8), DType::F32, &Device::Cpu).unwrap();
+        let w = Tensor::zeros((4, 3, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        let (conv, pool) = (Conv2dParams::square(1, 0), MaxPool2dParams::square(7, 1));
+        let err = conv2d_max_pool2d(&x, &w, None, conv, pool).unwrap_err().to_string();
+        assert!(err.contains("input 6x6 is smaller than the window 7x7"), "{err}");
+        let b = Tensor::zeros(5, DType::F32, &Device::Cpu).unwrap();
+        let err = conv2d_max_pool2d(&x, &w, Some(&b), conv, MaxPool2dParams::square(2, 2)).unwrap_err().to_string();
+        assert!(err.contains("bias of shape [5] for 4 output channels"), "{err}");
+    }
+}
