@@ -1,20 +1,20 @@
-//! 2-D convolution with bias and an optional fused ReLU, lowered to one im2col + GEMM per
-//! image, forward and backward.
+//! 2-D convolution with bias and an optional fused ReLU, lowered to im2col + GEMM per group of
+//! images (one image for the large layers; see [`super::conv_groups`]), forward and backward.
 //!
 //! Candle's CPU backward for `conv2d` runs a direct-loop `conv_transpose2d` for the input
 //! gradient, also for inputs that need none (the image entering the first layer), and a bias
-//! and a ReLU after it each cost Candle several full passes and allocations. Here every image
-//! is its own small problem, as in Caffe and PyTorch's native path: its column matrix
-//! (patch x positions, a megabyte or two, so it stays in cache) is multiplied by the weight
-//! `(cout x patch)`, which gives the output image in (cout, oh, ow) order directly; bias and
-//! ReLU are applied in the same place. Images are spread over rayon's threads, each GEMM on one
-//! thread; batches smaller than the thread count go one image at a time with parallel GEMMs.
-//! The backward pass
+//! and a ReLU after it each cost Candle several full passes and allocations. Here every group
+//! of images is its own small problem, as in Caffe and PyTorch's native path: its column
+//! matrix (patch x positions, a megabyte or two, so it stays in cache) is multiplied by the
+//! weight `(cout x patch)`, which for one image gives the output in (cout, oh, ow) order
+//! directly; bias and ReLU are applied in the same place. Groups are spread over rayon's
+//! threads, each GEMM on one thread; fewer groups than threads go one at a time with parallel
+//! GEMMs. The backward pass
 //! 1. masks the output gradient by the ReLU (one pass; none without ReLU),
 //! 2. sums it per channel for the bias gradient,
-//! 3. accumulates the weight gradient image by image (dY_i * col_i^T), one partial sum per
+//! 3. accumulates the weight gradient group by group (dY_g * col_g^T), one partial sum per
 //!    thread,
-//! 4. computes the input gradient image by image as col2im(W^T * dY_i),
+//! 4. computes the input gradient group by group as col2im(W^T * dY_g),
 //!
 //! skipping every gradient whose tensor does not take part in backpropagation.
 
@@ -23,9 +23,13 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Re
 use rayon::prelude::*;
 
 use super::contiguous_slice;
+use super::conv_groups::{
+    add_input_grad, add_weight_grad, conv_group, finish_weight_grad, for_each_group, from_group_layout,
+    images_per_group, spread_groups, to_group_layout, transpose,
+};
 #[cfg(feature = "cuda")]
 use super::cuda::{conv2d as cuda, f32_view};
-use super::im2col::{col2im, im2col, matmul, ConvGeometry, MatRef};
+use super::im2col::{im2col_strided, ConvGeometry};
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
 
@@ -106,66 +110,25 @@ macro_rules! dispatch {
     };
 }
 
-/// Whether `images` images are spread over rayon's threads (each GEMM on one thread) rather
-/// than run one after another with parallel GEMMs.
-pub(crate) fn split_images(images: usize) -> bool {
-    let threads = rayon::current_num_threads();
-    threads > 1 && images >= threads
-}
-
-/// Calls `f(image, its chunk of out, a scratch buffer of scratch_len, parallel GEMM?)` for
-/// every image, where each image owns `per_image` consecutive values of `out`.
-fn for_each_image<T: WithDType + Default>(
-    out: &mut [T],
-    per_image: usize,
-    scratch_len: usize,
-    f: impl Fn(usize, &mut [T], &mut [T], bool) + Sync,
-) {
-    if split_images(out.len() / per_image.max(1)) {
-        out.par_chunks_mut(per_image)
-            .enumerate()
-            .for_each_init(|| vec![T::default(); scratch_len], |scratch, (i, chunk)| f(i, chunk, scratch, false));
-    } else {
-        let mut scratch = vec![T::default(); scratch_len];
-        for (i, chunk) in out.chunks_mut(per_image).enumerate() {
-            f(i, chunk, &mut scratch, true);
-        }
-    }
-}
-
 struct Conv2dForward(Conv2dParams);
 
 impl Conv2dForward {
     fn run<T: WithDType + Default>(&self, g: &ConvGeometry, x: &[T], w: &[T], bias: &[T]) -> Vec<T> {
-        let mut out = vec![T::zero(); g.b * g.cout * g.positions()];
-        for_each_image(&mut out, g.cout * g.positions(), g.patch() * g.positions(), |i, out, col, parallel| {
-            conv_image(g, (&x[i * g.image()..][..g.image()], w, bias), self.0.relu, col, out, parallel)
+        let (p, patch, group) = (g.positions(), g.patch(), images_per_group(g));
+        let mut out = vec![T::zero(); g.b * g.cout * p];
+        let scratch = (patch + g.cout) * group * p;
+        for_each_group(&mut out, (g.cout * p, group), scratch, |first, images, out, scratch, parallel| {
+            let (col, grouped) = scratch.split_at_mut(patch * group * p);
+            let x = &x[first * g.image()..][..images * g.image()];
+            let (inputs, how) = ((x, w, bias), (images, self.0.relu));
+            if images == 1 {
+                conv_group(g, inputs, how, col, out, parallel);
+            } else {
+                conv_group(g, inputs, how, col, grouped, parallel);
+                from_group_layout(grouped, (images, g.cout, p), out);
+            }
         });
         out
-    }
-}
-
-/// One image's `relu?(W * im2col(x_i) + bias)` into `out` (cout x positions), with `col`
-/// (patch x positions) as scratch.
-pub(crate) fn conv_image<T: WithDType + Default>(
-    g: &ConvGeometry,
-    (x, w, bias): (&[T], &[T], &[T]),
-    relu: bool,
-    col: &mut [T],
-    out: &mut [T],
-    parallel: bool,
-) {
-    let (p, patch) = (g.positions(), g.patch());
-    im2col(g, x, col);
-    // out_i (cout x p) = W (cout x patch) * col (patch x p)
-    let lhs = MatRef { data: w, row_stride: patch, col_stride: 1 };
-    let rhs = MatRef { data: &*col, row_stride: p, col_stride: 1 };
-    matmul((g.cout, p, patch), out, false, (lhs, rhs), parallel);
-    for (plane, &b) in out.chunks_exact_mut(p).zip(bias) {
-        for v in plane {
-            let y = *v + b;
-            *v = if relu && y < T::zero() { T::zero() } else { y };
-        }
     }
 }
 
@@ -318,34 +281,25 @@ struct Conv2dInputGrad(ConvGeometry);
 
 impl Conv2dInputGrad {
     fn run<T: WithDType + Default>(g: &ConvGeometry, dy: &[T], w: &[T]) -> Vec<T> {
-        let (p, patch) = (g.positions(), g.patch());
+        let (p, patch, group) = (g.positions(), g.patch(), images_per_group(g));
         // W^T stored once: the GEMM packs a contiguous left operand 10-30% faster than a
-        // transposed view, and packs it again for every image.
+        // transposed view, and packs it again for every group.
         let w_t = transpose(w, g.cout, patch);
         let mut dx = vec![T::zero(); g.b * g.image()];
-        for_each_image(&mut dx, g.image(), patch * p, |i, dx, col, parallel| {
-            add_input_grad(g, &w_t, &dy[i * g.cout * p..][..g.cout * p], col, dx, parallel)
+        let scratch = (patch + g.cout) * group * p;
+        for_each_group(&mut dx, (g.image(), group), scratch, |first, images, dx, scratch, parallel| {
+            let (col, grouped) = scratch.split_at_mut(patch * group * p);
+            let dy = &dy[first * g.cout * p..][..images * g.cout * p];
+            let dy = if images == 1 {
+                dy
+            } else {
+                to_group_layout(dy, (images, g.cout, p), grouped);
+                &grouped[..images * g.cout * p]
+            };
+            add_input_grad(g, (&w_t, dy), images, col, dx, parallel);
         });
         dx
     }
-}
-
-/// Adds one image's input gradient col2im(W^T * dY_i) to `dx` (c, h, w), given `w_t` = W^T
-/// (patch x cout) and `dy` (cout x p), with `col` (patch x p) as scratch.
-pub(crate) fn add_input_grad<T: WithDType>(
-    g: &ConvGeometry,
-    w_t: &[T],
-    dy: &[T],
-    col: &mut [T],
-    dx: &mut [T],
-    parallel: bool,
-) {
-    let (p, patch) = (g.positions(), g.patch());
-    // col (patch x p) = W^T (patch x cout) * dY_i (cout x p)
-    let lhs = MatRef { data: w_t, row_stride: g.cout, col_stride: 1 };
-    let rhs = MatRef { data: dy, row_stride: p, col_stride: 1 };
-    matmul((patch, p, g.cout), col, false, (lhs, rhs), parallel);
-    col2im(g, col, dx);
 }
 
 impl CustomOp2 for Conv2dInputGrad {
@@ -377,81 +331,43 @@ struct Conv2dWeightGrad(ConvGeometry);
 
 impl Conv2dWeightGrad {
     fn run<T: WithDType + Default>(g: &ConvGeometry, dy: &[T], x: &[T]) -> Vec<T> {
-        let (p, patch) = (g.positions(), g.patch());
-        let add_image = |dw: &mut [T], col: &mut [T], i: usize, parallel: bool| {
-            im2col(g, &x[i * g.image()..][..g.image()], col);
-            add_weight_grad(g, dw, col, &dy[i * g.cout * p..][..g.cout * p], parallel);
+        let (p, patch, group) = (g.positions(), g.patch(), images_per_group(g));
+        let groups = g.b.div_ceil(group);
+        // One running sum per thread, with its two scratch matrices.
+        let start = || (vec![T::zero(); patch * g.cout], vec![T::zero(); (patch + g.cout) * group * p]);
+        let add = |(mut dw, mut scratch): (Vec<T>, Vec<T>), index: usize, parallel: bool| {
+            let (first, images) = (index * group, group.min(g.b - index * group));
+            let (col, grouped) = scratch.split_at_mut(patch * group * p);
+            let n = images * p;
+            for (j, image) in x[first * g.image()..].chunks_exact(g.image()).take(images).enumerate() {
+                im2col_strided(g, image, &mut col[j * p..], n);
+            }
+            let dy = &dy[first * g.cout * p..][..g.cout * n];
+            let dy = if images == 1 {
+                dy
+            } else {
+                to_group_layout(dy, (images, g.cout, p), grouped);
+                &grouped[..g.cout * n]
+            };
+            add_weight_grad(g, (col, dy), n, &mut dw, parallel);
+            (dw, scratch)
         };
-        let zeros = || (vec![T::zero(); patch * g.cout], vec![T::zero(); patch * p]);
-        let dw = if split_images(g.b) {
-            let per_thread = g.b.div_ceil(rayon::current_num_threads());
-            (0..g.b)
+        let (dw, _) = if spread_groups(groups) {
+            let per_thread = groups.div_ceil(rayon::current_num_threads());
+            (0..groups)
                 .into_par_iter()
                 .with_min_len(per_thread)
-                .fold(zeros, |(mut dw, mut col), i| {
-                    add_image(&mut dw, &mut col, i, false);
-                    (dw, col)
-                })
-                .map(|(dw, _)| dw)
-                .reduce_with(|mut a, b| {
+                .fold(start, |acc, index| add(acc, index, false))
+                .reduce_with(|(mut a, scratch), (b, _)| {
                     a.iter_mut().zip(&b).for_each(|(a, &b)| *a += b);
-                    a
+                    (a, scratch)
                 })
-                .unwrap_or_else(|| zeros().0)
+                .unwrap_or_else(start)
         } else {
-            let (mut dw, mut col) = zeros();
-            (0..g.b).for_each(|i| add_image(&mut dw, &mut col, i, true));
-            dw
+            (0..groups).fold(start(), |acc, index| add(acc, index, true))
         };
         finish_weight_grad(g, dw)
     }
-}
-
-/// Whether [`add_weight_grad`] accumulates the weight gradient transposed.
-///
-/// With many positions per image (the 11x11 and 5x5 layers) the gradient is accumulated
-/// transposed, dW^T (patch x cout) += col_i (patch x p) * dY_i^T (p x cout), so that the GEMM
-/// packs the large column matrix in its stored order and only the small dY_i transposed:
-/// 10-25% faster for those layers' backward in side-by-side timings. For the 7x7 layers (49
-/// positions) dW (cout x patch) += dY_i * col_i^T is the faster form.
-fn weight_grad_is_transposed(g: &ConvGeometry) -> bool {
-    g.positions() >= 128
-}
-
-/// Adds one image's share of the weight gradient, `dy` (cout x p) times the image's column
-/// matrix `col` (patch x p) transposed, to `dw`, in the form [`weight_grad_is_transposed`]
-/// picks; [`finish_weight_grad`] turns the sum into (cout, c, kh, kw) order.
-pub(crate) fn add_weight_grad<T: WithDType>(g: &ConvGeometry, dw: &mut [T], col: &[T], dy: &[T], parallel: bool) {
-    let (p, patch) = (g.positions(), g.patch());
-    if weight_grad_is_transposed(g) {
-        let lhs = MatRef { data: col, row_stride: p, col_stride: 1 };
-        let rhs = MatRef { data: dy, row_stride: 1, col_stride: p };
-        matmul((patch, g.cout, p), dw, true, (lhs, rhs), parallel);
-    } else {
-        let lhs = MatRef { data: dy, row_stride: p, col_stride: 1 };
-        let rhs = MatRef { data: col, row_stride: 1, col_stride: p };
-        matmul((g.cout, patch, p), dw, true, (lhs, rhs), parallel);
-    }
-}
-
-/// The weight gradient in (cout, c, kh, kw) order from the sum [`add_weight_grad`] built.
-pub(crate) fn finish_weight_grad<T: WithDType + Default>(g: &ConvGeometry, dw: Vec<T>) -> Vec<T> {
-    if weight_grad_is_transposed(g) {
-        transpose(&dw, g.patch(), g.cout)
-    } else {
-        dw
-    }
-}
-
-/// The (cols x rows) transpose of a row-major (rows x cols) matrix.
-pub(crate) fn transpose<T: Copy + Default>(m: &[T], rows: usize, cols: usize) -> Vec<T> {
-    let mut t = vec![T::default(); m.len()];
-    for (r, row) in m.chunks_exact(cols).enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            t[c * rows + r] = v;
-        }
-    }
-    t
 }
 
 impl CustomOp2 for Conv2dWeightGrad {
@@ -546,6 +462,8 @@ mod tests {
         check_against_candle((1, 4, 7, 7), (3, 4, 3, 3), p(1, 1)); // conv3, batch 1
         check_against_candle((3, 2, 9, 6), (5, 2, 3, 2), p(2, 0).with_relu()); // odd sizes, rectangular kernel
         check_against_candle((2, 3, 4, 4), (2, 3, 1, 1), p(1, 0)); // 1x1
+                                                                   // 49 positions: groups of six images side by side, the last one of two.
+        check_against_candle((20, 4, 7, 7), (5, 4, 3, 3), p(1, 1).with_relu());
     }
 
     #[test]
@@ -564,7 +482,7 @@ mod tests {
             let grads = (&y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
             (y, grads)
         });
-        assert!(pool.install(|| split_images(6) && !split_images(1)), "the test must take both paths");
+        assert!(pool.install(|| spread_groups(6) && !spread_groups(1)), "the test must take both paths");
         let (mut dw, mut db) = (Tensor::zeros_like(w.as_tensor()).unwrap(), Tensor::zeros_like(b.as_tensor()).unwrap());
         for i in 0..6 {
             let xi = Var::from_tensor(&x.as_tensor().narrow(0, i, 1).unwrap()).unwrap();

@@ -5,10 +5,11 @@
 //! gradient: the convolution writes it and the pool reads it; in the backward pass the pool
 //! writes a zeroed gradient and scatters into it, Candle's autograd adds that to a zeroed
 //! accumulator (a clearing pass and an add, which no op can avoid), and the convolution masks
-//! it by the ReLU. Here each image's convolution output lives in a per-thread buffer that stays
-//! in cache: it is pooled where it was computed, and in the backward pass the image's output
-//! gradient is scattered from the pooled gradient (only where the pooled value passed the
-//! ReLU, the same mask) right before that image's weight, bias and input gradients use it.
+//! it by the ReLU. Here the convolution output of each group of images (see
+//! [`super::conv_groups`]) lives in a per-thread buffer that stays in cache: it is pooled where
+//! it was computed, and in the backward pass the group's output gradient is scattered from the
+//! pooled gradient (only where the pooled value passed the ReLU, the same mask) right before
+//! that group's weight, bias and input gradients use it.
 //! The results are those of [`conv2d`] followed by [`max_pool2d`], which other devices run.
 
 use std::sync::{Arc, Mutex};
@@ -18,8 +19,10 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, 
 use rayon::iter::Either;
 use rayon::prelude::*;
 
-use super::conv2d::{add_input_grad, add_weight_grad, conv_image, finish_weight_grad, split_images, transpose};
-use super::im2col::{im2col, ConvGeometry};
+use super::conv_groups::{
+    add_input_grad, add_weight_grad, conv_group, finish_weight_grad, images_per_group, spread_groups, transpose,
+};
+use super::im2col::{im2col_strided, ConvGeometry};
 use super::max_pool2d::PlaneWindows;
 use super::{contiguous_slice, conv2d, max_pool2d, Conv2dParams, MaxPool2dParams};
 
@@ -80,31 +83,36 @@ impl ConvMaxPool {
 
     fn forward<T: WithDType + Default>(&self, s: &Shapes, (x, w, bias): (&[T], &[T], &[T])) -> (Vec<T>, Vec<u32>) {
         let g = &s.conv;
+        let (p, patch, group) = (g.positions(), g.patch(), images_per_group(g));
         let mut out = vec![T::zero(); g.b * s.pooled_image()];
         let mut idx = vec![0u32; out.len()];
         let window = PlaneWindows::new(self.pool, (g.oh, g.ow), s.pooled);
         let scratch = || {
             let zeros = |n| vec![T::zero(); n];
-            (zeros(g.patch() * g.positions()), zeros(g.cout * g.positions()), zeros(window.phases_len()))
+            (zeros(patch * group * p), zeros(g.cout * group * p), zeros(window.phases_len()))
         };
-        let image = |i: usize,
-                     (out, idx): (&mut [T], &mut [u32]),
-                     (col, conv, phases): &mut (Vec<T>, Vec<T>, Vec<T>),
-                     parallel| {
-            conv_image(g, (&x[i * g.image()..][..g.image()], w, bias), self.conv.relu, col, conv, parallel);
-            let planes = conv.chunks_exact(g.positions()).zip(out.chunks_exact_mut(s.pooled_plane()));
-            for ((plane, out), idx) in planes.zip(idx.chunks_exact_mut(s.pooled_plane())) {
-                window.pool_dispatched(plane, out, idx, phases);
-            }
-        };
-        let chunk = s.pooled_image();
-        if split_images(g.b) {
-            let images = out.par_chunks_mut(chunk).zip(idx.par_chunks_mut(chunk)).enumerate();
-            images.for_each_init(scratch, |buffers, (i, chunks)| image(i, chunks, buffers, false));
+        let run =
+            |index: usize, (out, idx): (&mut [T], &mut [u32]), buffers: &mut (Vec<T>, Vec<T>, Vec<T>), parallel| {
+                let (col, conv, phases) = buffers;
+                let (first, images) = (index * group, out.len() / s.pooled_image());
+                let x = &x[first * g.image()..][..images * g.image()];
+                conv_group(g, (x, w, bias), (images, self.conv.relu), col, conv, parallel);
+                // Plane o of image j is columns j * p .. of row o of the group's output.
+                let n = images * p;
+                let outs = out.chunks_exact_mut(s.pooled_plane()).zip(idx.chunks_exact_mut(s.pooled_plane()));
+                for (plane, (out, idx)) in outs.enumerate() {
+                    let (j, o) = (plane / g.cout, plane % g.cout);
+                    window.pool_dispatched(&conv[o * n + j * p..][..p], out, idx, phases);
+                }
+            };
+        let chunk = group * s.pooled_image();
+        if spread_groups(g.b.div_ceil(group)) {
+            let groups = out.par_chunks_mut(chunk).zip(idx.par_chunks_mut(chunk)).enumerate();
+            groups.for_each_init(scratch, |buffers, (index, chunks)| run(index, chunks, buffers, false));
         } else {
             let mut buffers = scratch();
-            for (i, chunks) in out.chunks_mut(chunk).zip(idx.chunks_mut(chunk)).enumerate() {
-                image(i, chunks, &mut buffers, true);
+            for (index, chunks) in out.chunks_mut(chunk).zip(idx.chunks_mut(chunk)).enumerate() {
+                run(index, chunks, &mut buffers, true);
             }
         }
         (out, idx)
@@ -227,46 +235,56 @@ impl Backward<'_> {
         like: (&Tensor, &Tensor, &Tensor),
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = &self.shapes.conv;
-        let (p, patch) = (g.positions(), g.patch());
+        let (p, patch, group) = (g.positions(), g.patch(), images_per_group(g));
         let w_t = if self.wanted.dx { transpose(w, g.cout, patch) } else { Vec::new() };
         let zeros = |n| vec![T::zero(); n];
         let weight_len = if self.wanted.dw { patch * g.cout } else { 0 };
-        let partial =
-            || Partial { dw: zeros(weight_len), db: zeros(g.cout), dy: zeros(g.cout * p), col: zeros(patch * p) };
-        let image = |mut acc: Partial<T>, i: usize, dx: Option<&mut [T]>, parallel: bool| {
-            let pooled = self.shapes.pooled_image();
-            let span = i * pooled..(i + 1) * pooled;
-            self.scatter(&grad[span.clone()], &res[span.clone()], &self.argmax[span], &mut acc.dy);
-            for (sum, plane) in acc.db.iter_mut().zip(acc.dy.chunks_exact(p)) {
-                *sum += plane.iter().fold(T::zero(), |a, &v| a + v);
+        let partial = || Partial {
+            dw: zeros(weight_len),
+            db: zeros(g.cout),
+            dy: zeros(g.cout * group * p),
+            col: zeros(patch * group * p),
+        };
+        let pooled = self.shapes.pooled_image();
+        let run = |mut acc: Partial<T>, index: usize, dx: Option<&mut [T]>, parallel: bool| {
+            let (first, images) = (index * group, group.min(g.b - index * group));
+            let n = images * p;
+            let span = first * pooled..(first + images) * pooled;
+            let dy = &mut acc.dy[..g.cout * n];
+            self.scatter(images, (&grad[span.clone()], &res[span.clone()], &self.argmax[span]), dy);
+            for (sum, row) in acc.db.iter_mut().zip(dy.chunks_exact(n)) {
+                *sum += row.iter().fold(T::zero(), |a, &v| a + v);
             }
             if self.wanted.dw {
-                im2col(g, &x[i * g.image()..][..g.image()], &mut acc.col);
-                add_weight_grad(g, &mut acc.dw, &acc.col, &acc.dy, parallel);
+                for (j, image) in x[first * g.image()..].chunks_exact(g.image()).take(images).enumerate() {
+                    im2col_strided(g, image, &mut acc.col[j * p..], n);
+                }
+                add_weight_grad(g, (&acc.col, dy), n, &mut acc.dw, parallel);
             }
             if let Some(dx) = dx {
-                add_input_grad(g, &w_t, &acc.dy, &mut acc.col, dx, parallel);
+                add_input_grad(g, (&w_t, dy), images, &mut acc.col, dx, parallel);
             }
             acc
         };
+        let groups = g.b.div_ceil(group);
         let mut dx = self.wanted.dx.then(|| zeros(g.b * g.image()));
-        let sums = if split_images(g.b) {
-            let images = match dx.as_mut() {
-                Some(dx) => Either::Left(dx.par_chunks_mut(g.image()).map(Some)),
-                None => Either::Right((0..g.b).into_par_iter().map(|_| None)),
+        let sums = if spread_groups(groups) {
+            let chunks = match dx.as_mut() {
+                Some(dx) => Either::Left(dx.par_chunks_mut(group * g.image()).map(Some)),
+                None => Either::Right((0..groups).into_par_iter().map(|_| None)),
             };
-            let per_thread = g.b.div_ceil(rayon::current_num_threads());
-            images
+            let per_thread = groups.div_ceil(rayon::current_num_threads());
+            chunks
                 .enumerate()
                 .with_min_len(per_thread)
-                .fold(partial, |acc, (i, dx)| image(acc, i, dx, false))
+                .fold(partial, |acc, (index, dx)| run(acc, index, dx, false))
                 .reduce_with(Partial::merge)
                 .unwrap_or_else(partial)
         } else {
             let mut acc = partial();
-            let mut chunks = dx.as_mut().map(|dx| dx.chunks_mut(g.image()));
-            for i in 0..g.b {
-                acc = image(acc, i, chunks.as_mut().and_then(|c| c.next()), true);
+            let mut chunks = dx.as_mut().map(|dx| dx.chunks_mut(group * g.image()));
+            for index in 0..groups {
+                acc = run(acc, index, chunks.as_mut().and_then(|c| c.next()), true);
             }
             acc
         };
@@ -276,16 +294,17 @@ impl Backward<'_> {
         Ok((tensor(dx, like.0)?, tensor(dw, like.1)?, tensor(self.wanted.db.then_some(sums.db), like.2)?))
     }
 
-    /// One image's convolution-output gradient `dy` (cout x positions): each pooled gradient
-    /// added at its window's arg-max, where the pooled value passed the ReLU (the pooled value
-    /// is the ReLU's output there, so this is the ReLU's mask).
-    fn scatter<T: WithDType>(&self, grad: &[T], res: &[T], argmax: &[u32], dy: &mut [T]) {
-        let plane = self.shapes.pooled_plane();
+    /// The convolution-output gradient `dy` of a group of `images` images, in group layout
+    /// (cout x images * positions): each pooled gradient added at its window's arg-max, where
+    /// the pooled value passed the ReLU (the pooled value is the ReLU's output there, so this
+    /// is the ReLU's mask).
+    fn scatter<T: WithDType>(&self, images: usize, (grad, res, argmax): (&[T], &[T], &[u32]), dy: &mut [T]) {
+        let (plane, cout, p) = (self.shapes.pooled_plane(), self.shapes.conv.cout, self.shapes.conv.positions());
         dy.fill(T::zero());
-        let planes = dy.chunks_exact_mut(self.shapes.conv.positions());
-        for (((dy, grad), res), argmax) in
-            planes.zip(grad.chunks(plane)).zip(res.chunks(plane)).zip(argmax.chunks(plane))
-        {
+        let pooled = grad.chunks(plane).zip(res.chunks(plane)).zip(argmax.chunks(plane));
+        for (index, ((grad, res), argmax)) in pooled.enumerate() {
+            let (j, o) = (index / cout, index % cout);
+            let dy = &mut dy[o * images * p + j * p..][..p];
             for ((&g, &r), &at) in grad.iter().zip(res).zip(argmax) {
                 if !self.relu || r > T::zero() {
                     dy[at as usize] += g;
@@ -350,12 +369,14 @@ mod tests {
         let padded = MaxPool2dParams { kernel: (3, 2), stride: (1, 2), padding: (1, 1) };
         check_against_the_two_ops(&[3, 2, 9, 6], &[5, 2, 3, 2], c(2, 0).with_relu(), padded);
         check_against_the_two_ops(&[1, 3, 12, 12], &[4, 3, 3, 3], c(1, 1).with_relu(), m(2, 2));
+        // 81 positions: groups of four images side by side, the last one of two.
+        check_against_the_two_ops(&[18, 3, 9, 9], &[4, 3, 3, 3], c(1, 1).with_relu(), m(3, 2));
     }
 
     #[test]
     fn images_spread_over_threads_equal_images_one_at_a_time() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
-        assert!(pool.install(|| split_images(6) && !split_images(1)), "the test must take both paths");
+        assert!(pool.install(|| spread_groups(6) && !spread_groups(1)), "the test must take both paths");
         let (conv, window) = (Conv2dParams::square(1, 1).with_relu(), MaxPool2dParams::square(3, 2));
         let x = randn(&[6, 4, 9, 9], 1.0, 5);
         let w = randn(&[5, 4, 3, 3], 0.3, 6);

@@ -72,12 +72,22 @@ fn for_each_window_row(g: &ConvGeometry, mut f: impl FnMut(usize, usize, usize, 
 /// Fills `col` (patch x positions, row-major: row (channel, ky, kx), column (oy, ox)) from one
 /// image `x` (c, h, w): the layout in which `W (cout x patch) * col` is the output image in
 /// (cout, oh, ow) order, with no transpose. Every entry is written once (no clearing pass).
+#[cfg(test)]
 pub(crate) fn im2col<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: &mut [T]) {
-    let col = &mut col[..g.patch() * g.positions()];
+    im2col_strided(g, x, col, g.positions());
+}
+
+/// [`im2col`] into the first `positions` columns of a matrix whose rows are `ld` apart: one
+/// image's block of a column matrix that holds several images side by side.
+pub(crate) fn im2col_strided<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: &mut [T], ld: usize) {
+    assert!(
+        ld >= g.positions() && col.len() >= (g.patch() - 1) * ld + g.positions(),
+        "im2col: column matrix too small"
+    );
     if g.stride == (1, 1) && g.ow == g.w {
-        im2col_same_width(g, x, col);
+        im2col_same_width(g, x, col, ld);
     } else {
-        im2col_rows(g, x, col);
+        im2col_rows(g, x, col, ld);
     }
 }
 
@@ -90,7 +100,7 @@ pub(crate) fn im2col<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: &mut [T]
 /// ow values from one phase. A strided gather per segment (the obvious loop) stores one value
 /// at a time, and for the first layer (stride 4) that made im2col cost about as much as its
 /// GEMM.
-fn im2col_rows<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: &mut [T]) {
+fn im2col_rows<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: &mut [T], ld: usize) {
     let (sh, sw) = g.stride;
     let (ph, pw) = g.padding;
     let (p, zero) = (g.positions(), T::default());
@@ -99,16 +109,17 @@ fn im2col_rows<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: &mut [T]) {
     let mut phases = vec![zero; sw * phase_len];
     for ci in 0..g.c {
         for ky in 0..g.kh {
-            let rows = &mut col[(ci * g.kh + ky) * g.kw * p..][..g.kw * p];
+            // The kw column-matrix rows of (ci, ky): the first p values of every ld.
+            let rows = &mut col[(ci * g.kh + ky) * g.kw * ld..][..(g.kw - 1) * ld + p];
             let (oy_lo, oy_hi) = valid_outputs(g.oh, sh, ky, ph, g.h);
             for oy in 0..g.oh {
                 if !(oy_lo..oy_hi).contains(&oy) {
-                    rows.chunks_exact_mut(p).for_each(|row| row[oy * g.ow..][..g.ow].fill(zero));
+                    rows.chunks_mut(ld).for_each(|row| row[oy * g.ow..][..g.ow].fill(zero));
                     continue;
                 }
                 let src = &x[(ci * g.h + oy * sh + ky - ph) * g.w..][..g.w];
                 split_phases(src, (sw, pw), zero, &mut phases);
-                for (kx, row) in rows.chunks_exact_mut(p).enumerate() {
+                for (kx, row) in rows.chunks_mut(ld).enumerate() {
                     let phase = &phases[kx % sw * phase_len..][..phase_len];
                     row[oy * g.ow..][..g.ow].copy_from_slice(&phase[kx / sw..][..g.ow]);
                 }
@@ -139,10 +150,11 @@ pub(crate) fn split_phases<T: Copy>(row: &[T], (stride, pad): (usize, usize), fi
 /// by (ky - ph, kx - pw): one contiguous copy of all its valid output rows, after which the
 /// columns that wrapped around from the neighbouring input row are zeroed. That is one long
 /// copy per row instead of one per output row (7 to 15 values at AlexNet's sizes).
-fn im2col_same_width<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: &mut [T]) {
+fn im2col_same_width<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: &mut [T], ld: usize) {
     let (ph, pw) = g.padding;
     let (w, zero) = (g.w, T::default());
-    for (row, dst) in col.chunks_exact_mut(g.positions()).enumerate() {
+    for row in 0..g.patch() {
+        let dst = &mut col[row * ld..][..g.positions()];
         let (ci, ky, kx) = (row / (g.kh * g.kw), row / g.kw % g.kh, row % g.kw);
         let (oy_lo, oy_hi) = valid_outputs(g.oh, 1, ky, ph, g.h);
         let (lo, hi) = valid_outputs(g.ow, 1, kx, pw, w);
@@ -164,12 +176,13 @@ fn im2col_same_width<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: &mut [T]
     }
 }
 
-/// The adjoint of [`im2col`]: adds every entry of `col` to the input position it was read
-/// from in `dx` (c, h, w), which the caller zeroes.
-pub(crate) fn col2im<T: Copy + std::ops::AddAssign>(g: &ConvGeometry, col: &[T], dx: &mut [T]) {
-    let (p, sw, pw) = (g.positions(), g.stride.1, g.padding.1);
+/// The adjoint of [`im2col_strided`]: adds every entry of the first `positions` columns of
+/// `col` (rows `ld` apart) to the input position it was read from in `dx` (c, h, w), which the
+/// caller zeroes.
+pub(crate) fn col2im<T: Copy + std::ops::AddAssign>(g: &ConvGeometry, col: &[T], ld: usize, dx: &mut [T]) {
+    let (sw, pw) = (g.stride.1, g.padding.1);
     for_each_window_row(g, |row, oy, dst, (lo, hi), kx| {
-        let src = &col[row * p + oy * g.ow..][..g.ow];
+        let src = &col[row * ld + oy * g.ow..][..g.ow];
         let dst = &mut dx[dst..][..g.w];
         if sw == 1 {
             let first = lo + kx - pw;
@@ -301,6 +314,28 @@ mod tests {
     }
 
     #[test]
+    fn strided_im2col_and_col2im_touch_only_their_block() {
+        // One image's block, columns 3..3 + p of a matrix with rows p + 7 apart: written in
+        // full, nothing else changed; col2im reads the same block back.
+        let mut rng = rng_for(9, "im2col-strided");
+        for g in shapes() {
+            let (p, ld) = (g.positions(), g.positions() + 7);
+            let x: Vec<f64> = (0..g.image()).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let mut col = vec![f64::NAN; g.patch() * ld];
+            im2col_strided(&g, &x, &mut col[3..], ld);
+            let want = im2col_by_definition(&g, &x);
+            for (row, values) in col.chunks_exact(ld).enumerate() {
+                assert_eq!(&values[3..3 + p], &want[row * p..][..p], "{g:?} row {row}");
+                assert!(values[..3].iter().chain(&values[3 + p..]).all(|v| v.is_nan()), "{g:?} row {row}");
+            }
+            let (mut strided, mut packed) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+            col2im(&g, &col[3..], ld, &mut strided);
+            col2im(&g, &want, p, &mut packed);
+            assert_eq!(strided, packed, "{g:?}");
+        }
+    }
+
+    #[test]
     fn col2im_is_the_adjoint_of_im2col() {
         // <im2col(x), c> = <x, col2im(c)> for every x and c.
         let mut rng = rng_for(8, "col2im");
@@ -310,7 +345,7 @@ mod tests {
             let mut col = vec![0.0; c.len()];
             im2col(&g, &x, &mut col);
             let mut dx = vec![0.0; x.len()];
-            col2im(&g, &c, &mut dx);
+            col2im(&g, &c, g.positions(), &mut dx);
             let lhs: f64 = col.iter().zip(&c).map(|(a, b)| a * b).sum();
             let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
             assert!((lhs - rhs).abs() < 1e-9 * lhs.abs().max(1.0), "{g:?}: {lhs} vs {rhs}");

@@ -123,7 +123,7 @@ fn im2col_and_col2im_kernels_match_the_cpu_lowering() {
         let cols = random(g.b * per_image, 2);
         let mut want = vec![0.0; g.b * g.image()];
         for (i, dx) in want.chunks_mut(g.image()).enumerate() {
-            col2im(&g, &cols[i * per_image..][..per_image], dx);
+            col2im(&g, &cols[i * per_image..][..per_image], g.positions(), dx);
         }
         let mut got = vec![f32::NAN; want.len()];
         // SAFETY: as above, the other way round.

@@ -10,6 +10,7 @@ mod adam;
 #[cfg(any(feature = "cuda", test))]
 mod blas;
 mod conv2d;
+mod conv_groups;
 mod conv_max_pool;
 #[cfg(feature = "cuda")]
 mod cuda;
