@@ -396,37 +396,8 @@ impl CustomOp2 for Conv2dWeightGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::rng_for;
+    use crate::ops::test_support::{assert_batch_equals_images_one_at_a_time, max_abs_diff, randn};
     use candle_core::{Device, Var};
-    use rand_distr::{Distribution, StandardNormal};
-
-    /// A seeded normal tensor, so that failures reproduce.
-    fn randn(shape: &[usize], std: f64, seed: u64) -> Var {
-        let mut rng = rng_for(seed, "test");
-        let n = shape.iter().product();
-        let values: Vec<f64> = (0..n)
-            .map(|_| {
-                let z: f64 = StandardNormal.sample(&mut rng);
-                std * z
-            })
-            .collect();
-        Var::from_vec(values, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    }
 
     /// Forward and all three gradients against Candle's conv2d + bias (+ relu) on f64 data.
     fn check_against_candle(
@@ -462,41 +433,16 @@ mod tests {
         check_against_candle((1, 4, 7, 7), (3, 4, 3, 3), p(1, 1)); // conv3, batch 1
         check_against_candle((3, 2, 9, 6), (5, 2, 3, 2), p(2, 0).with_relu()); // odd sizes, rectangular kernel
         check_against_candle((2, 3, 4, 4), (2, 3, 1, 1), p(1, 0)); // 1x1
-                                                                   // 49 positions: groups of six images side by side, the last one of two.
+
+        // 49 positions: groups of six images side by side, the last one of two.
         check_against_candle((20, 4, 7, 7), (5, 4, 3, 3), p(1, 1).with_relu());
     }
 
     #[test]
     fn images_spread_over_threads_equal_images_one_at_a_time() {
-        // Six images on three threads take the split path (one GEMM per thread); each image
-        // alone takes the sequential path with parallel GEMMs. In f64, so that no output lies
-        // close enough to zero for rounding to flip its ReLU mask.
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
-        let params = Conv2dParams::square(2, 1).with_relu();
-        let x = randn(&[6, 4, 9, 9], 1.0, 5);
-        let w = randn(&[5, 4, 3, 3], 0.3, 6);
-        let b = randn(&[5], 0.3, 7);
-        let probe = randn(&[6, 5, 5, 5], 1.0, 8).as_tensor().clone();
-        let (y, grads) = pool.install(|| {
-            let y = conv2d(x.as_tensor(), w.as_tensor(), Some(b.as_tensor()), params).unwrap();
-            let grads = (&y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-            (y, grads)
-        });
-        assert!(pool.install(|| spread_groups(6) && !spread_groups(1)), "the test must take both paths");
-        let (mut dw, mut db) = (Tensor::zeros_like(w.as_tensor()).unwrap(), Tensor::zeros_like(b.as_tensor()).unwrap());
-        for i in 0..6 {
-            let xi = Var::from_tensor(&x.as_tensor().narrow(0, i, 1).unwrap()).unwrap();
-            let yi = pool.install(|| conv2d(xi.as_tensor(), w.as_tensor(), Some(b.as_tensor()), params).unwrap());
-            assert!(max_abs_diff(&yi, &y.narrow(0, i, 1).unwrap()) < 1e-12, "image {i}");
-            let gi =
-                pool.install(|| (&yi * probe.narrow(0, i, 1).unwrap()).unwrap().sum_all().unwrap().backward().unwrap());
-            let dxi = grads.get(x.as_tensor()).unwrap().narrow(0, i, 1).unwrap();
-            assert!(max_abs_diff(gi.get(xi.as_tensor()).unwrap(), &dxi) < 1e-12, "input gradient of image {i}");
-            dw = (dw + gi.get(w.as_tensor()).unwrap()).unwrap();
-            db = (db + gi.get(b.as_tensor()).unwrap()).unwrap();
-        }
-        assert!(max_abs_diff(&dw, grads.get(w.as_tensor()).unwrap()) < 1e-10, "weight gradient");
-        assert!(max_abs_diff(&db, grads.get(b.as_tensor()).unwrap()) < 1e-10, "bias gradient");
+        // In f64, so that no output lies close enough to zero for rounding to flip its ReLU.
+        let params = Conv2dParams::square(1, 1).with_relu();
+        assert_batch_equals_images_one_at_a_time(|x, w, b| conv2d(x, w, Some(b), params).unwrap());
     }
 
     #[test]

@@ -321,20 +321,8 @@ fn lock(m: &Mutex<Option<Vec<u32>>>) -> Result<std::sync::MutexGuard<'_, Option<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::rng_for;
-    use candle_core::{Device, Var};
-    use rand_distr::{Distribution, StandardNormal};
-
-    fn randn(shape: &[usize], std: f64, seed: u64) -> Var {
-        let mut rng = rng_for(seed, "conv-max-pool-test");
-        let n = shape.iter().product();
-        let values: Vec<f64> = (0..n).map(|_| std * Distribution::<f64>::sample(&StandardNormal, &mut rng)).collect();
-        Var::from_vec(values, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap()
-    }
+    use crate::ops::test_support::{assert_batch_equals_images_one_at_a_time, max_abs_diff, randn};
+    use candle_core::Device;
 
     /// Values and the gradients of input, weight and bias against `conv2d` then `max_pool2d`.
     fn check_against_the_two_ops(x_dims: &[usize], w_dims: &[usize], conv: Conv2dParams, pool: MaxPool2dParams) {
@@ -375,33 +363,9 @@ mod tests {
 
     #[test]
     fn images_spread_over_threads_equal_images_one_at_a_time() {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
-        assert!(pool.install(|| spread_groups(6) && !spread_groups(1)), "the test must take both paths");
-        let (conv, window) = (Conv2dParams::square(1, 1).with_relu(), MaxPool2dParams::square(3, 2));
-        let x = randn(&[6, 4, 9, 9], 1.0, 5);
-        let w = randn(&[5, 4, 3, 3], 0.3, 6);
-        let b = randn(&[5], 0.3, 7);
-        let probe = randn(&[6, 5, 4, 4], 1.0, 8).as_tensor().clone();
-        let run = |x: &Var, probe: &Tensor| {
-            pool.install(|| {
-                let y = conv2d_max_pool2d(x.as_tensor(), w.as_tensor(), Some(b.as_tensor()), conv, window).unwrap();
-                let grads = (&y * probe).unwrap().sum_all().unwrap().backward().unwrap();
-                (y, grads)
-            })
-        };
-        let (y, grads) = run(&x, &probe);
-        let (mut dw, mut db) = (Tensor::zeros_like(w.as_tensor()).unwrap(), Tensor::zeros_like(b.as_tensor()).unwrap());
-        for i in 0..6 {
-            let xi = Var::from_tensor(&x.as_tensor().narrow(0, i, 1).unwrap()).unwrap();
-            let (yi, gi) = run(&xi, &probe.narrow(0, i, 1).unwrap());
-            assert_eq!(max_abs_diff(&yi, &y.narrow(0, i, 1).unwrap()), 0.0, "image {i}");
-            let dxi = grads.get(x.as_tensor()).unwrap().narrow(0, i, 1).unwrap();
-            assert!(max_abs_diff(gi.get(xi.as_tensor()).unwrap(), &dxi) < 1e-12, "input gradient of image {i}");
-            dw = (dw + gi.get(w.as_tensor()).unwrap()).unwrap();
-            db = (db + gi.get(b.as_tensor()).unwrap()).unwrap();
-        }
-        assert!(max_abs_diff(&dw, grads.get(w.as_tensor()).unwrap()) < 1e-10, "weight gradient");
-        assert!(max_abs_diff(&db, grads.get(b.as_tensor()).unwrap()) < 1e-10, "bias gradient");
+        let (conv, pool) = (Conv2dParams::square(1, 1).with_relu(), MaxPool2dParams::square(3, 2));
+        let op = |x: &Tensor, w: &Tensor, b: &Tensor| conv2d_max_pool2d(x, w, Some(b), conv, pool).unwrap();
+        assert_batch_equals_images_one_at_a_time(op);
     }
 
     #[test]

@@ -22,6 +22,8 @@ mod kernels_on_cpu;
 mod max_pool2d;
 mod sgd;
 mod state;
+#[cfg(test)]
+mod test_support;
 
 pub use adam::{adam_update, AdamMoments, AdamStep};
 pub use conv2d::{conv2d, Conv2dParams};

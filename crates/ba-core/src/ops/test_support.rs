@@ -1,0 +1,54 @@
+//! Helpers the convolution ops' tests share.
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand_distr::{Distribution, StandardNormal};
+
+use super::conv_groups::spread_groups;
+use crate::rng::rng_for;
+
+/// A seeded f64 normal tensor, so that failures reproduce.
+pub(crate) fn randn(shape: &[usize], std: f64, seed: u64) -> Var {
+    let mut rng = rng_for(seed, "ops-test");
+    let n = shape.iter().product();
+    let values: Vec<f64> = (0..n).map(|_| std * Distribution::<f64>::sample(&StandardNormal, &mut rng)).collect();
+    Var::from_vec(values, shape, &Device::Cpu).unwrap()
+}
+
+/// The largest absolute difference of two tensors, as f64.
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    let diff = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+    diff.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+}
+
+/// Runs `op(x, w, b)` on six images (seeded, (6, 4, 12, 12), weight (5, 4, 3, 3); with stride
+/// 1 and padding 1 that is 144 positions, one image per group) in a pool of three threads,
+/// where the six groups are spread over the threads, and on each image alone, where the GEMMs
+/// run in parallel: outputs and input gradients agree image by image, and the weight and
+/// bias gradients of the batch are the sums of the images'.
+pub(crate) fn assert_batch_equals_images_one_at_a_time(op: impl Fn(&Tensor, &Tensor, &Tensor) -> Tensor + Sync) {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+    assert!(pool.install(|| spread_groups(6) && !spread_groups(1)), "the test must take both paths");
+    let x = randn(&[6, 4, 12, 12], 1.0, 5);
+    let (w, b) = (randn(&[5, 4, 3, 3], 0.3, 6), randn(&[5], 0.3, 7));
+    let run = |x: &Var, probe: Option<&Tensor>| {
+        pool.install(|| {
+            let y = op(x.as_tensor(), w.as_tensor(), b.as_tensor());
+            let probe = probe.cloned().unwrap_or_else(|| randn(y.dims(), 1.0, 8).as_tensor().clone());
+            let grads = (&y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            (y, probe, grads)
+        })
+    };
+    let (y, probe, grads) = run(&x, None);
+    let (mut dw, mut db) = (Tensor::zeros_like(w.as_tensor()).unwrap(), Tensor::zeros_like(b.as_tensor()).unwrap());
+    for i in 0..6 {
+        let xi = Var::from_tensor(&x.as_tensor().narrow(0, i, 1).unwrap()).unwrap();
+        let (yi, _, gi) = run(&xi, Some(&probe.narrow(0, i, 1).unwrap()));
+        assert!(max_abs_diff(&yi, &y.narrow(0, i, 1).unwrap()) < 1e-12, "image {i}");
+        let dxi = grads.get(x.as_tensor()).unwrap().narrow(0, i, 1).unwrap();
+        assert!(max_abs_diff(gi.get(xi.as_tensor()).unwrap(), &dxi) < 1e-12, "input gradient of image {i}");
+        dw = (dw + gi.get(w.as_tensor()).unwrap()).unwrap();
+        db = (db + gi.get(b.as_tensor()).unwrap()).unwrap();
+    }
+    assert!(max_abs_diff(&dw, grads.get(w.as_tensor()).unwrap()) < 1e-10, "weight gradient");
+    assert!(max_abs_diff(&db, grads.get(b.as_tensor()).unwrap()) < 1e-10, "bias gradient");
+}
