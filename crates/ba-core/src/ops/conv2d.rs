@@ -69,6 +69,9 @@ impl Conv2dParams {
         if sh == 0 || sw == 0 || kh == 0 || kw == 0 {
             candle_core::bail!("conv2d: stride and kernel must be positive ({self:?}, weight {w:?})");
         }
+        if c == 0 || cout == 0 || h == 0 || wd == 0 {
+            candle_core::bail!("conv2d: channels and image sides must be positive, got input {x:?} and weight {w:?}");
+        }
         if h + 2 * ph < kh || wd + 2 * pw < kw {
             candle_core::bail!(
                 "conv2d: padded input {}x{} is smaller than the kernel {kh}x{kw}",
@@ -466,5 +469,20 @@ mod tests {
         let b = Tensor::zeros(5, DType::F32, &Device::Cpu).unwrap();
         let err = conv2d(&x, &w, Some(&b), Conv2dParams::square(1, 1)).unwrap_err().to_string();
         assert!(err.contains("bias of shape [5] for 4 output channels"), "{err}");
+        let empty = Tensor::zeros((4, 3, 0, 8), DType::F32, &Device::Cpu).unwrap();
+        let err = conv2d(&empty, &w, None, Conv2dParams::square(1, 1)).unwrap_err().to_string();
+        assert!(err.contains("channels and image sides must be positive"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_batch_gives_an_empty_output_and_gradients() {
+        let x = Var::from_tensor(&Tensor::zeros((0, 3, 8, 8), DType::F32, &Device::Cpu).unwrap()).unwrap();
+        let w = Var::randn(0f32, 1., (4, 3, 3, 3), &Device::Cpu).unwrap();
+        let y = conv2d(x.as_tensor(), w.as_tensor(), None, Conv2dParams::square(1, 1).with_relu()).unwrap();
+        assert_eq!(y.dims(), [0, 4, 8, 8]);
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        assert_eq!(grads.get(x.as_tensor()).unwrap().dims(), [0, 3, 8, 8]);
+        let dw = grads.get(w.as_tensor()).unwrap();
+        assert_eq!(dw.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
     }
 }

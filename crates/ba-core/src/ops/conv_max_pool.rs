@@ -389,4 +389,16 @@ mod tests {
         let err = conv2d_max_pool2d(&x, &w, Some(&b), conv, MaxPool2dParams::square(2, 2)).unwrap_err().to_string();
         assert!(err.contains("bias of shape [5] for 4 output channels"), "{err}");
     }
+
+    #[test]
+    fn an_empty_batch_gives_an_empty_output_and_gradients() {
+        let x = randn(&[0, 3, 8, 8], 1.0, 11);
+        let w = randn(&[4, 3, 3, 3], 1.0, 12);
+        let (conv, pool) = (Conv2dParams::square(1, 1).with_relu(), MaxPool2dParams::square(2, 2));
+        let y = conv2d_max_pool2d(x.as_tensor(), w.as_tensor(), None, conv, pool).unwrap();
+        assert_eq!(y.dims(), [0, 4, 4, 4]);
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        assert_eq!(grads.get(x.as_tensor()).unwrap().dims(), [0, 3, 8, 8]);
+        assert_eq!(max_abs_diff(grads.get(w.as_tensor()).unwrap(), &w.zeros_like().unwrap()), 0.0);
+    }
 }
