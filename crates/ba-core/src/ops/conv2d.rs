@@ -24,12 +24,12 @@ use rayon::prelude::*;
 
 use super::contiguous_slice;
 use super::conv_groups::{
-    add_input_grad, add_weight_grad, conv_group, finish_weight_grad, for_each_group, from_group_layout,
-    images_per_group, spread_groups, to_group_layout, transpose,
+    add_input_grad, add_weight_grad, conv_group, finish_weight_grad, for_each_group, from_group_layout, im2col_group,
+    images_per_group, in_group_layout, spread_groups, transpose,
 };
 #[cfg(feature = "cuda")]
 use super::cuda::{conv2d as cuda, f32_view};
-use super::im2col::{im2col_strided, ConvGeometry};
+use super::im2col::ConvGeometry;
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
 
@@ -88,12 +88,18 @@ impl Conv2dParams {
 /// `bias` (cout) or none; differentiable in all three.
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, params: Conv2dParams) -> Result<Tensor> {
     let g = params.geometry(x.dims(), weight.dims())?;
-    let bias = match bias {
-        Some(b) if b.dims() == [g.cout] => b.contiguous()?,
-        Some(b) => candle_core::bail!("conv2d: bias of shape {:?} for {} output channels", b.dims(), g.cout),
-        None => Tensor::zeros(g.cout, x.dtype(), x.device())?,
-    };
+    let bias = bias_or_zeros(bias, &g, x)?;
     x.contiguous()?.apply_op3(&weight.contiguous()?, &bias, Conv2dForward(params))
+}
+
+/// `bias` checked against the convolution's output channels and made contiguous, or zeros
+/// like `x` when there is none.
+pub(crate) fn bias_or_zeros(bias: Option<&Tensor>, g: &ConvGeometry, x: &Tensor) -> Result<Tensor> {
+    match bias {
+        Some(b) if b.dims() == [g.cout] => b.contiguous(),
+        Some(b) => candle_core::bail!("conv2d: bias of shape {:?} for {} output channels", b.dims(), g.cout),
+        None => Tensor::zeros(g.cout, x.dtype(), x.device()),
+    }
 }
 
 /// Runs `$body` with `$t` bound to the element type of `$storage`, for f32 and f64.
@@ -292,13 +298,7 @@ impl Conv2dInputGrad {
         let scratch = (patch + g.cout) * group * p;
         for_each_group(&mut dx, (g.image(), group), scratch, |first, images, dx, scratch, parallel| {
             let (col, grouped) = scratch.split_at_mut(patch * group * p);
-            let dy = &dy[first * g.cout * p..][..images * g.cout * p];
-            let dy = if images == 1 {
-                dy
-            } else {
-                to_group_layout(dy, (images, g.cout, p), grouped);
-                &grouped[..images * g.cout * p]
-            };
+            let dy = in_group_layout(&dy[first * g.cout * p..], (images, g.cout, p), grouped);
             add_input_grad(g, (&w_t, dy), images, col, dx, parallel);
         });
         dx
@@ -341,18 +341,9 @@ impl Conv2dWeightGrad {
         let add = |(mut dw, mut scratch): (Vec<T>, Vec<T>), index: usize, parallel: bool| {
             let (first, images) = (index * group, group.min(g.b - index * group));
             let (col, grouped) = scratch.split_at_mut(patch * group * p);
-            let n = images * p;
-            for (j, image) in x[first * g.image()..].chunks_exact(g.image()).take(images).enumerate() {
-                im2col_strided(g, image, &mut col[j * p..], n);
-            }
-            let dy = &dy[first * g.cout * p..][..g.cout * n];
-            let dy = if images == 1 {
-                dy
-            } else {
-                to_group_layout(dy, (images, g.cout, p), grouped);
-                &grouped[..g.cout * n]
-            };
-            add_weight_grad(g, (col, dy), n, &mut dw, parallel);
+            im2col_group(g, &x[first * g.image()..], images, col);
+            let dy = in_group_layout(&dy[first * g.cout * p..], (images, g.cout, p), grouped);
+            add_weight_grad(g, (col, dy), images * p, &mut dw, parallel);
             (dw, scratch)
         };
         let (dw, _) = if spread_groups(groups) {

@@ -57,6 +57,29 @@ pub(crate) fn for_each_group<T: WithDType + Default>(
     }
 }
 
+/// The column matrices of the `images` images in `x`, side by side in `col` (patch x images *
+/// positions: image j's in columns j * p ..).
+pub(crate) fn im2col_group<T: Copy + Default>(g: &ConvGeometry, x: &[T], images: usize, col: &mut [T]) {
+    let (p, n) = (g.positions(), images * g.positions());
+    for (j, image) in x.chunks_exact(g.image()).take(images).enumerate() {
+        im2col_strided(g, image, &mut col[j * p..], n);
+    }
+}
+
+/// `dy` (images, cout, p) in group layout (cout, images * p): `dy` itself for one image, else
+/// copied into `scratch`.
+pub(crate) fn in_group_layout<'a, T: Copy>(
+    dy: &'a [T],
+    (images, cout, p): (usize, usize, usize),
+    scratch: &'a mut [T],
+) -> &'a [T] {
+    if images == 1 {
+        return &dy[..cout * p];
+    }
+    to_group_layout(dy, (images, cout, p), scratch);
+    &scratch[..images * cout * p]
+}
+
 /// `relu?(W * [im2col(x_0) .. im2col(x_n-1)] + bias)` of the `images` images in `x` into
 /// `out` (cout x images * positions: image j's positions in columns j * p ..), with `col`
 /// (patch x images * positions) as scratch.
@@ -70,9 +93,7 @@ pub(crate) fn conv_group<T: WithDType + Default>(
 ) {
     let (p, patch) = (g.positions(), g.patch());
     let n = images * p;
-    for (j, image) in x.chunks_exact(g.image()).take(images).enumerate() {
-        im2col_strided(g, image, &mut col[j * p..], n);
-    }
+    im2col_group(g, x, images, col);
     let lhs = MatRef { data: w, row_stride: patch, col_stride: 1 };
     let rhs = MatRef { data: &*col, row_stride: n, col_stride: 1 };
     matmul((g.cout, n, patch), out, false, (lhs, rhs), parallel);
@@ -86,7 +107,7 @@ pub(crate) fn conv_group<T: WithDType + Default>(
 
 /// Copies `images` images' (cout, p) blocks from `src` (images, cout, p) into the group
 /// layout (cout, images * p) of `dst`.
-pub(crate) fn to_group_layout<T: Copy>(src: &[T], (images, cout, p): (usize, usize, usize), dst: &mut [T]) {
+fn to_group_layout<T: Copy>(src: &[T], (images, cout, p): (usize, usize, usize), dst: &mut [T]) {
     for (j, image) in src.chunks_exact(cout * p).take(images).enumerate() {
         for (o, plane) in image.chunks_exact(p).enumerate() {
             dst[o * images * p + j * p..][..p].copy_from_slice(plane);

@@ -19,10 +19,12 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, 
 use rayon::iter::Either;
 use rayon::prelude::*;
 
+use super::conv2d::bias_or_zeros;
 use super::conv_groups::{
-    add_input_grad, add_weight_grad, conv_group, finish_weight_grad, images_per_group, spread_groups, transpose,
+    add_input_grad, add_weight_grad, conv_group, finish_weight_grad, im2col_group, images_per_group, spread_groups,
+    transpose,
 };
-use super::im2col::{im2col_strided, ConvGeometry};
+use super::im2col::ConvGeometry;
 use super::max_pool2d::PlaneWindows;
 use super::{contiguous_slice, conv2d, max_pool2d, Conv2dParams, MaxPool2dParams};
 
@@ -41,11 +43,7 @@ pub fn conv2d_max_pool2d(
     }
     let g = conv.geometry(x.dims(), weight.dims())?;
     pool.output_size(g.oh, g.ow)?;
-    let bias = match bias {
-        Some(b) if b.dims() == [g.cout] => b.contiguous()?,
-        Some(b) => candle_core::bail!("conv2d: bias of shape {:?} for {} output channels", b.dims(), g.cout),
-        None => Tensor::zeros(g.cout, x.dtype(), x.device())?,
-    };
+    let bias = bias_or_zeros(bias, &g, x)?;
     let op = ConvMaxPool { conv, pool, argmax: Arc::new(Mutex::new(None)) };
     x.contiguous()?.apply_op3(&weight.contiguous()?, &bias, op)
 }
@@ -256,9 +254,7 @@ impl Backward<'_> {
                 *sum += row.iter().fold(T::zero(), |a, &v| a + v);
             }
             if self.wanted.dw {
-                for (j, image) in x[first * g.image()..].chunks_exact(g.image()).take(images).enumerate() {
-                    im2col_strided(g, image, &mut acc.col[j * p..], n);
-                }
+                im2col_group(g, &x[first * g.image()..], images, &mut acc.col);
                 add_weight_grad(g, (&acc.col, dy), n, &mut acc.dw, parallel);
             }
             if let Some(dx) = dx {
