@@ -24,8 +24,8 @@ use rayon::prelude::*;
 
 use super::contiguous_slice;
 use super::conv_groups::{
-    add_input_grad, add_weight_grad, conv_group, finish_weight_grad, for_each_group, from_group_layout, im2col_group,
-    images_per_group, in_group_layout, spread_groups, transpose,
+    add_input_grad, add_weight_grad, conv_group, conv_scratch_len, finish_weight_grad, for_each_group,
+    from_group_layout, im2col_group, images_per_group, in_group_layout, spread_groups, transpose,
 };
 #[cfg(feature = "cuda")]
 use super::cuda::{conv2d as cuda, f32_view};
@@ -123,11 +123,11 @@ struct Conv2dForward(Conv2dParams);
 
 impl Conv2dForward {
     fn run<T: WithDType + Default>(&self, g: &ConvGeometry, x: &[T], w: &[T], bias: &[T]) -> Vec<T> {
-        let (p, patch, group) = (g.positions(), g.patch(), images_per_group(g));
+        let (p, group) = (g.positions(), images_per_group(g));
         let mut out = vec![T::zero(); g.b * g.cout * p];
-        let scratch = (patch + g.cout) * group * p;
+        let scratch = conv_scratch_len(g, group) + g.cout * group * p;
         for_each_group(&mut out, (g.cout * p, group), scratch, |first, images, out, scratch, parallel| {
-            let (col, grouped) = scratch.split_at_mut(patch * group * p);
+            let (col, grouped) = scratch.split_at_mut(conv_scratch_len(g, group));
             let x = &x[first * g.image()..][..images * g.image()];
             let (inputs, how) = ((x, w, bias), (images, self.0.relu));
             if images == 1 {
@@ -423,6 +423,9 @@ mod tests {
     fn matches_candle_on_alexnet_shapes_and_odd_ones() {
         let p = Conv2dParams::square;
         check_against_candle((2, 3, 35, 35), (4, 3, 11, 11), p(4, 5).with_relu()); // features.0, scaled down
+        // features.0 with a 17x17 output: the position-major path, in two blocks of rows.
+        check_against_candle((2, 3, 68, 68), (4, 3, 11, 11), p(4, 5).with_relu());
+        check_against_candle((1, 3, 68, 68), (4, 3, 11, 11), p(4, 5));
         check_against_candle((2, 5, 15, 15), (6, 5, 5, 5), p(1, 2).with_relu()); // features.3
         check_against_candle((1, 4, 7, 7), (3, 4, 3, 3), p(1, 1)); // conv3, batch 1
         check_against_candle((3, 2, 9, 6), (5, 2, 3, 2), p(2, 0).with_relu()); // odd sizes, rectangular kernel

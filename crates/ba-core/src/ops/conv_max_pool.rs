@@ -21,8 +21,8 @@ use rayon::prelude::*;
 
 use super::conv2d::bias_or_zeros;
 use super::conv_groups::{
-    add_input_grad, add_weight_grad, conv_group, finish_weight_grad, im2col_group, images_per_group, spread_groups,
-    transpose,
+    add_input_grad, add_weight_grad, conv_group, conv_scratch_len, finish_weight_grad, im2col_group, images_per_group,
+    spread_groups, transpose,
 };
 use super::im2col::ConvGeometry;
 use super::max_pool2d::PlaneWindows;
@@ -81,13 +81,13 @@ impl ConvMaxPool {
 
     fn forward<T: WithDType + Default>(&self, s: &Shapes, (x, w, bias): (&[T], &[T], &[T])) -> (Vec<T>, Vec<u32>) {
         let g = &s.conv;
-        let (p, patch, group) = (g.positions(), g.patch(), images_per_group(g));
+        let (p, group) = (g.positions(), images_per_group(g));
         let mut out = vec![T::zero(); g.b * s.pooled_image()];
         let mut idx = vec![0u32; out.len()];
         let window = PlaneWindows::new(self.pool, (g.oh, g.ow), s.pooled);
         let scratch = || {
             let zeros = |n| vec![T::zero(); n];
-            (zeros(patch * group * p), zeros(g.cout * group * p), zeros(window.phases_len()))
+            (zeros(conv_scratch_len(g, group)), zeros(g.cout * group * p), zeros(window.phases_len()))
         };
         let run =
             |index: usize, (out, idx): (&mut [T], &mut [u32]), buffers: &mut (Vec<T>, Vec<T>, Vec<T>), parallel| {
@@ -348,6 +348,7 @@ mod tests {
         // AlexNet's two pooled layers scaled down, then odd ones: no ReLU, a pool with stride
         // 1 and padding, rectangular kernels, batch 1 (the path with parallel GEMMs).
         check_against_the_two_ops(&[4, 3, 35, 35], &[5, 3, 11, 11], c(4, 5).with_relu(), m(3, 2));
+        check_against_the_two_ops(&[2, 3, 68, 68], &[5, 3, 11, 11], c(4, 5).with_relu(), m(3, 2)); // position-major
         check_against_the_two_ops(&[3, 4, 15, 15], &[6, 4, 5, 5], c(1, 2).with_relu(), m(3, 2));
         check_against_the_two_ops(&[2, 3, 9, 8], &[4, 3, 3, 3], c(1, 1), m(3, 2));
         let padded = MaxPool2dParams { kernel: (3, 2), stride: (1, 2), padding: (1, 1) };

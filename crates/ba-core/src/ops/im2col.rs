@@ -4,6 +4,8 @@
 //! Written by hand because Candle keeps its im2col private and has no col2im; the GEMM itself
 //! is the `gemm` crate that Candle's CPU backend already uses.
 
+use std::ops::Range;
+
 use gemm::Parallelism;
 
 /// Shapes of one convolution: input (b, c, h, w), weight (cout, c, kh, kw), no dilation or groups.
@@ -176,6 +178,59 @@ fn im2col_same_width<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: &mut [T]
     }
 }
 
+/// The transpose of [`im2col`], for the output positions `positions` only: `rows` (positions
+/// x patch, row-major: row (oy, ox), column (channel, ky, kx)) from one image `x` (c, h, w).
+/// Each (channel, ky) run of a row is kw consecutive input values, so for wide kernels (the
+/// first layer's 11) this is one short copy per run, where [`im2col`] needs a phase split per
+/// input row. Every entry is written once.
+pub(crate) fn im2row<T: Copy + Default>(g: &ConvGeometry, x: &[T], positions: Range<usize>, rows: &mut [T]) {
+    let (sh, sw) = g.stride;
+    let (ph, pw) = g.padding;
+    let (patch, zero) = (g.patch(), T::default());
+    assert!(positions.end <= g.positions() && rows.len() >= positions.len() * patch, "im2row: row matrix too small");
+    for (position, row) in positions.zip(rows.chunks_exact_mut(patch)) {
+        let (oy, ox) = (position / g.ow, position % g.ow);
+        // Kernel columns that read inside the input here: kx in lo..hi, from input column x0.
+        let lo = pw.saturating_sub(ox * sw).min(g.kw);
+        let hi = (g.w + pw).saturating_sub(ox * sw).clamp(lo, g.kw);
+        let x0 = (ox * sw + lo).saturating_sub(pw);
+        for (run, dst) in row.chunks_exact_mut(g.kw).enumerate() {
+            let (ci, ky) = (run / g.kh, run % g.kh);
+            let iy = (oy * sh + ky).checked_sub(ph).filter(|&iy| iy < g.h && lo < hi);
+            let Some(iy) = iy else {
+                dst.fill(zero);
+                continue;
+            };
+            let src = &x[(ci * g.h + iy) * g.w + x0..][..hi - lo];
+            if lo == 0 && hi == g.kw {
+                copy_run(src, dst);
+            } else {
+                dst[..lo].fill(zero);
+                copy_run(src, &mut dst[lo..hi]);
+                dst[hi..].fill(zero);
+            }
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for runs of 8 to 16 values as two overlapping fixed-size copies
+/// of 8 (a few vector moves), elsewhere through `memcpy`, whose call cost as much as the rest
+/// of [`im2row`] for the first layer's runs of 11.
+#[inline(always)]
+fn copy_run<T: Copy>(src: &[T], dst: &mut [T]) {
+    const HALF: usize = 8;
+    let len = src.len();
+    let halves = ((HALF..=2 * HALF).contains(&len) && dst.len() == len)
+        .then(|| (<[T; HALF]>::try_from(&src[..HALF]), <[T; HALF]>::try_from(&src[len - HALF..])));
+    match halves {
+        Some((Ok(head), Ok(tail))) => {
+            dst[..HALF].copy_from_slice(&head);
+            dst[len - HALF..].copy_from_slice(&tail);
+        }
+        _ => dst.copy_from_slice(src),
+    }
+}
+
 /// The adjoint of [`im2col_strided`]: adds every entry of the first `positions` columns of
 /// `col` (rows `ld` apart) to the input position it was read from in `dx` (c, h, w), which the
 /// caller zeroes.
@@ -288,7 +343,8 @@ mod tests {
 
     /// Shapes of both paths: stride 1 keeping the width (AlexNet's 5x5 and 3x3, a 1x1, a
     /// 5-wide kernel whose padding is more than its reach in height), and the general one
-    /// (AlexNet's 11x11 stride 4, stride 1 without padding, stride 2 with).
+    /// (AlexNet's 11x11 stride 4 with its padding 5 and with 2, stride 1 without padding, stride 2
+    /// with).
     fn shapes() -> Vec<ConvGeometry> {
         vec![
             geometry(3, (15, 15), (5, 5), 1, (2, 2)),
@@ -296,6 +352,7 @@ mod tests {
             geometry(2, (5, 6), (1, 1), 1, (0, 0)),
             geometry(2, (3, 9), (1, 5), 1, (1, 2)),
             geometry(3, (35, 35), (11, 11), 4, (2, 2)),
+            geometry(3, (21, 19), (11, 11), 4, (5, 5)),
             geometry(2, (8, 6), (3, 3), 1, (0, 0)),
             geometry(2, (9, 7), (3, 2), 2, (1, 1)),
         ]
@@ -310,6 +367,25 @@ mod tests {
             let mut col = vec![f64::NAN; g.patch() * g.positions()];
             im2col(&g, &x, &mut col);
             assert_eq!(col, im2col_by_definition(&g, &x), "{g:?}");
+        }
+    }
+
+    #[test]
+    fn im2row_is_the_transpose_of_im2col() {
+        let mut rng = rng_for(10, "im2row");
+        for g in shapes() {
+            let x: Vec<f64> = (0..g.image()).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let col = im2col_by_definition(&g, &x);
+            // All positions, then the positions from the second on (a block that starts
+            // mid-row), each written in full into a buffer of stale values.
+            for first in [0, 1.min(g.positions() - 1)] {
+                let mut rows = vec![f64::NAN; g.patch() * g.positions()];
+                im2row(&g, &x, first..g.positions(), &mut rows);
+                for (i, row) in rows.chunks_exact(g.patch()).take(g.positions() - first).enumerate() {
+                    let want: Vec<f64> = (0..g.patch()).map(|r| col[r * g.positions() + first + i]).collect();
+                    assert_eq!(row, &want[..], "{g:?} position {}", first + i);
+                }
+            }
         }
     }
 
