@@ -98,8 +98,9 @@ pub(crate) fn im2col_strided<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: 
 /// Output (oy, ox) of kernel column kx reads padded input column `ox * sw + kx`, which is
 /// `(ox + kx / sw) * sw + kx % sw`: entry `ox + kx / sw` of the row's phase `kx % sw` (every
 /// sw-th value of the zero-padded row, starting at `kx % sw`). So each input row is split once
-/// into its sw phases, and every (kx, oy) segment of the column matrix is a contiguous copy of
-/// ow values from one phase. A strided gather per segment (the obvious loop) stores one value
+/// into its sw phases, all rows of a channel up front (a row is read by up to kh / sh output
+/// rows; splitting it for each cost 5% of the first layer's backward pass), and every (kx, oy)
+/// segment of the column matrix is a contiguous copy of ow values from one phase. A strided gather per segment (the obvious loop) stores one value
 /// at a time, and for the first layer (stride 4) that made im2col cost about as much as its
 /// GEMM.
 fn im2col_rows<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: &mut [T], ld: usize) {
@@ -108,8 +109,14 @@ fn im2col_rows<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: &mut [T], ld: 
     let (p, zero) = (g.positions(), T::default());
     // Every padded column an output reads, rounded up to whole phases.
     let phase_len = (g.w + 2 * pw).div_ceil(sw);
-    let mut phases = vec![zero; sw * phase_len];
+    let split_len = sw * phase_len;
+    // The phases of every row of one channel: each row is read by up to kh / sh output rows.
+    let mut split_rows = vec![zero; g.h * split_len];
     for ci in 0..g.c {
+        let plane = &x[ci * g.h * g.w..][..g.h * g.w];
+        for (row, phases) in plane.chunks_exact(g.w).zip(split_rows.chunks_exact_mut(split_len)) {
+            split_phases(row, (sw, pw), zero, phases);
+        }
         for ky in 0..g.kh {
             // The kw column-matrix rows of (ci, ky): the first p values of every ld.
             let rows = &mut col[(ci * g.kh + ky) * g.kw * ld..][..(g.kw - 1) * ld + p];
@@ -119,8 +126,7 @@ fn im2col_rows<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: &mut [T], ld: 
                     rows.chunks_mut(ld).for_each(|row| row[oy * g.ow..][..g.ow].fill(zero));
                     continue;
                 }
-                let src = &x[(ci * g.h + oy * sh + ky - ph) * g.w..][..g.w];
-                split_phases(src, (sw, pw), zero, &mut phases);
+                let phases = &split_rows[(oy * sh + ky - ph) * split_len..][..split_len];
                 for (kx, row) in rows.chunks_mut(ld).enumerate() {
                     let phase = &phases[kx % sw * phase_len..][..phase_len];
                     row[oy * g.ow..][..g.ow].copy_from_slice(&phase[kx / sw..][..g.ow]);
