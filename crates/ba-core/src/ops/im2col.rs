@@ -100,9 +100,9 @@ pub(crate) fn im2col_strided<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: 
 /// sw-th value of the zero-padded row, starting at `kx % sw`). So each input row is split once
 /// into its sw phases, all rows of a channel up front (a row is read by up to kh / sh output
 /// rows; splitting it for each cost 5% of the first layer's backward pass), and every (kx, oy)
-/// segment of the column matrix is a contiguous copy of ow values from one phase. A strided gather per segment (the obvious loop) stores one value
-/// at a time, and for the first layer (stride 4) that made im2col cost about as much as its
-/// GEMM.
+/// segment of the column matrix is a contiguous copy of ow values from one phase. A strided
+/// gather per segment (the obvious loop) stores one value at a time, and for the first layer
+/// (stride 4) that made im2col cost about as much as its GEMM.
 fn im2col_rows<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: &mut [T], ld: usize) {
     let (sh, sw) = g.stride;
     let (ph, pw) = g.padding;
