@@ -9,23 +9,21 @@
 //! weight `(cout x patch)`, which for one image gives the output in (cout, oh, ow) order
 //! directly; bias and ReLU are applied in the same place. Groups are spread over rayon's
 //! threads, each GEMM on one thread; fewer groups than threads go one at a time with parallel
-//! GEMMs. The backward pass
-//! 1. masks the output gradient by the ReLU (one pass; none without ReLU),
-//! 2. sums it per channel for the bias gradient,
-//! 3. accumulates the weight gradient group by group (dY_g * col_g^T), one partial sum per
-//!    thread,
-//! 4. computes the input gradient group by group as col2im(W^T * dY_g),
+//! GEMMs. The backward pass runs over the same groups; for each it
+//! 1. copies the group's output gradient into the group's layout, masked by the ReLU,
+//! 2. adds its per-channel sums to the bias gradient,
+//! 3. adds dY_g * col_g^T to the weight gradient (one partial sum per thread),
+//! 4. computes the group's input gradient as col2im(W^T * dY_g),
 //!
-//! skipping every gradient whose tensor does not take part in backpropagation.
+//! while dY_g is in cache, skipping every gradient whose tensor does not take part in
+//! backpropagation. On CUDA each step is one kernel or cuBLAS call over the batch.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
-use rayon::prelude::*;
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 
 use super::contiguous_slice;
 use super::conv_groups::{
-    add_input_grad, add_weight_grad, conv_group, conv_scratch_len, finish_weight_grad, for_each_group,
-    from_group_layout, im2col_group, images_per_group, in_group_layout, spread_groups, transpose,
+    conv_group, conv_scratch_len, cpu_backward, for_each_group, from_group_layout, images_per_group, GroupOutputGrad,
 };
 #[cfg(feature = "cuda")]
 use super::cuda::{conv2d as cuda, f32_view};
@@ -192,198 +190,175 @@ impl CustomOp3 for Conv2dForward {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = self.0.geometry(x.dims(), w.dims())?;
-        let grad = grad.contiguous()?;
-        let dy = if self.0.relu { grad.apply_op2_no_bwd(res, &ReluMask)? } else { grad };
-        let db = if b.track_op() { Some(dy.apply_op1_no_bwd(&ChannelSums)?) } else { None };
-        let dx = if x.track_op() { Some(dy.apply_op2_no_bwd(w, &Conv2dInputGrad(g))?) } else { None };
-        let dw = if w.track_op() { Some(dy.apply_op2_no_bwd(x, &Conv2dWeightGrad(g))?) } else { None };
-        Ok((dx, dw, db))
-    }
-}
-
-/// The output gradient where the ReLU let the value through, zero elsewhere; applied to
-/// (gradient, forward result).
-struct ReluMask;
-
-impl ReluMask {
-    fn run<T: WithDType>(grad: &[T], res: &[T]) -> Vec<T> {
-        // One pass: each value is written once, masked.
-        grad.par_iter()
-            .zip(res)
-            .with_min_len(1 << 14)
-            .map(|(&g, &r)| if r > T::zero() { g } else { T::zero() })
-            .collect()
-    }
-}
-
-impl CustomOp2 for ReluMask {
-    fn name(&self) -> &'static str {
-        "conv2d-relu-mask"
-    }
-
-    fn cpu_fwd(&self, gs: &CpuStorage, gl: &Layout, rs: &CpuStorage, rl: &Layout) -> Result<(CpuStorage, Shape)> {
-        if rl.dims() != gl.dims() {
-            candle_core::bail!("conv2d backward: gradient {:?} and output {:?} differ", gl.dims(), rl.dims());
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            return cuda_backward(&g, self.0.relu, (x, w, b), res, grad.contiguous()?);
         }
-        let out = dispatch!(self.name(), gs, |T| Self::run::<T>(
-            contiguous_slice(self.name(), gs, gl)?,
-            contiguous_slice(self.name(), rs, rl)?
-        ));
-        Ok((out, gl.shape().clone()))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, gs: &CudaStorage, gl: &Layout, rs: &CudaStorage, rl: &Layout) -> Result<(CudaStorage, Shape)> {
-        if rl.dims() != gl.dims() {
-            candle_core::bail!("conv2d backward: gradient {:?} and output {:?} differ", gl.dims(), rl.dims());
-        }
-        let (name, dev) = (self.name(), gs.device());
-        let out = cuda::relu_mask(dev, f32_view(name, gs, gl)?, f32_view(name, rs, rl)?)?;
-        Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), gl.shape().clone()))
+        cpu_backward(self.name(), &g, (x, w, b), (grad, res), &MaskedOutputGrad { g, relu: self.0.relu })
     }
 }
 
-/// The bias gradient: the output gradient (b, c, h, w) summed per channel (Candle's generic
-/// `sum((0, 2, 3))` divides three times per element, on one thread).
-struct ChannelSums;
+/// The CPU backward's output gradient of a group: the op's own, laid out for the group's
+/// products and masked by the ReLU in the same pass (see [`cpu_backward`]), so that the mask,
+/// the bias sums and both products read it while it is in cache.
+struct MaskedOutputGrad {
+    g: ConvGeometry,
+    relu: bool,
+}
 
-impl ChannelSums {
-    fn run<T: WithDType>(dy: &[T], dims: &[usize]) -> Vec<T> {
-        let (c, plane) = (dims[1], dims[2] * dims[3]);
-        (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let planes = dy.chunks_exact(plane).skip(ch).step_by(c);
-                planes.map(|p| p.iter().fold(T::zero(), |a, &v| a + v)).fold(T::zero(), |a, v| a + v)
-            })
-            .collect()
+impl GroupOutputGrad for MaskedOutputGrad {
+    fn fill<T: WithDType>(&self, (grad, res): (&[T], &[T]), (first, images): (usize, usize), dy: &mut [T]) {
+        let image = self.g.cout * self.g.positions();
+        let span = first * image..(first + images) * image;
+        let shape = (images, self.g.cout, self.g.positions());
+        masked_group_layout((&grad[span.clone()], &res[span]), shape, self.relu, dy);
     }
 }
 
-impl CustomOp1 for ChannelSums {
-    fn name(&self) -> &'static str {
-        "conv2d-bias-grad"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let dims = l.dims();
-        if dims.len() != 4 {
-            candle_core::bail!("conv2d backward: expected a (b, c, h, w) gradient, got {dims:?}");
-        }
-        let out = dispatch!(self.name(), s, |T| Self::run::<T>(contiguous_slice(self.name(), s, l)?, dims));
-        Ok((out, Shape::from(dims[1])))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
-        let &[b, c, h, w] = l.dims() else {
-            candle_core::bail!("conv2d backward: expected a (b, c, h, w) gradient, got {:?}", l.dims());
-        };
-        let dev = s.device();
-        let sums = cuda::channel_sums(dev, f32_view(self.name(), s, l)?, [b, c, h, w])?;
-        Ok((CudaStorage::wrap_cuda_slice(sums, dev.clone()), Shape::from(c)))
-    }
-}
-
-/// dX_i = col2im(W^T * dY_i) image by image, applied to (output gradient, weight).
-struct Conv2dInputGrad(ConvGeometry);
-
-impl Conv2dInputGrad {
-    fn run<T: WithDType + Default>(g: &ConvGeometry, dy: &[T], w: &[T]) -> Vec<T> {
-        let (p, patch, group) = (g.positions(), g.patch(), images_per_group(g));
-        // W^T stored once: the GEMM packs a contiguous left operand 10-30% faster than a
-        // transposed view, and packs it again for every group.
-        let w_t = transpose(w, g.cout, patch);
-        let mut dx = vec![T::zero(); g.b * g.image()];
-        let scratch = (patch + g.cout) * group * p;
-        for_each_group(&mut dx, (g.image(), group), scratch, |first, images, dx, scratch, parallel| {
-            let (col, grouped) = scratch.split_at_mut(patch * group * p);
-            let dy = in_group_layout(&dy[first * g.cout * p..], (images, g.cout, p), grouped);
-            add_input_grad(g, (&w_t, dy), images, col, dx, parallel);
-        });
-        dx
-    }
-}
-
-impl CustomOp2 for Conv2dInputGrad {
-    fn name(&self) -> &'static str {
-        "conv2d-im2col-input-grad"
-    }
-
-    fn cpu_fwd(&self, ds: &CpuStorage, dl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = &self.0;
-        let out = dispatch!(self.name(), ds, |T| Self::run::<T>(
-            g,
-            contiguous_slice(self.name(), ds, dl)?,
-            contiguous_slice(self.name(), ws, wl)?
-        ));
-        Ok((out, Shape::from((g.b, g.c, g.h, g.w))))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, ds: &CudaStorage, dl: &Layout, ws: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
-        let (g, name, dev) = (&self.0, self.name(), ds.device());
-        let dx = cuda::input_grad(dev, g, f32_view(name, ds, dl)?, f32_view(name, ws, wl)?)?;
-        Ok((CudaStorage::wrap_cuda_slice(dx, dev.clone()), Shape::from((g.b, g.c, g.h, g.w))))
-    }
-}
-
-/// dW = sum over images of dY_i * col_i^T, one partial sum per thread; applied to (output
-/// gradient, input).
-struct Conv2dWeightGrad(ConvGeometry);
-
-impl Conv2dWeightGrad {
-    fn run<T: WithDType + Default>(g: &ConvGeometry, dy: &[T], x: &[T]) -> Vec<T> {
-        let (p, patch, group) = (g.positions(), g.patch(), images_per_group(g));
-        let groups = g.b.div_ceil(group);
-        // One running sum per thread, with its two scratch matrices.
-        let start = || (vec![T::zero(); patch * g.cout], vec![T::zero(); (patch + g.cout) * group * p]);
-        let add = |(mut dw, mut scratch): (Vec<T>, Vec<T>), index: usize, parallel: bool| {
-            let (first, images) = (index * group, group.min(g.b - index * group));
-            let (col, grouped) = scratch.split_at_mut(patch * group * p);
-            im2col_group(g, &x[first * g.image()..], images, col);
-            let dy = in_group_layout(&dy[first * g.cout * p..], (images, g.cout, p), grouped);
-            add_weight_grad(g, (col, dy), images * p, &mut dw, parallel);
-            (dw, scratch)
-        };
-        let (dw, _) = if spread_groups(groups) {
-            let per_thread = groups.div_ceil(rayon::current_num_threads());
-            (0..groups)
-                .into_par_iter()
-                .with_min_len(per_thread)
-                .fold(start, |acc, index| add(acc, index, false))
-                .reduce_with(|(mut a, scratch), (b, _)| {
-                    a.iter_mut().zip(&b).for_each(|(a, &b)| *a += b);
-                    (a, scratch)
-                })
-                .unwrap_or_else(start)
+/// `grad` (images, cout, p) in group layout (cout, images * p) in `dy`, zero where a ReLU
+/// follows and the forward result `res` is not positive.
+fn masked_group_layout<T: WithDType>(
+    (grad, res): (&[T], &[T]),
+    (images, cout, p): (usize, usize, usize),
+    relu: bool,
+    dy: &mut [T],
+) {
+    let planes = grad.chunks_exact(p).zip(res.chunks_exact(p));
+    for (index, (grad, res)) in planes.take(images * cout).enumerate() {
+        let (j, o) = (index / cout, index % cout);
+        let dst = &mut dy[o * images * p + j * p..][..p];
+        if relu {
+            for ((d, &g), &r) in dst.iter_mut().zip(grad).zip(res) {
+                *d = if r > T::zero() { g } else { T::zero() };
+            }
         } else {
-            (0..groups).fold(start(), |acc, index| add(acc, index, true))
-        };
-        finish_weight_grad(g, dw)
+            dst.copy_from_slice(grad);
+        }
     }
 }
 
-impl CustomOp2 for Conv2dWeightGrad {
-    fn name(&self) -> &'static str {
-        "conv2d-im2col-weight-grad"
+/// The backward pass on CUDA: the ReLU mask, the bias gradient and the input and weight
+/// gradients as one kernel or cuBLAS call each.
+#[cfg(feature = "cuda")]
+fn cuda_backward(
+    g: &ConvGeometry,
+    relu: bool,
+    (x, w, b): (&Tensor, &Tensor, &Tensor),
+    res: &Tensor,
+    grad: Tensor,
+) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    use cuda_ops::{ChannelSums, Of, ProductGrad, ReluMask};
+    let dy = if relu { grad.apply_op2_no_bwd(res, &ReluMask)? } else { grad };
+    let db = if b.track_op() { Some(dy.apply_op1_no_bwd(&ChannelSums)?) } else { None };
+    let dx = if x.track_op() { Some(dy.apply_op2_no_bwd(w, &ProductGrad(*g, Of::Input))?) } else { None };
+    let dw = if w.track_op() { Some(dy.apply_op2_no_bwd(x, &ProductGrad(*g, Of::Weight))?) } else { None };
+    Ok((dx, dw, db))
+}
+
+/// The backward pass's ops on CUDA, one kernel or cuBLAS call each. On the CPU the backward is
+/// one pass over groups of images ([`CpuBackward`]), so their CPU sides refuse to run.
+#[cfg(feature = "cuda")]
+mod cuda_ops {
+    use candle_core::backend::BackendStorage;
+    use candle_core::{CpuStorage, CudaStorage, CustomOp1, CustomOp2, Layout, Result, Shape};
+
+    use super::super::cuda::{conv2d as cuda, f32_view};
+    use super::ConvGeometry;
+
+    fn cpu_refused(name: &str) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("{name}: CUDA only (conv2d's CPU backward pass runs its own groups)")
     }
 
-    fn cpu_fwd(&self, ds: &CpuStorage, dl: &Layout, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = &self.0;
-        let out = dispatch!(self.name(), ds, |T| Self::run::<T>(
-            g,
-            contiguous_slice(self.name(), ds, dl)?,
-            contiguous_slice(self.name(), xs, xl)?
-        ));
-        Ok((out, Shape::from((g.cout, g.c, g.kh, g.kw))))
+    /// The output gradient where the ReLU let the value through, zero elsewhere; applied to
+    /// (gradient, forward result).
+    pub(super) struct ReluMask;
+
+    impl CustomOp2 for ReluMask {
+        fn name(&self) -> &'static str {
+            "conv2d-relu-mask"
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+            cpu_refused(self.name())
+        }
+
+        fn cuda_fwd(
+            &self,
+            gs: &CudaStorage,
+            gl: &Layout,
+            rs: &CudaStorage,
+            rl: &Layout,
+        ) -> Result<(CudaStorage, Shape)> {
+            if rl.dims() != gl.dims() {
+                candle_core::bail!("conv2d backward: gradient {:?} and output {:?} differ", gl.dims(), rl.dims());
+            }
+            let (name, dev) = (self.name(), gs.device());
+            let out = cuda::relu_mask(dev, f32_view(name, gs, gl)?, f32_view(name, rs, rl)?)?;
+            Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), gl.shape().clone()))
+        }
     }
 
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, ds: &CudaStorage, dl: &Layout, xs: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
-        let (g, name, dev) = (&self.0, self.name(), ds.device());
-        let dw = cuda::weight_grad(dev, g, f32_view(name, ds, dl)?, f32_view(name, xs, xl)?)?;
-        Ok((CudaStorage::wrap_cuda_slice(dw, dev.clone()), Shape::from((g.cout, g.c, g.kh, g.kw))))
+    /// The bias gradient: the output gradient (b, c, h, w) summed per channel.
+    pub(super) struct ChannelSums;
+
+    impl CustomOp1 for ChannelSums {
+        fn name(&self) -> &'static str {
+            "conv2d-bias-grad"
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+            cpu_refused(self.name())
+        }
+
+        fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+            let &[b, c, h, w] = l.dims() else {
+                candle_core::bail!("conv2d backward: expected a (b, c, h, w) gradient, got {:?}", l.dims());
+            };
+            let dev = s.device();
+            let sums = cuda::channel_sums(dev, f32_view(self.name(), s, l)?, [b, c, h, w])?;
+            Ok((CudaStorage::wrap_cuda_slice(sums, dev.clone()), Shape::from(c)))
+        }
+    }
+
+    /// Which gradient a [`ProductGrad`] computes.
+    #[derive(Clone, Copy)]
+    pub(super) enum Of {
+        /// dX_i = col2im(W^T * dY_i); applied to (output gradient, weight).
+        Input,
+        /// dW = sum over images of dY_i * col_i^T; applied to (output gradient, input).
+        Weight,
+    }
+
+    /// The input or the weight gradient, by cuBLAS products over the batch.
+    pub(super) struct ProductGrad(pub ConvGeometry, pub Of);
+
+    impl CustomOp2 for ProductGrad {
+        fn name(&self) -> &'static str {
+            match self.1 {
+                Of::Input => "conv2d-im2col-input-grad",
+                Of::Weight => "conv2d-im2col-weight-grad",
+            }
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+            cpu_refused(self.name())
+        }
+
+        fn cuda_fwd(
+            &self,
+            ds: &CudaStorage,
+            dl: &Layout,
+            os: &CudaStorage,
+            ol: &Layout,
+        ) -> Result<(CudaStorage, Shape)> {
+            let (g, name, dev) = (&self.0, self.name(), ds.device());
+            let (dy, other) = (f32_view(name, ds, dl)?, f32_view(name, os, ol)?);
+            let (grad, shape) = match self.1 {
+                Of::Input => (cuda::input_grad(dev, g, dy, other)?, Shape::from((g.b, g.c, g.h, g.w))),
+                Of::Weight => (cuda::weight_grad(dev, g, dy, other)?, Shape::from((g.cout, g.c, g.kh, g.kw))),
+            };
+            Ok((CudaStorage::wrap_cuda_slice(grad, dev.clone()), shape))
+        }
     }
 }
 

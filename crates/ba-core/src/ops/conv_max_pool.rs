@@ -15,14 +15,12 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
-use rayon::iter::Either;
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
 use super::conv2d::bias_or_zeros;
 use super::conv_groups::{
-    add_input_grad, add_weight_grad, conv_group, conv_scratch_len, finish_weight_grad, im2col_group, images_per_group,
-    spread_groups, transpose,
+    conv_group, conv_scratch_len, cpu_backward, images_per_group, spread_groups, GroupOutputGrad,
 };
 use super::im2col::ConvGeometry;
 use super::max_pool2d::PlaneWindows;
@@ -161,135 +159,32 @@ impl CustomOp3 for ConvMaxPool {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let s = self.shapes(x.dims(), w.dims())?;
-        let grad = grad.contiguous()?;
         let guard = lock(&self.argmax)?;
         let Some(argmax) = guard.as_ref() else {
             candle_core::bail!("{}: backward without a forward pass", self.name());
         };
-        let wanted = Wanted { dx: x.track_op(), dw: w.track_op(), db: b.track_op() };
-        let (gs, gl) = grad.storage_and_layout();
-        let (rs, rl) = res.storage_and_layout();
-        let (xs, xl) = x.storage_and_layout();
-        let (ws, wl) = w.storage_and_layout();
-        let (Storage::Cpu(gs), Storage::Cpu(rs), Storage::Cpu(xs), Storage::Cpu(ws)) = (&*gs, &*rs, &*xs, &*ws) else {
-            candle_core::bail!("{}: the backward pass runs on the CPU only", self.name());
-        };
-        let name = self.name();
-        let backward = Backward { shapes: &s, relu: self.conv.relu, argmax, wanted };
-        match gs.dtype() {
-            DType::F32 => backward.tensors::<f32>(
-                (contiguous_slice(name, gs, gl)?, contiguous_slice(name, rs, rl)?),
-                (contiguous_slice(name, xs, xl)?, contiguous_slice(name, ws, wl)?),
-                (x, w, b),
-            ),
-            DType::F64 => backward.tensors::<f64>(
-                (contiguous_slice(name, gs, gl)?, contiguous_slice(name, rs, rl)?),
-                (contiguous_slice(name, xs, xl)?, contiguous_slice(name, ws, wl)?),
-                (x, w, b),
-            ),
-            dt => candle_core::bail!("{name}: unsupported dtype {dt:?}"),
-        }
+        let scatter = Scatter { shapes: &s, relu: self.conv.relu, argmax };
+        cpu_backward(self.name(), &s.conv, (x, w, b), (grad, res), &scatter)
     }
 }
 
-/// Which of the three gradients take part in backpropagation.
-#[derive(Clone, Copy)]
-struct Wanted {
-    dx: bool,
-    dw: bool,
-    db: bool,
-}
-
-struct Backward<'a> {
+/// The backward's output gradient of a group: the pooled gradient scattered to each window's
+/// arg-max (see [`cpu_backward`]).
+struct Scatter<'a> {
     shapes: &'a Shapes,
     relu: bool,
     argmax: &'a [u32],
-    wanted: Wanted,
 }
 
-/// One thread's running sums of the weight and bias gradients, and its scratch buffers.
-struct Partial<T> {
-    dw: Vec<T>,
-    db: Vec<T>,
-    dy: Vec<T>,
-    col: Vec<T>,
-}
-
-impl<T: WithDType> Partial<T> {
-    fn merge(mut self, other: Self) -> Self {
-        self.dw.iter_mut().zip(&other.dw).for_each(|(a, &b)| *a += b);
-        self.db.iter_mut().zip(&other.db).for_each(|(a, &b)| *a += b);
-        self
-    }
-}
-
-impl Backward<'_> {
-    /// The gradients of `like` = (x, w, b) from their values, each `None` when not wanted.
-    #[allow(clippy::type_complexity)]
-    fn tensors<T: WithDType + Default>(
-        &self,
-        (grad, res): (&[T], &[T]),
-        (x, w): (&[T], &[T]),
-        like: (&Tensor, &Tensor, &Tensor),
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let g = &self.shapes.conv;
-        let (p, patch, group) = (g.positions(), g.patch(), images_per_group(g));
-        let w_t = if self.wanted.dx { transpose(w, g.cout, patch) } else { Vec::new() };
-        let zeros = |n| vec![T::zero(); n];
-        let weight_len = if self.wanted.dw { patch * g.cout } else { 0 };
-        let partial = || Partial {
-            dw: zeros(weight_len),
-            db: zeros(g.cout),
-            dy: zeros(g.cout * group * p),
-            col: zeros(patch * group * p),
-        };
+impl GroupOutputGrad for Scatter<'_> {
+    fn fill<T: WithDType>(&self, (grad, res): (&[T], &[T]), (first, images): (usize, usize), dy: &mut [T]) {
         let pooled = self.shapes.pooled_image();
-        let run = |mut acc: Partial<T>, index: usize, dx: Option<&mut [T]>, parallel: bool| {
-            let (first, images) = (index * group, group.min(g.b - index * group));
-            let n = images * p;
-            let span = first * pooled..(first + images) * pooled;
-            let dy = &mut acc.dy[..g.cout * n];
-            self.scatter(images, (&grad[span.clone()], &res[span.clone()], &self.argmax[span]), dy);
-            for (sum, row) in acc.db.iter_mut().zip(dy.chunks_exact(n)) {
-                *sum += row.iter().fold(T::zero(), |a, &v| a + v);
-            }
-            if self.wanted.dw {
-                im2col_group(g, &x[first * g.image()..], images, &mut acc.col);
-                add_weight_grad(g, (&acc.col, dy), n, &mut acc.dw, parallel);
-            }
-            if let Some(dx) = dx {
-                add_input_grad(g, (&w_t, dy), images, &mut acc.col, dx, parallel);
-            }
-            acc
-        };
-        let groups = g.b.div_ceil(group);
-        let mut dx = self.wanted.dx.then(|| zeros(g.b * g.image()));
-        let sums = if spread_groups(groups) {
-            let chunks = match dx.as_mut() {
-                Some(dx) => Either::Left(dx.par_chunks_mut(group * g.image()).map(Some)),
-                None => Either::Right((0..groups).into_par_iter().map(|_| None)),
-            };
-            let per_thread = groups.div_ceil(rayon::current_num_threads());
-            chunks
-                .enumerate()
-                .with_min_len(per_thread)
-                .fold(partial, |acc, (index, dx)| run(acc, index, dx, false))
-                .reduce_with(Partial::merge)
-                .unwrap_or_else(partial)
-        } else {
-            let mut acc = partial();
-            let mut chunks = dx.as_mut().map(|dx| dx.chunks_mut(group * g.image()));
-            for index in 0..groups {
-                acc = run(acc, index, chunks.as_mut().and_then(|c| c.next()), true);
-            }
-            acc
-        };
-        let dw = self.wanted.dw.then(|| finish_weight_grad(g, sums.dw));
-        let tensor =
-            |v: Option<Vec<T>>, like: &Tensor| v.map(|v| Tensor::from_vec(v, like.dims(), like.device())).transpose();
-        Ok((tensor(dx, like.0)?, tensor(dw, like.1)?, tensor(self.wanted.db.then_some(sums.db), like.2)?))
+        let span = first * pooled..(first + images) * pooled;
+        self.scatter(images, (&grad[span.clone()], &res[span.clone()], &self.argmax[span]), dy);
     }
+}
 
+impl Scatter<'_> {
     /// The convolution-output gradient `dy` of a group of `images` images, in group layout
     /// (cout x images * positions): each pooled gradient added at its window's arg-max, where
     /// the pooled value passed the ReLU (the pooled value is the ReLU's output there, so this
