@@ -249,14 +249,14 @@ pub(crate) fn transpose<T: Copy + Default>(m: &[T], rows: usize, cols: usize) ->
 
 /// Which of a convolution's three gradients take part in backpropagation.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Wanted {
-    pub dx: bool,
-    pub dw: bool,
-    pub db: bool,
+struct Wanted {
+    dx: bool,
+    dw: bool,
+    db: bool,
 }
 
 /// A convolution's input, weight and bias gradients, each `None` when not wanted.
-pub(crate) type Gradients<T> = (Option<Vec<T>>, Option<Vec<T>>, Option<Vec<T>>);
+type Gradients<T> = (Option<Vec<T>>, Option<Vec<T>>, Option<Vec<T>>);
 
 /// One thread's running sums of the weight and bias gradients, and its scratch buffers.
 struct Partial<T> {
@@ -280,7 +280,7 @@ impl<T: WithDType> Partial<T> {
 /// and weight gradients are added to one running sum per thread and its input gradient is
 /// computed (`W^T * dY`, then col2im). Groups are spread over rayon's threads as in the
 /// forward pass.
-pub(crate) fn backward_by_groups<T: WithDType + Default>(
+fn backward_by_groups<T: WithDType + Default>(
     g: &ConvGeometry,
     (x, w): (&[T], &[T]),
     wanted: Wanted,
