@@ -176,7 +176,7 @@ pub(crate) fn from_group_layout<T: Copy>(src: &[T], (images, cout, p): (usize, u
 /// Adds the input gradients col2im(W^T * dY) of a group of `images` images to `dx` (images, c,
 /// h, w), given `w_t` = W^T (patch x cout) and `dy` (cout x images * p) in group layout, with
 /// `col` (patch x images * p) as scratch.
-pub(crate) fn add_input_grad<T: WithDType>(
+pub(crate) fn add_input_grad<T: WithDType + Default>(
     g: &ConvGeometry,
     (w_t, dy): (&[T], &[T]),
     images: usize,
@@ -190,50 +190,35 @@ pub(crate) fn add_input_grad<T: WithDType>(
     let rhs = MatRef { data: dy, row_stride: n, col_stride: 1 };
     matmul((patch, n, g.cout), col, false, (lhs, rhs), parallel);
     for (j, dx) in dx.chunks_exact_mut(g.image()).take(images).enumerate() {
-        col2im(g, &col[j * p..], n, dx);
+        col2im(g, &mut col[j * p..], n, dx);
     }
 }
 
-/// Whether [`add_weight_grad`] accumulates the weight gradient transposed.
-///
-/// With many positions per image (the 11x11 and 5x5 layers) the gradient is accumulated
-/// transposed, dW^T (patch x cout) += col (patch x n) * dY^T (n x cout), so that the GEMM
-/// packs the large column matrix in its stored order and only the small dY transposed: 10-25%
-/// faster for those layers' backward in side-by-side timings. For the 7x7 layers (49
-/// positions) dW (cout x patch) += dY * col^T is the faster form.
-fn weight_grad_is_transposed(g: &ConvGeometry) -> bool {
-    g.positions() >= 128
-}
-
 /// Adds a group's share of the weight gradient, `dy` (cout x n) times the group's column
-/// matrix `col` (patch x n) transposed, to `dw`, in the form [`weight_grad_is_transposed`]
-/// picks; [`finish_weight_grad`] turns the sum into (cout, c, kh, kw) order.
+/// matrix `col` (patch x n) transposed, to `dw_t`, the weight gradient transposed (patch x
+/// cout): dW^T += col * dY^T, so that the GEMM packs the large column matrix in its stored
+/// order and only the small dY transposed. [`finish_weight_grad`] turns the sum into (cout, c,
+/// kh, kw) order.
+///
+/// 10-25% faster than dW += dY * col^T for the 11x11 and 5x5 layers' backward with AVX2
+/// kernels; with AVX-512 kernels 2-8% faster for the 7x7 layers too, which with AVX2 showed no
+/// difference (side-by-side timings, docs/benchmarks.md).
 pub(crate) fn add_weight_grad<T: WithDType>(
     g: &ConvGeometry,
     (col, dy): (&[T], &[T]),
     n: usize,
-    dw: &mut [T],
+    dw_t: &mut [T],
     parallel: bool,
 ) {
-    let patch = g.patch();
-    if weight_grad_is_transposed(g) {
-        let lhs = MatRef { data: col, row_stride: n, col_stride: 1 };
-        let rhs = MatRef { data: dy, row_stride: 1, col_stride: n };
-        matmul((patch, g.cout, n), dw, true, (lhs, rhs), parallel);
-    } else {
-        let lhs = MatRef { data: dy, row_stride: n, col_stride: 1 };
-        let rhs = MatRef { data: col, row_stride: 1, col_stride: n };
-        matmul((g.cout, patch, n), dw, true, (lhs, rhs), parallel);
-    }
+    let lhs = MatRef { data: col, row_stride: n, col_stride: 1 };
+    let rhs = MatRef { data: dy, row_stride: 1, col_stride: n };
+    matmul((g.patch(), g.cout, n), dw_t, true, (lhs, rhs), parallel);
 }
 
-/// The weight gradient in (cout, c, kh, kw) order from the sum [`add_weight_grad`] built.
-pub(crate) fn finish_weight_grad<T: WithDType + Default>(g: &ConvGeometry, dw: Vec<T>) -> Vec<T> {
-    if weight_grad_is_transposed(g) {
-        transpose(&dw, g.patch(), g.cout)
-    } else {
-        dw
-    }
+/// The weight gradient in (cout, c, kh, kw) order from the transposed sum [`add_weight_grad`]
+/// built.
+pub(crate) fn finish_weight_grad<T: WithDType + Default>(g: &ConvGeometry, dw_t: Vec<T>) -> Vec<T> {
+    transpose(&dw_t, g.patch(), g.cout)
 }
 
 /// The (cols x rows) transpose of a row-major (rows x cols) matrix.
