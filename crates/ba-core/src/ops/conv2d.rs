@@ -23,7 +23,8 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, W
 
 use super::contiguous_slice;
 use super::conv_groups::{
-    conv_group, conv_scratch_len, cpu_backward, for_each_group, from_group_layout, images_per_group, GroupOutputGrad,
+    conv_group, conv_scratch_len, cpu_backward, for_each_group, from_group_layout, images_per_group, DyOrder,
+    GroupOutputGrad,
 };
 #[cfg(feature = "cuda")]
 use super::cuda::{conv2d as cuda, f32_view};
@@ -207,32 +208,24 @@ struct MaskedOutputGrad {
 }
 
 impl GroupOutputGrad for MaskedOutputGrad {
-    fn fill<T: WithDType>(&self, (grad, res): (&[T], &[T]), (first, images): (usize, usize), dy: &mut [T]) {
-        let image = self.g.cout * self.g.positions();
-        let span = first * image..(first + images) * image;
-        let shape = (images, self.g.cout, self.g.positions());
-        masked_group_layout((&grad[span.clone()], &res[span]), shape, self.relu, dy);
-    }
-}
-
-/// `grad` (images, cout, p) in group layout (cout, images * p) in `dy`, zero where a ReLU
-/// follows and the forward result `res` is not positive.
-fn masked_group_layout<T: WithDType>(
-    (grad, res): (&[T], &[T]),
-    (images, cout, p): (usize, usize, usize),
-    relu: bool,
-    dy: &mut [T],
-) {
-    let planes = grad.chunks_exact(p).zip(res.chunks_exact(p));
-    for (index, (grad, res)) in planes.take(images * cout).enumerate() {
-        let (j, o) = (index / cout, index % cout);
-        let dst = &mut dy[o * images * p + j * p..][..p];
-        if relu {
-            for ((d, &g), &r) in dst.iter_mut().zip(grad).zip(res) {
-                *d = if r > T::zero() { g } else { T::zero() };
+    fn fill<T: WithDType>(
+        &self,
+        (grad, res): (&[T], &[T]),
+        (first, images): (usize, usize),
+        order: DyOrder,
+        dy: &mut [T],
+    ) {
+        let (cout, p) = (self.g.cout, self.g.positions());
+        let span = first * cout * p..(first + images) * cout * p;
+        let planes = grad[span.clone()].chunks_exact(p).zip(res[span].chunks_exact(p));
+        for (index, (grad, res)) in planes.enumerate() {
+            let (start, step) = order.plane(&self.g, images, (index / cout, index % cout));
+            let masked = grad.iter().zip(res).map(|(&g, &r)| if !self.relu || r > T::zero() { g } else { T::zero() });
+            if step == 1 {
+                dy[start..][..p].iter_mut().zip(masked).for_each(|(d, v)| *d = v);
+            } else {
+                dy[start..].iter_mut().step_by(step).zip(masked).for_each(|(d, v)| *d = v);
             }
-        } else {
-            dst.copy_from_slice(grad);
         }
     }
 }

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use super::conv2d::bias_or_zeros;
 use super::conv_groups::{
-    conv_group, conv_scratch_len, cpu_backward, images_per_group, spread_groups, GroupOutputGrad,
+    conv_group, conv_scratch_len, cpu_backward, images_per_group, spread_groups, DyOrder, GroupOutputGrad,
 };
 use super::im2col::ConvGeometry;
 use super::max_pool2d::PlaneWindows;
@@ -177,28 +177,38 @@ struct Scatter<'a> {
 }
 
 impl GroupOutputGrad for Scatter<'_> {
-    fn fill<T: WithDType>(&self, (grad, res): (&[T], &[T]), (first, images): (usize, usize), dy: &mut [T]) {
+    fn fill<T: WithDType>(
+        &self,
+        (grad, res): (&[T], &[T]),
+        (first, images): (usize, usize),
+        order: DyOrder,
+        dy: &mut [T],
+    ) {
         let pooled = self.shapes.pooled_image();
         let span = first * pooled..(first + images) * pooled;
-        self.scatter(images, (&grad[span.clone()], &res[span.clone()], &self.argmax[span]), dy);
+        self.scatter((images, order), (&grad[span.clone()], &res[span.clone()], &self.argmax[span]), dy);
     }
 }
 
 impl Scatter<'_> {
-    /// The convolution-output gradient `dy` of a group of `images` images, in group layout
-    /// (cout x images * positions): each pooled gradient added at its window's arg-max, where
-    /// the pooled value passed the ReLU (the pooled value is the ReLU's output there, so this
-    /// is the ReLU's mask).
-    fn scatter<T: WithDType>(&self, images: usize, (grad, res, argmax): (&[T], &[T], &[u32]), dy: &mut [T]) {
-        let (plane, cout, p) = (self.shapes.pooled_plane(), self.shapes.conv.cout, self.shapes.conv.positions());
+    /// The convolution-output gradient `dy` of a group of `images` images (cout x images *
+    /// positions, in `order`): each pooled gradient added at its window's arg-max, where the
+    /// pooled value passed the ReLU (the pooled value is the ReLU's output there, so this is
+    /// the ReLU's mask).
+    fn scatter<T: WithDType>(
+        &self,
+        (images, order): (usize, DyOrder),
+        (grad, res, argmax): (&[T], &[T], &[u32]),
+        dy: &mut [T],
+    ) {
+        let (plane, cout) = (self.shapes.pooled_plane(), self.shapes.conv.cout);
         dy.fill(T::zero());
         let pooled = grad.chunks(plane).zip(res.chunks(plane)).zip(argmax.chunks(plane));
         for (index, ((grad, res), argmax)) in pooled.enumerate() {
-            let (j, o) = (index / cout, index % cout);
-            let dy = &mut dy[o * images * p + j * p..][..p];
+            let (start, step) = order.plane(&self.shapes.conv, images, (index / cout, index % cout));
             for ((&g, &r), &at) in grad.iter().zip(res).zip(argmax) {
                 if !self.relu || r > T::zero() {
-                    dy[at as usize] += g;
+                    dy[start + at as usize * step] += g;
                 }
             }
         }
