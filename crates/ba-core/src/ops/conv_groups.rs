@@ -85,8 +85,8 @@ fn forward_is_position_major(g: &ConvGeometry) -> bool {
 /// The order of a group's output gradient `dy` in the backward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DyOrder {
-    /// (cout, images * positions): image j's positions of channel o from `o * images * p + j
-    /// * p` on.
+    /// (cout, images * positions): image j's positions of channel o start at
+    /// `o * images * p + j * p`.
     ChannelMajor,
     /// (images * positions, cout), for the layers whose forward is position-major (the first):
     /// there the weight gradient's `col * dY^T` reads dY^T in stored order, 109-113 against
@@ -325,9 +325,9 @@ impl<T: WithDType> Partial<T> {
 
 /// The wanted gradients of the convolution `g` of `x` by `w`, group by group:
 /// `output_grad(first image, images, order, dy)` writes the group's output gradient into `dy`
-/// (cout x images * positions, in the [`DyOrder`] of `g`); from it, while it is in cache, the group's bias
-/// and weight gradients are added to one running sum per thread and its input gradient is
-/// computed (`W^T * dY`, then col2im). Groups are spread over rayon's threads as in the
+/// (cout x images * positions, in the [`DyOrder`] of `g`); from it, while it is in cache, the
+/// group's bias and weight gradients are added to one running sum per thread and its input
+/// gradient is computed (`W^T * dY`, then col2im). Groups are spread over rayon's threads as in the
 /// forward pass.
 fn backward_by_groups<T: WithDType + Default>(
     g: &ConvGeometry,

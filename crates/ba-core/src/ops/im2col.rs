@@ -159,27 +159,59 @@ pub(crate) fn split_phases<T: Copy>(row: &[T], (stride, pad): (usize, usize), fi
 /// columns that wrapped around from the neighbouring input row are zeroed. That is one long
 /// copy per row instead of one per output row (7 to 15 values at AlexNet's sizes).
 fn im2col_same_width<T: Copy + Default>(g: &ConvGeometry, x: &[T], col: &mut [T], ld: usize) {
-    let (ph, pw) = g.padding;
-    let (w, zero) = (g.w, T::default());
+    let zero = T::default();
     for row in 0..g.patch() {
         let dst = &mut col[row * ld..][..g.positions()];
-        let (ci, ky, kx) = (row / (g.kh * g.kw), row / g.kw % g.kh, row % g.kw);
-        let (oy_lo, oy_hi) = valid_outputs(g.oh, 1, ky, ph, g.h);
-        let (lo, hi) = valid_outputs(g.ow, 1, kx, pw, w);
-        if oy_lo == oy_hi || lo == hi {
+        let Some(span) = SameWidthSpan::of(g, row) else {
             dst.fill(zero);
             continue;
-        }
-        // Output (oy, ox) reads input (oy + ky - ph, ox + kx - pw) of channel ci; from the first
-        // valid position to the last one the offset between the two flat indices is constant.
-        let (start, end) = (oy_lo * w + lo, (oy_hi - 1) * w + hi);
-        let src_start = (ci * g.h + oy_lo + ky - ph) * w + lo + kx - pw;
+        };
+        let (start, end) = (span.positions.start, span.positions.end);
         dst[..start].fill(zero);
-        dst[start..end].copy_from_slice(&x[src_start..][..end - start]);
+        dst[start..end].copy_from_slice(&x[span.input_start..][..end - start]);
         dst[end..].fill(zero);
-        for out_row in dst[oy_lo * w..oy_hi * w].chunks_exact_mut(w) {
-            out_row[..lo].fill(zero);
-            out_row[hi..].fill(zero);
+        span.zero_wrapped(g, dst);
+    }
+}
+
+/// One column-matrix row of a stride-1 convolution that keeps the width (see
+/// [`im2col_same_width`]): output (oy, ox) of row (ci, ky, kx) reads input (oy + ky - ph, ox +
+/// kx - pw) of channel ci, so from the first valid output position to the last one the offset
+/// between the two flat indices is constant.
+struct SameWidthSpan {
+    /// Flat output positions from the first valid one to the last (end exclusive).
+    positions: Range<usize>,
+    /// Flat input index (channel included) that the first of them reads.
+    input_start: usize,
+    /// Output rows that read inside the input.
+    rows: Range<usize>,
+    /// Output columns that read inside the input; the others wrap around to the neighbouring
+    /// input row.
+    cols: Range<usize>,
+}
+
+impl SameWidthSpan {
+    /// The span of column-matrix row `row`, or `None` when it reads only padding.
+    fn of(g: &ConvGeometry, row: usize) -> Option<Self> {
+        let (ph, pw) = g.padding;
+        let (ci, ky, kx) = (row / (g.kh * g.kw), row / g.kw % g.kh, row % g.kw);
+        let (oy_lo, oy_hi) = valid_outputs(g.oh, 1, ky, ph, g.h);
+        let (lo, hi) = valid_outputs(g.ow, 1, kx, pw, g.w);
+        (oy_lo < oy_hi && lo < hi).then(|| Self {
+            positions: oy_lo * g.w + lo..(oy_hi - 1) * g.w + hi,
+            input_start: (ci * g.h + oy_lo + ky - ph) * g.w + lo + kx - pw,
+            rows: oy_lo..oy_hi,
+            cols: lo..hi,
+        })
+    }
+
+    /// Zeroes the entries of the row `values` (one image's positions) whose column wraps
+    /// around.
+    fn zero_wrapped<T: Copy + Default>(&self, g: &ConvGeometry, values: &mut [T]) {
+        let w = g.w;
+        for out_row in values[self.rows.start * w..self.rows.end * w].chunks_exact_mut(w) {
+            out_row[..self.cols.start].fill(T::default());
+            out_row[self.cols.end..].fill(T::default());
         }
     }
 }
@@ -286,28 +318,15 @@ fn col2im_same_width<T: Copy + Default + std::ops::AddAssign>(
     ld: usize,
     dx: &mut [T],
 ) {
-    let (ph, pw) = g.padding;
-    let (w, zero) = (g.w, T::default());
-    for (ci, dx) in dx.chunks_exact_mut(g.h * w).take(g.c).enumerate() {
-        for ky in 0..g.kh {
-            let (oy_lo, oy_hi) = valid_outputs(g.oh, 1, ky, ph, g.h);
-            for kx in 0..g.kw {
-                let (lo, hi) = valid_outputs(g.ow, 1, kx, pw, w);
-                if oy_lo == oy_hi || lo == hi {
-                    continue;
-                }
-                let row = (ci * g.kh + ky) * g.kw + kx;
-                let src = &mut col[row * ld..][..g.positions()];
-                for out_row in src[oy_lo * w..oy_hi * w].chunks_exact_mut(w) {
-                    out_row[..lo].fill(zero);
-                    out_row[hi..].fill(zero);
-                }
-                let (start, end) = (oy_lo * w + lo, (oy_hi - 1) * w + hi);
-                let dst = &mut dx[(oy_lo + ky - ph) * w + lo + kx - pw..][..end - start];
-                for (d, &s) in dst.iter_mut().zip(&src[start..end]) {
-                    *d += s;
-                }
-            }
+    for row in 0..g.patch() {
+        let Some(span) = SameWidthSpan::of(g, row) else {
+            continue;
+        };
+        let src = &mut col[row * ld..][..g.positions()];
+        span.zero_wrapped(g, src);
+        let dst = &mut dx[span.input_start..][..span.positions.len()];
+        for (d, &s) in dst.iter_mut().zip(&src[span.positions]) {
+            *d += s;
         }
     }
 }
