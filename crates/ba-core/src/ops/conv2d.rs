@@ -23,8 +23,8 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, W
 
 use super::contiguous_slice;
 use super::conv_groups::{
-    conv_group, conv_scratch_len, cpu_backward, for_each_group, from_group_layout, images_per_group, DyOrder,
-    GroupOutputGrad,
+    conv_group, conv_scratch_len, cpu_backward, for_each_group, from_group_layout, images_per_group, ConvWeights,
+    DyOrder, GroupOutputGrad,
 };
 #[cfg(feature = "cuda")]
 use super::cuda::{conv2d as cuda, f32_view};
@@ -124,11 +124,12 @@ impl Conv2dForward {
     fn run<T: WithDType + Default>(&self, g: &ConvGeometry, x: &[T], w: &[T], bias: &[T]) -> Vec<T> {
         let (p, group) = (g.positions(), images_per_group(g));
         let mut out = vec![T::zero(); g.b * g.cout * p];
+        let w = ConvWeights::new(g, w);
         let scratch = conv_scratch_len(g, group) + g.cout * group * p;
         for_each_group(&mut out, (g.cout * p, group), scratch, |first, images, out, scratch, parallel| {
             let (col, grouped) = scratch.split_at_mut(conv_scratch_len(g, group));
             let x = &x[first * g.image()..][..images * g.image()];
-            let (inputs, how) = ((x, w, bias), (images, self.0.relu));
+            let (inputs, how) = ((x, &w, bias), (images, self.0.relu));
             if images == 1 {
                 conv_group(g, inputs, how, col, out, parallel);
             } else {
@@ -401,6 +402,37 @@ mod tests {
 
         // 49 positions: groups of six images side by side, the last one of two.
         check_against_candle((20, 4, 7, 7), (5, 4, 3, 3), p(1, 1).with_relu());
+    }
+
+    #[test]
+    fn winograd_layers_match_candle() {
+        // 3x3 kernels with stride 1 run by Winograd's F(2x2, 3x3): odd and even maps (tiles
+        // past the edge), rectangular ones, padding 0 to 2, a map of one row, channel counts
+        // that fill one vector block, then more than one with a partial last block.
+        let p = Conv2dParams::square;
+        check_against_candle((2, 3, 5, 5), (4, 3, 3, 3), p(1, 1).with_relu());
+        check_against_candle((1, 2, 6, 9), (3, 2, 3, 3), p(1, 1));
+        check_against_candle((2, 3, 8, 7), (2, 3, 3, 3), p(1, 0).with_relu());
+        check_against_candle((1, 2, 4, 5), (3, 2, 3, 3), p(1, 2));
+        check_against_candle((2, 2, 1, 6), (2, 2, 3, 3), p(1, 1));
+        check_against_candle((3, 16, 7, 7), (16, 16, 3, 3), p(1, 1).with_relu());
+        check_against_candle((2, 37, 7, 7), (21, 37, 3, 3), p(1, 1).with_relu());
+    }
+
+    #[test]
+    fn winograd_in_f32_keeps_the_accuracy_of_direct_convolution() {
+        // AlexNet's conv2 (192 -> 192 channels at 7x7) on two images: the f32 result against
+        // the f64 one, relative to the output's scale, as close as f32 im2col + GEMM gets.
+        let x = randn(&[2, 192, 7, 7], 1.0, 11);
+        let w = randn(&[192, 192, 3, 3], 0.03, 12);
+        let params = Conv2dParams::square(1, 1);
+        let exact = conv2d(x.as_tensor(), w.as_tensor(), None, params).unwrap();
+        let (x32, w32) = (x.to_dtype(DType::F32).unwrap(), w.to_dtype(DType::F32).unwrap());
+        let ours = conv2d(&x32, &w32, None, params).unwrap().to_dtype(DType::F64).unwrap();
+        let direct = x32.conv2d(&w32, 1, 1, 1, 1).unwrap().to_dtype(DType::F64).unwrap();
+        let scale = exact.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
+        let (ours, direct) = (max_abs_diff(&ours, &exact) / scale, max_abs_diff(&direct, &exact) / scale);
+        assert!(ours < 4.0 * direct.max(1e-7) && ours < 1e-5, "f32 error {ours:e}, im2col's {direct:e}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use super::conv2d::bias_or_zeros;
 use super::conv_groups::{
-    conv_group, conv_scratch_len, cpu_backward, images_per_group, spread_groups, DyOrder, GroupOutputGrad,
+    conv_group, conv_scratch_len, cpu_backward, images_per_group, spread_groups, ConvWeights, DyOrder, GroupOutputGrad,
 };
 use super::im2col::ConvGeometry;
 use super::max_pool2d::PlaneWindows;
@@ -83,6 +83,7 @@ impl ConvMaxPool {
         let mut out = vec![T::zero(); g.b * s.pooled_image()];
         let mut idx = vec![0u32; out.len()];
         let window = PlaneWindows::new(self.pool, (g.oh, g.ow), s.pooled);
+        let w = ConvWeights::new(g, w);
         let scratch = || {
             let zeros = |n| vec![T::zero(); n];
             (zeros(conv_scratch_len(g, group)), zeros(g.cout * group * p), zeros(window.phases_len()))
@@ -92,7 +93,7 @@ impl ConvMaxPool {
                 let (col, conv, phases) = buffers;
                 let (first, images) = (index * group, out.len() / s.pooled_image());
                 let x = &x[first * g.image()..][..images * g.image()];
-                conv_group(g, (x, w, bias), (images, self.conv.relu), col, conv, parallel);
+                conv_group(g, (x, &w, bias), (images, self.conv.relu), col, conv, parallel);
                 // Plane o of image j is columns j * p .. of row o of the group's output.
                 let n = images * p;
                 let outs = out.chunks_exact_mut(s.pooled_plane()).zip(idx.chunks_exact_mut(s.pooled_plane()));

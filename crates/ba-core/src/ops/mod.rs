@@ -1,5 +1,7 @@
 //! Candle custom ops that training AlexNet-style networks needs and Candle lacks or runs slowly:
-//! max-pool with arg-max, convolution by im2col + GEMM (also fused with the max-pool after it), and fused Adam/AdamW and SGD updates.
+//! max-pool with arg-max, convolution by im2col + GEMM or, for 3x3 kernels with stride 1, by
+//! Winograd's F(2x2, 3x3) (also fused with the max-pool after it), and fused Adam/AdamW and SGD
+//! updates.
 //!
 //! Each op lives in its own file with its forward, its backward and its tests; the CPU kernels
 //! are Rust (`cpu_fwd`), the CUDA ones (`cuda_fwd`, with the `cuda` feature) launch the
@@ -24,6 +26,7 @@ mod sgd;
 mod state;
 #[cfg(test)]
 mod test_support;
+mod winograd;
 
 pub use adam::{adam_update, AdamMoments, AdamStep};
 pub use conv2d::{conv2d, Conv2dParams};
