@@ -5,7 +5,8 @@
 //! The output is cut into 2x2 tiles; each reads a 4x4 tile of the zero-padded input. With the
 //! input tile transformed to `V = B^T d B` and the kernel to `U = G g G^T`, the output tile is
 //! `A^T (sum over input channels of U ⊙ V) A`: for each of the 16 transformed positions `xi`
-//! that sum is one GEMM, `M_xi (cout x tiles) = U_xi (cout x c) * V_xi (c x tiles)`. That is 16
+//! that sum is one GEMM, run transposed as `M_xi^T (tiles x cout) = V_xi^T (tiles x c) *
+//! U_xi^T (c x cout)` so that a tile's channels are contiguous (see [`transform_input`]). That is 16
 //! multiplies per 4 outputs where im2col + GEMM does 36: 2.25x fewer, 1.72x fewer at AlexNet's
 //! 7x7 maps, whose 4x4 grid of tiles covers 8x8 outputs. The transforms only add, subtract
 //! and halve, so f32 keeps its accuracy (what cuDNN and oneDNN use for these layers).
@@ -76,15 +77,16 @@ fn kernel_transform_adjoint<T: WithDType>([u0, u1, u2, u3]: [T; 4]) -> [T; 3] {
     [u0 + sum, difference, sum + u3]
 }
 
-/// Tiles transformed side by side, one per lane of a [`Block`]: the same adds and subtracts
-/// for every lane, which the compiler turns into vector instructions (one tile at a time, the
-/// transforms took longer than the GEMMs).
+/// Channels transformed side by side, one per lane of a [`Block`]: the same adds and
+/// subtracts for every lane, which the compiler turns into vector instructions (one tile of
+/// one channel at a time, the transforms took longer than the GEMMs).
 const LANES: usize = 16;
 
-/// [`LANES`] tiles of up to 4x4 values: value (r, s) of tile l at `[r * columns + s][l]`.
+/// One tile of up to 4x4 values in [`LANES`] channels: value (r, s) of channel l at
+/// `[r * columns + s][l]`.
 type Block<T> = [[T; LANES]; XI];
 
-/// Applies the one-axis transform `down` to each column of every tile in `src` (R x C) and
+/// Applies the one-axis transform `down` to each column of every lane's tile in `src` (R x C) and
 /// then `along` to each row of the result, into `dst` (R2 x C2).
 #[inline(always)]
 fn transform_block<T: WithDType, const R: usize, const C: usize, const R2: usize, const C2: usize>(
