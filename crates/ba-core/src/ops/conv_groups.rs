@@ -159,8 +159,8 @@ impl DyOrder {
 pub(crate) enum ConvWeights<'a, T> {
     /// The weight (cout, c, kh, kw) as given, for im2col + GEMM.
     Direct(&'a [T]),
-    /// The Winograd-transformed weight transposed (see [`winograd::transpose_transformed`]),
-    /// for 3x3 kernels with stride 1.
+    /// The Winograd-transformed weight transposed (see [`winograd::transform_weights`]), for
+    /// 3x3 kernels with stride 1.
     Winograd(Vec<T>),
 }
 
@@ -169,7 +169,7 @@ impl<'a, T: WithDType> ConvWeights<'a, T> {
     /// run by Winograd's algorithm.
     pub(crate) fn new(g: &ConvGeometry, w: &'a [T]) -> Self {
         if winograd::applies(g) {
-            Self::Winograd(winograd::transpose_transformed(g, &winograd::transform_weights(g, w)))
+            Self::Winograd(winograd::transform_weights(g, w, true))
         } else {
             Self::Direct(w)
         }
@@ -380,7 +380,7 @@ fn backward_by_groups<T: WithDType + Default>(
     let w_t = match (wanted.dx, by_winograd) {
         (false, _) => Vec::new(),
         (true, false) => transpose(w, g.cout, patch),
-        (true, true) => winograd::transform_weights(g, w),
+        (true, true) => winograd::transform_weights(g, w, false),
     };
     let zeros = |n| vec![T::zero(); n];
     let weight_len = match (wanted.dw, by_winograd) {
