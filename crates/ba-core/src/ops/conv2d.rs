@@ -422,7 +422,7 @@ mod tests {
     #[test]
     fn winograd_in_f32_keeps_the_accuracy_of_direct_convolution() {
         // AlexNet's conv2 (192 -> 192 channels at 7x7) on two images: the f32 result against
-        // the f64 one, relative to the output's scale, as close as f32 im2col + GEMM gets.
+        // the f64 one, relative to the output's scale, as close as Candle's f32 convolution gets.
         let x = randn(&[2, 192, 7, 7], 1.0, 11);
         let w = randn(&[192, 192, 3, 3], 0.03, 12);
         let params = Conv2dParams::square(1, 1);
@@ -432,7 +432,10 @@ mod tests {
         let direct = x32.conv2d(&w32, 1, 1, 1, 1).unwrap().to_dtype(DType::F64).unwrap();
         let scale = exact.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
         let (ours, direct) = (max_abs_diff(&ours, &exact) / scale, max_abs_diff(&direct, &exact) / scale);
-        assert!(ours < 4.0 * direct.max(1e-7) && ours < 1e-5, "f32 error {ours:e}, im2col's {direct:e}");
+        assert!(
+            ours < 4.0 * direct.max(1e-7) && ours < 1e-5,
+            "f32 error {ours:e}, Candle's direct convolution's {direct:e}"
+        );
     }
 
     #[test]

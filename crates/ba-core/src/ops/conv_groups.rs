@@ -9,7 +9,7 @@
 //! shapes, forward, measured in one process).
 //!
 //! The 3x3 layers with stride 1 run each group by Winograd's F(2x2, 3x3) instead of im2col
-//! ([`super::winograd`]): 16 GEMMs of (cout x c) by (c x tiles), 1.72x fewer multiplies at
+//! ([`super::winograd`]): 16 GEMMs of (tiles x c) by (c x cout), 1.72x fewer multiplies at
 //! 7x7. Measured in one process against im2col, alternating per repetition, batch 128, the
 //! three 7x7 layers of AlexNet on the AVX-512 VM: forward 10-27% faster, backward 11-30%, at
 //! batch 32 and 128.

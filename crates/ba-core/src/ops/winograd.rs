@@ -168,7 +168,7 @@ impl<T: WithDType> pulp::WithSimd for WeightTransform<'_, T> {
         // u is (16, rows, lanes): the lanes run along its contiguous axis.
         let (rows, lanes_len) = if self.transposed { (c, cout) } else { (cout, c) };
         let mut u = vec![T::zero(); transformed_weight_len(g)];
-        let (mut block, mut transformed) = ([[T::zero(); LANES]; XI], [[T::zero(); LANES]; XI]);
+        let (mut block, mut transformed) = (zero_block(), zero_block());
         for row in 0..rows {
             for (first, len) in channel_blocks(lanes_len) {
                 for (at, lanes) in block.iter_mut().take(9).enumerate() {
@@ -200,11 +200,11 @@ impl<T: WithDType> pulp::WithSimd for WeightGrad<'_, T> {
         let (g, du_t) = (self.g, self.du_t);
         let (cout, c) = (g.cout, g.c);
         let mut dw = vec![T::zero(); cout * c * 9];
-        let (mut block, mut transformed) = ([[T::zero(); LANES]; XI], [[T::zero(); LANES]; XI]);
+        let (mut block, mut transformed) = (zero_block(), zero_block());
         for ci in 0..c {
             for (first, len) in channel_blocks(cout) {
                 for (xi, lanes) in block.iter_mut().enumerate() {
-                    load_lanes(&du_t[(xi * c + ci) * cout + first..], len, lanes);
+                    copy_lanes(&du_t[(xi * c + ci) * cout + first..], len, lanes);
                 }
                 transform_block(&block, (kernel_transform_adjoint, kernel_transform_adjoint), &mut transformed);
                 for (at, lanes) in transformed.iter().take(9).enumerate() {
@@ -218,25 +218,21 @@ impl<T: WithDType> pulp::WithSimd for WeightGrad<'_, T> {
     }
 }
 
-/// Copies the first `len` lanes of `lanes` to `dst`; whole blocks by a fixed-size copy, which
-/// the compiler inlines (a call to `memcpy` per 16 values cost 5% of the layer).
+/// Copies the first `len` values of `src` to `dst`, a whole block of [`LANES`] by a fixed-size
+/// copy, which the compiler inlines (a call to `memcpy` per 16 values cost 5% of the layer).
 #[inline(always)]
-fn copy_lanes<T: Copy>(lanes: &[T; LANES], len: usize, dst: &mut [T]) {
+fn copy_lanes<T: Copy>(src: &[T], len: usize, dst: &mut [T]) {
     if len == LANES {
-        dst[..LANES].copy_from_slice(lanes);
+        dst[..LANES].copy_from_slice(&src[..LANES]);
     } else {
-        dst[..len].copy_from_slice(&lanes[..len]);
+        dst[..len].copy_from_slice(&src[..len]);
     }
 }
 
-/// `copy_lanes`' mirror: the first `len` values of `src` into `lanes`.
+/// A block of zeros, the transforms' working storage.
 #[inline(always)]
-fn load_lanes<T: Copy>(src: &[T], len: usize, lanes: &mut [T; LANES]) {
-    if len == LANES {
-        lanes.copy_from_slice(&src[..LANES]);
-    } else {
-        lanes[..len].copy_from_slice(&src[..len]);
-    }
+fn zero_block<T: WithDType>() -> Block<T> {
+    [[T::zero(); LANES]; XI]
 }
 
 /// The blocks of at most [`LANES`] channels of `channels`: (first channel, channels).
@@ -261,7 +257,7 @@ fn transform_input<T: WithDType>(g: &ConvGeometry, x: &[T], images: usize, v: &m
     let (tp, (rows, cols), c) = (tiles_per_image(g), padded_plane(g), g.c);
     let tiles = images * tp;
     let mut padded = vec![T::zero(); rows * cols * c];
-    let (mut block, mut transformed) = ([[T::zero(); LANES]; XI], [[T::zero(); LANES]; XI]);
+    let (mut block, mut transformed) = (zero_block(), zero_block());
     for (j, image) in x.chunks_exact(g.image()).take(images).enumerate() {
         for (ci, plane) in image.chunks_exact(g.h * g.w).enumerate() {
             for (iy, row) in plane.chunks_exact(g.w).enumerate() {
@@ -274,7 +270,7 @@ fn transform_input<T: WithDType>(g: &ConvGeometry, x: &[T], images: usize, v: &m
             for (first, len) in channel_blocks(c) {
                 for (at, lanes) in block.iter_mut().enumerate() {
                     let position = (2 * ty + at / 4) * cols + 2 * tx + at % 4;
-                    load_lanes(&padded[position * c + first..], len, lanes);
+                    copy_lanes(&padded[position * c + first..], len, lanes);
                 }
                 transform_block(&block, (input_transform, input_transform), &mut transformed);
                 for (xi, lanes) in transformed.iter().enumerate() {
@@ -293,14 +289,14 @@ fn add_transformed_input_grad<T: WithDType>(g: &ConvGeometry, dv_t: &[T], images
     let (tp, (rows, cols), c) = (tiles_per_image(g), padded_plane(g), g.c);
     let tiles = images * tp;
     let mut padded = vec![T::zero(); rows * cols * c];
-    let (mut block, mut transformed) = ([[T::zero(); LANES]; XI], [[T::zero(); LANES]; XI]);
+    let (mut block, mut transformed) = (zero_block(), zero_block());
     for (j, image) in dx.chunks_exact_mut(g.image()).take(images).enumerate() {
         padded.fill(T::zero());
         for (q, ty, tx) in tiles_of(g) {
             let t = j * tp + q;
             for (first, len) in channel_blocks(c) {
                 for (xi, lanes) in block.iter_mut().enumerate() {
-                    load_lanes(&dv_t[(xi * tiles + t) * c + first..], len, lanes);
+                    copy_lanes(&dv_t[(xi * tiles + t) * c + first..], len, lanes);
                 }
                 transform_block(&block, (input_transform_adjoint, input_transform_adjoint), &mut transformed);
                 for (at, lanes) in transformed.iter().enumerate() {
@@ -331,16 +327,16 @@ fn transform_output<T: WithDType>(
     let (tp, p, cout) = (tiles_per_image(g), g.positions(), g.cout);
     let (tiles, n) = (images * tp, images * p);
     let mut image_out = vec![T::zero(); p * cout];
-    let (mut block, mut transformed) = ([[T::zero(); LANES]; XI], [[T::zero(); LANES]; XI]);
+    let (mut block, mut transformed) = (zero_block(), zero_block());
     let mut bias_lanes = [T::zero(); LANES];
     for j in 0..images {
         for (q, ty, tx) in tiles_of(g) {
             let t = j * tp + q;
             for (first, len) in channel_blocks(cout) {
                 for (xi, lanes) in block.iter_mut().enumerate() {
-                    load_lanes(&m_t[(xi * tiles + t) * cout + first..], len, lanes);
+                    copy_lanes(&m_t[(xi * tiles + t) * cout + first..], len, lanes);
                 }
-                load_lanes(&bias[first..], len, &mut bias_lanes);
+                copy_lanes(&bias[first..], len, &mut bias_lanes);
                 transform_block(&block, (output_transform, output_transform), &mut transformed);
                 for (at, lanes) in transformed.iter().take(4).enumerate() {
                     let (oy, ox) = (2 * ty + at / 2, 2 * tx + at % 2);
@@ -375,7 +371,7 @@ fn transform_output_grad<T: WithDType>(g: &ConvGeometry, dy: &[T], images: usize
     let (th, tw) = tile_grid(g);
     let cols = 2 * tw;
     let mut image_grad = vec![T::zero(); 2 * th * cols * cout];
-    let (mut block, mut transformed) = ([[T::zero(); LANES]; XI], [[T::zero(); LANES]; XI]);
+    let (mut block, mut transformed) = (zero_block(), zero_block());
     for j in 0..images {
         for (o, plane) in dy.chunks_exact(n).take(cout).enumerate() {
             for (oy, row) in plane[j * p..][..p].chunks_exact(g.ow).enumerate() {
@@ -388,7 +384,7 @@ fn transform_output_grad<T: WithDType>(g: &ConvGeometry, dy: &[T], images: usize
             for (first, len) in channel_blocks(cout) {
                 for (at, lanes) in block.iter_mut().take(4).enumerate() {
                     let position = (2 * ty + at / 2) * cols + 2 * tx + at % 2;
-                    load_lanes(&image_grad[position * cout + first..], len, lanes);
+                    copy_lanes(&image_grad[position * cout + first..], len, lanes);
                 }
                 transform_block(&block, (output_transform_adjoint, output_transform_adjoint), &mut transformed);
                 for (xi, lanes) in transformed.iter().enumerate() {
