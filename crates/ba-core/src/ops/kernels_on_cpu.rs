@@ -62,7 +62,11 @@ fn kernels() -> &'static Library {
             .unwrap_or_else(|e| panic!("cannot run the C++ compiler {compiler:?} (set CXX): {e}"));
         assert!(status.success(), "{compiler} could not compile the CUDA kernels as C++");
         // SAFETY: the library is our own kernels file; its initialisers do nothing.
-        unsafe { Library::new(&library) }.unwrap()
+        let loaded = unsafe { Library::new(&library) }.unwrap();
+        // Loaded, the library stays mapped without its file: leave nothing behind in the temp
+        // directory (where removing a loaded library fails, as on Windows, the files stay).
+        let _ = std::fs::remove_dir_all(&dir);
+        loaded
     })
 }
 
