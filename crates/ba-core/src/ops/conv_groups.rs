@@ -8,17 +8,18 @@
 //! core; six images side by side (294 columns) run at 86-89 (`gemm` crate, the three 7x7
 //! shapes, forward, measured in one process).
 //!
-//! The 3x3 layers with stride 1 run each group by Winograd's F(2x2, 3x3) instead of im2col
-//! ([`super::winograd`]): 16 GEMMs of (tiles x c) by (c x cout), 1.72x fewer multiplies at
-//! 7x7. Measured in one process against im2col, alternating per repetition, batch 128, the
-//! three 7x7 layers of AlexNet on the AVX-512 VM: forward 10-27% faster, backward 11-30%, at
-//! batch 32 and 128.
+//! The 3x3 and 5x5 layers with stride 1 run each group by Winograd's minimal filtering
+//! instead of im2col ([`super::winograd`]): F(2x2, 3x3), 16 GEMMs of (tiles x c) by (c x
+//! cout), 1.72x fewer multiplies at 7x7; F(2x2, 5x5), 36 such GEMMs, 2.44x fewer at 15x15.
+//! Measured in one process against im2col, alternating per repetition, batch 128, on the
+//! AVX-512 VM: the three 7x7 layers' forward 10-27% faster and backward 11-30%; the 5x5
+//! layer's forward and backward 25-35% faster.
 
 use rayon::iter::Either;
 use rayon::prelude::*;
 
 use super::im2col::{col2im, im2col_strided, im2row, matmul, ConvGeometry, MatRef};
-use super::winograd;
+use super::winograd::Algorithm;
 use candle_core::backend::BackendStorage;
 use candle_core::{DType, Result, Storage, Tensor, WithDType};
 
@@ -27,15 +28,22 @@ use super::contiguous_slice;
 /// Columns a group's column matrix should reach at least.
 const GROUP_COLUMNS: usize = 256;
 
-/// Images per group for the convolution `g`: one where an image has 128 positions or more,
-/// else enough for [`GROUP_COLUMNS`] columns (six at 7x7), at most the batch.
+/// Tiles a group of a Winograd convolution should reach at least: the rows of each of its
+/// GEMMs. 96 makes groups of six images at 7x7 (16 tiles each), as for im2col, and of two at
+/// the 5x5 layer's 15x15 (64 tiles each); at that layer groups of one or two images ran
+/// equally fast, groups of four 15-25% slower (alternating in one process).
+const GROUP_TILES: usize = 96;
+
+/// Images per group for the convolution `g`, at most the batch: for Winograd's algorithm
+/// enough for [`GROUP_TILES`] tiles; else one where an image has 128 positions or more, or
+/// enough for [`GROUP_COLUMNS`] columns (six at 7x7).
 pub(crate) fn images_per_group(g: &ConvGeometry) -> usize {
-    let p = g.positions().max(1);
-    if p >= 128 {
-        1
-    } else {
-        GROUP_COLUMNS.div_ceil(p).clamp(1, g.b.max(1))
-    }
+    let (per_image, wanted) = match Algorithm::of(g) {
+        Some(algorithm) => (algorithm.tiles_per_image(g), GROUP_TILES),
+        None if g.positions() >= 128 => return 1,
+        None => (g.positions(), GROUP_COLUMNS),
+    };
+    wanted.div_ceil(per_image.max(1)).clamp(1, g.b.max(1))
 }
 
 /// Whether `groups` groups are spread over rayon's threads (each GEMM on one thread) rather
@@ -159,19 +167,18 @@ impl DyOrder {
 pub(crate) enum ConvWeights<'a, T> {
     /// The weight (cout, c, kh, kw) as given, for im2col + GEMM.
     Direct(&'a [T]),
-    /// The Winograd-transformed weight transposed (see [`winograd::transform_weights`]), for
-    /// 3x3 kernels with stride 1.
-    Winograd(Vec<T>),
+    /// The weight transformed for the Winograd `Algorithm`, transposed (see
+    /// [`Algorithm::transform_weights`]), for 3x3 and 5x5 kernels with stride 1.
+    Winograd(Algorithm, Vec<T>),
 }
 
 impl<'a, T: WithDType> ConvWeights<'a, T> {
     /// The weight `w` of the convolution `g`, transformed once per call where its groups
     /// run by Winograd's algorithm.
     pub(crate) fn new(g: &ConvGeometry, w: &'a [T]) -> Self {
-        if winograd::applies(g) {
-            Self::Winograd(winograd::transform_weights(g, w, true))
-        } else {
-            Self::Direct(w)
+        match Algorithm::of(g) {
+            Some(algorithm) => Self::Winograd(algorithm, algorithm.transform_weights(g, w, true)),
+            None => Self::Direct(w),
         }
     }
 }
@@ -179,8 +186,8 @@ impl<'a, T: WithDType> ConvWeights<'a, T> {
 /// Values of the scratch buffer [`conv_group`] needs for a group of `images` images.
 pub(crate) fn conv_scratch_len(g: &ConvGeometry, images: usize) -> usize {
     let n = images * g.positions();
-    if winograd::applies(g) {
-        winograd::scratch_len(g, images)
+    if let Some(algorithm) = Algorithm::of(g) {
+        algorithm.scratch_len(g, images)
     } else if forward_is_position_major(g) {
         g.patch() * ROW_BLOCK + g.cout * n
     } else {
@@ -210,8 +217,8 @@ pub(crate) fn conv_group<T: WithDType + Default>(
     let out = &mut out[..g.cout * n];
     let w = match weights {
         ConvWeights::Direct(w) => *w,
-        ConvWeights::Winograd(u) => {
-            winograd::forward_group(g, (x, u, bias), (images, relu), (scratch, parallel), out);
+        ConvWeights::Winograd(algorithm, u) => {
+            algorithm.forward_group(g, (x, u, bias), (images, relu), (scratch, parallel), out);
             return;
         }
     };
@@ -374,21 +381,21 @@ fn backward_by_groups<T: WithDType + Default>(
 ) -> Gradients<T> {
     let (p, patch, group) = (g.positions(), g.patch(), images_per_group(g));
     let order = DyOrder::of(g);
-    let by_winograd = winograd::applies(g);
-    // W^T (or U^T) stored once: the GEMM packs a contiguous left operand 10-30% faster than a
+    let by_winograd = Algorithm::of(g);
+    // W^T (or U) stored once: the GEMM packs a contiguous left operand 10-30% faster than a
     // transposed view, and packs it again for every group.
     let w_t = match (wanted.dx, by_winograd) {
         (false, _) => Vec::new(),
-        (true, false) => transpose(w, g.cout, patch),
-        (true, true) => winograd::transform_weights(g, w, false),
+        (true, None) => transpose(w, g.cout, patch),
+        (true, Some(algorithm)) => algorithm.transform_weights(g, w, false),
     };
     let zeros = |n| vec![T::zero(); n];
     let weight_len = match (wanted.dw, by_winograd) {
         (false, _) => 0,
-        (true, false) => patch * g.cout,
-        (true, true) => winograd::transformed_weight_len(g),
+        (true, None) => patch * g.cout,
+        (true, Some(algorithm)) => algorithm.transformed_weight_len(g),
     };
-    let scratch_len = if by_winograd { winograd::scratch_len(g, group) } else { patch * group * p };
+    let scratch_len = by_winograd.map_or(patch * group * p, |algorithm| algorithm.scratch_len(g, group));
     let partial =
         || Partial { dw: zeros(weight_len), db: zeros(g.cout), dy: zeros(g.cout * group * p), col: zeros(scratch_len) };
     let run = |mut acc: Partial<T>, index: usize, dx: Option<&mut [T]>, parallel: bool| {
@@ -398,10 +405,10 @@ fn backward_by_groups<T: WithDType + Default>(
         output_grad(first, images, order, dy);
         order.add_channel_sums(dy, n, &mut acc.db);
         let x = &x[first * g.image()..];
-        if by_winograd {
+        if let Some(algorithm) = by_winograd {
             debug_assert_eq!(order, DyOrder::ChannelMajor, "Winograd's tiles read the group channel by channel");
             let du = wanted.dw.then_some(&mut acc.dw[..]);
-            winograd::backward_group(g, (x, &w_t, dy), images, (du, dx), (&mut acc.col, parallel));
+            algorithm.backward_group(g, (x, &w_t, dy), images, (du, dx), (&mut acc.col, parallel));
             return acc;
         }
         if wanted.dw {
@@ -437,8 +444,8 @@ fn backward_by_groups<T: WithDType + Default>(
     };
     let dw = match (wanted.dw, by_winograd) {
         (false, _) => None,
-        (true, false) => Some(finish_weight_grad(g, sums.dw)),
-        (true, true) => Some(winograd::weight_grad(g, &sums.dw)),
+        (true, None) => Some(finish_weight_grad(g, sums.dw)),
+        (true, Some(algorithm)) => Some(algorithm.weight_grad(g, &sums.dw)),
     };
     (dx, dw, wanted.db.then_some(sums.db))
 }

@@ -1,80 +1,167 @@
-//! 3x3 convolutions with stride 1 by Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray,
-//! "Fast Algorithms for Convolutional Neural Networks", CVPR 2016), forward and backward, for
-//! one group of images at a time (see [`super::conv_groups`]).
+//! Convolutions with stride 1 by Winograd's minimal filtering (Lavin and Gray, "Fast
+//! Algorithms for Convolutional Neural Networks", CVPR 2016): F(2x2, 3x3) for 3x3 kernels and
+//! F(2x2, 5x5) for 5x5 ones, forward and backward, for one group of images at a time (see
+//! [`super::conv_groups`]).
 //!
-//! The output is cut into 2x2 tiles; each reads a 4x4 tile of the zero-padded input. With the
-//! input tile transformed to `V = B^T d B` and the kernel to `U = G g G^T`, the output tile is
-//! `A^T (sum over input channels of U ⊙ V) A`: for each of the 16 transformed positions `xi`
-//! that sum is one GEMM, run transposed as `M_xi^T (tiles x cout) = V_xi^T (tiles x c) *
-//! U_xi^T (c x cout)` so that a tile's channels are contiguous (see [`transform_input`]). That is 16
-//! multiplies per 4 outputs where im2col + GEMM does 36: 2.25x fewer, 1.72x fewer at AlexNet's
-//! 7x7 maps, whose 4x4 grid of tiles covers 8x8 outputs. The transforms only add, subtract
-//! and halve, so f32 keeps its accuracy (what cuDNN and oneDNN use for these layers).
+//! The output is cut into m x m tiles (m = 2); each reads an a x a tile of the zero-padded
+//! input, a = m + r - 1 for r x r kernels (4 for 3x3, 6 for 5x5). With the input tile
+//! transformed to `V = B^T d B` and the kernel to `U = G g G^T`, the output tile is `A^T (sum
+//! over input channels of U ⊙ V) A`: for each of the a^2 transformed positions `xi` that sum
+//! is one GEMM, run transposed as `M_xi^T (tiles x cout) = V_xi^T (tiles x c) * U_xi^T (c x
+//! cout)` so that a tile's channels are contiguous (see [`transform_input`]).
+//! - F(2x2, 3x3): 16 multiplies per 4 outputs where im2col + GEMM does 36, 2.25x fewer (1.72x
+//!   at AlexNet's 7x7 maps, whose 4x4 grid of tiles covers 8x8 outputs). Its transforms only
+//!   add, subtract and halve, so f32 keeps its accuracy (what cuDNN and oneDNN use).
+//! - F(2x2, 5x5): 36 multiplies per 4 outputs against 100, 2.78x fewer (2.44x at AlexNet's
+//!   15x15 map, an 8x8 grid of tiles covering 16x16). It evaluates at the points 0, ±1, ±2 and
+//!   infinity, like the F(4x4, 3x3) that cuDNN uses; its f32 error is about ten times direct
+//!   convolution's, 5e-6 of the output's scale at AlexNet's 5x5 layer (`conv2d`'s tests).
 //!
 //! The backward pass is the exact adjoint of those steps:
 //! - `dM = A dY A^T` per tile (outputs beyond the map have no gradient);
 //! - the weight gradient `dU_xi += dM_xi * V_xi^T`, turned into `dW = G^T dU G` at the end;
-//! - the input gradient `dV_xi = U_xi^T * dM_xi`, then `B dV B^T` added to each 4x4 input tile.
+//! - the input gradient `dV_xi = U_xi^T * dM_xi`, then `B dV B^T` added to each input tile.
 //!
 //! Written by hand: no Rust crate offers Winograd convolution, and Candle's CPU backend
 //! convolves by im2col only.
+
+use std::marker::PhantomData;
+use std::ops::{Add, Sub};
 
 use candle_core::WithDType;
 
 use super::im2col::{matmul, ConvGeometry, MatRef};
 
-/// Values of a transformed tile (4x4), one GEMM each.
-const XI: usize = 16;
-
-/// Whether the convolution `g` runs by Winograd's F(2x2, 3x3): 3x3 kernels with stride 1, any
-/// padding.
-pub(crate) fn applies(g: &ConvGeometry) -> bool {
-    (g.kh, g.kw, g.stride) == (3, 3, (1, 1))
+/// The Winograd algorithm a convolution runs by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Algorithm {
+    /// F(2x2, 3x3), for 3x3 kernels.
+    F2x3,
+    /// F(2x2, 5x5), for 5x5 kernels.
+    F2x5,
 }
 
-/// The grid of 2x2 output tiles of one image, (rows, columns).
-fn tile_grid(g: &ConvGeometry) -> (usize, usize) {
-    (g.oh.div_ceil(2), g.ow.div_ceil(2))
+/// `$body` with the type `$w` standing for the [`Minimal`] algorithm `$algorithm` names.
+macro_rules! by_algorithm {
+    ($algorithm:expr, $w:ident => $body:expr) => {
+        match $algorithm {
+            Algorithm::F2x3 => {
+                type $w = F23;
+                $body
+            }
+            Algorithm::F2x5 => {
+                type $w = F25;
+                $body
+            }
+        }
+    };
 }
 
-/// Tiles of one image.
-fn tiles_per_image(g: &ConvGeometry) -> usize {
-    let (th, tw) = tile_grid(g);
-    th * tw
+impl Algorithm {
+    /// The algorithm the convolution `g` runs by, if any: 3x3 or 5x5 kernels with stride 1,
+    /// any padding.
+    pub(crate) fn of(g: &ConvGeometry) -> Option<Self> {
+        match (g.kh, g.kw, g.stride) {
+            (3, 3, (1, 1)) => Some(Self::F2x3),
+            (5, 5, (1, 1)) => Some(Self::F2x5),
+            _ => None,
+        }
+    }
+
+    /// Tiles of one image of `g`.
+    pub(crate) fn tiles_per_image(self, g: &ConvGeometry) -> usize {
+        by_algorithm!(self, W => tiles_per_image::<W>(g))
+    }
+
+    /// Values of the scratch buffer [`Self::forward_group`] and [`Self::backward_group`] need
+    /// for a group of `images` images: the transformed input (or its gradient) and output (or
+    /// its gradient).
+    pub(crate) fn scratch_len(self, g: &ConvGeometry, images: usize) -> usize {
+        by_algorithm!(self, W => {
+            let tiles = images * tiles_per_image::<W>(g);
+            W::XI * (slab(tiles * g.c) + slab(tiles * g.cout))
+        })
+    }
+
+    /// Values of the transformed weight or its gradient, (a^2, cout, c).
+    pub(crate) fn transformed_weight_len(self, g: &ConvGeometry) -> usize {
+        by_algorithm!(self, W => W::XI * g.cout * g.c)
+    }
+
+    /// The transformed weight `U = G w G^T` (a^2 values per (output, input) channel pair),
+    /// laid out (a^2, c, cout) when `transposed` (the right operand of the forward GEMM), else
+    /// (a^2, cout, c) (the input gradient's). Computed for [`LANES`] channels at a time,
+    /// compiled for the CPU's vector instructions: one pair at a time, the weight transforms
+    /// cost the forward pass 30-40% at batch 32.
+    pub(crate) fn transform_weights<T: WithDType>(self, g: &ConvGeometry, w: &[T], transposed: bool) -> Vec<T> {
+        by_algorithm!(self, W => pulp::Arch::new().dispatch(WeightTransform::<T, W> { g, w, transposed, algorithm: PhantomData }))
+    }
+
+    /// The gradient of the weight (cout, c, r, r) from `du_t`, the gradient of the transformed
+    /// weight transposed (a^2, c, cout): `dW = G^T dU G` per channel pair.
+    pub(crate) fn weight_grad<T: WithDType>(self, g: &ConvGeometry, du_t: &[T]) -> Vec<T> {
+        by_algorithm!(self, W => pulp::Arch::new().dispatch(WeightGrad::<T, W> { g, du_t, algorithm: PhantomData }))
+    }
+
+    /// `relu?(conv(x, w) + bias)` of the `images` images in `x` into the group's output `out`
+    /// (cout, images * positions), given `u_t` = [`Self::transform_weights`] transposed and
+    /// `scratch` of [`Self::scratch_len`].
+    pub(crate) fn forward_group<T: WithDType>(
+        self,
+        g: &ConvGeometry,
+        (x, u_t, bias): (&[T], &[T], &[T]),
+        (images, relu): (usize, bool),
+        (scratch, parallel): (&mut [T], bool),
+        out: &mut [T],
+    ) {
+        by_algorithm!(self, W => forward_group::<T, W>(g, (x, u_t, bias), (images, relu), (scratch, parallel), out))
+    }
+
+    /// The backward pass of one group of `images` images from its output gradient `dy` (cout,
+    /// images * positions): adds `dU^T` to `du_t` (a^2, c, cout) when given, and writes the
+    /// input gradient to `dx` (images, c, h, w) when given, with `u` from
+    /// [`Self::transform_weights`] (empty without `dx`) and `scratch` of [`Self::scratch_len`].
+    pub(crate) fn backward_group<T: WithDType>(
+        self,
+        g: &ConvGeometry,
+        (x, u, dy): (&[T], &[T], &[T]),
+        images: usize,
+        (du_t, dx): (Option<&mut [T]>, Option<&mut [T]>),
+        (scratch, parallel): (&mut [T], bool),
+    ) {
+        by_algorithm!(self, W => backward_group::<T, W>(g, (x, u, dy), images, (du_t, dx), (scratch, parallel)))
+    }
 }
 
-/// The zero-padded input plane every tile reads from: the input at (ph, pw), zeros around it,
-/// large enough for the last row and column of tiles.
-fn padded_plane(g: &ConvGeometry) -> (usize, usize) {
-    let (th, tw) = tile_grid(g);
-    (2 * th + 2, 2 * tw + 2)
+/// The longest line of a transformed tile (F(2x2, 5x5)'s 6).
+const MAX_ALPHA: usize = 6;
+
+/// One line of a tile along either axis; a transform reads and writes only as many of its
+/// values as its side has.
+type Line<V> = [V; MAX_ALPHA];
+
+/// What the transforms compute on: numbers that add, subtract and scale by a constant.
+trait Value: Copy + Add<Output = Self> + Sub<Output = Self> {
+    fn zero() -> Self;
+    /// `self * factor`.
+    fn scale(self, factor: f64) -> Self;
+    /// `0 - self`.
+    #[inline(always)]
+    fn negate(self) -> Self {
+        Self::zero() - self
+    }
 }
 
-/// Values of the scratch buffer [`forward_group`] and [`backward_group`] need for a group of
-/// `images` images: the transformed input (or its gradient) and output (or its gradient).
-pub(crate) fn scratch_len(g: &ConvGeometry, images: usize) -> usize {
-    XI * (g.c + g.cout) * images * tiles_per_image(g)
-}
+impl<T: WithDType> Value for T {
+    #[inline(always)]
+    fn zero() -> Self {
+        T::zero()
+    }
 
-/// Values of the transformed weight or its gradient, (16, cout, c).
-pub(crate) fn transformed_weight_len(g: &ConvGeometry) -> usize {
-    XI * g.cout * g.c
-}
-
-/// `(g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2)`: one axis of `G g G^T`.
-#[inline(always)]
-fn kernel_transform<T: WithDType>([g0, g1, g2]: [T; 3]) -> [T; 4] {
-    let half = T::from_f64(0.5);
-    let (outer, middle) = ((g0 + g2) * half, g1 * half);
-    [g0, outer + middle, outer - middle, g2]
-}
-
-/// The adjoint of [`kernel_transform`]: one axis of `G^T dU G`.
-#[inline(always)]
-fn kernel_transform_adjoint<T: WithDType>([u0, u1, u2, u3]: [T; 4]) -> [T; 3] {
-    let half = T::from_f64(0.5);
-    let (sum, difference) = ((u1 + u2) * half, (u1 - u2) * half);
-    [u0 + sum, difference, sum + u3]
+    #[inline(always)]
+    fn scale(self, factor: f64) -> Self {
+        self * T::from_f64(factor)
+    }
 }
 
 /// Channels transformed side by side, one per lane of a [`Block`]: the same adds and
@@ -82,104 +169,324 @@ fn kernel_transform_adjoint<T: WithDType>([u0, u1, u2, u3]: [T; 4]) -> [T; 3] {
 /// one channel at a time, the transforms took longer than the GEMMs).
 const LANES: usize = 16;
 
-/// One tile of up to 4x4 values in [`LANES`] channels: value (r, s) of channel l at
-/// `[r * columns + s][l]`.
-type Block<T> = [[T; LANES]; XI];
-
-/// Applies the one-axis transform `down` to each column of every lane's tile in `src` (R x C) and
-/// then `along` to each row of the result, into `dst` (R2 x C2).
+/// Copies the first `len` of `src` into `lanes`, the rest left as they are.
+///
+/// A whole block is one fixed-size copy, which the compiler turns into a vector load. A
+/// partial block (never at AlexNet's channel counts) is copied value by value under a
+/// condition: written as a copy of `len` values, it was merged with the whole block's into one
+/// call to `memcpy` of either length, 13% of the 5x5 layer's time.
 #[inline(always)]
-fn transform_block<T: WithDType, const R: usize, const C: usize, const R2: usize, const C2: usize>(
+fn load_lanes<T: Copy>(src: &[T], len: usize, lanes: &mut [T; LANES]) {
+    if len == LANES {
+        lanes.copy_from_slice(&src[..LANES]);
+    } else {
+        for (l, (lane, &value)) in lanes.iter_mut().zip(src).enumerate() {
+            if l < len {
+                *lane = value;
+            }
+        }
+    }
+}
+
+/// Writes the first `len` of `lanes` to `dst` (as [`load_lanes`] reads them).
+#[inline(always)]
+fn store_lanes<T: Copy>(lanes: &[T; LANES], len: usize, dst: &mut [T]) {
+    if len == LANES {
+        dst[..LANES].copy_from_slice(lanes);
+    } else {
+        for (l, (d, &value)) in dst.iter_mut().zip(lanes).enumerate() {
+            if l < len {
+                *d = value;
+            }
+        }
+    }
+}
+
+/// Winograd's F(m x m, r x r): the transforms along one axis of its kernel, input and output
+/// tiles, and their adjoints. A transform of a whole tile applies one to every column, then
+/// another to every row (see [`transform_block`]).
+trait Minimal {
+    /// The side of an output tile, m.
+    const M: usize;
+    /// The side of the kernel, r.
+    const R: usize;
+    /// The side of a transformed tile, a = m + r - 1.
+    const ALPHA: usize = Self::M + Self::R - 1;
+    /// Values of a transformed tile: one GEMM each.
+    const XI: usize = Self::ALPHA * Self::ALPHA;
+    /// `G g`: r kernel values to a.
+    fn kernel<V: Value>(g: Line<V>) -> Line<V>;
+    /// `G^T u`: a values to r.
+    fn kernel_adjoint<V: Value>(u: Line<V>) -> Line<V>;
+    /// `B^T d`: a input values to a.
+    fn input<V: Value>(d: Line<V>) -> Line<V>;
+    /// `B v`: a values to a.
+    fn input_adjoint<V: Value>(v: Line<V>) -> Line<V>;
+    /// `A^T m`: a values to m outputs.
+    fn output<V: Value>(m: Line<V>) -> Line<V>;
+    /// `A y`: m output gradients to a.
+    fn output_adjoint<V: Value>(y: Line<V>) -> Line<V>;
+}
+
+/// F(2x2, 3x3): evaluation at 0, 1, -1 and infinity.
+struct F23;
+
+impl Minimal for F23 {
+    const M: usize = 2;
+    const R: usize = 3;
+
+    /// `(g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2)`.
+    #[inline(always)]
+    fn kernel<V: Value>([g0, g1, g2, ..]: Line<V>) -> Line<V> {
+        let (outer, middle) = ((g0 + g2).scale(0.5), g1.scale(0.5));
+        line([g0, outer + middle, outer - middle, g2])
+    }
+
+    #[inline(always)]
+    fn kernel_adjoint<V: Value>([u0, u1, u2, u3, ..]: Line<V>) -> Line<V> {
+        let (sum, difference) = ((u1 + u2).scale(0.5), (u1 - u2).scale(0.5));
+        line([u0 + sum, difference, sum + u3])
+    }
+
+    /// `(d0 - d2, d1 + d2, d2 - d1, d1 - d3)`.
+    #[inline(always)]
+    fn input<V: Value>([d0, d1, d2, d3, ..]: Line<V>) -> Line<V> {
+        line([d0 - d2, d1 + d2, d2 - d1, d1 - d3])
+    }
+
+    #[inline(always)]
+    fn input_adjoint<V: Value>([v0, v1, v2, v3, ..]: Line<V>) -> Line<V> {
+        line([v0, v1 - v2 + v3, v1 + v2 - v0, v3.negate()])
+    }
+
+    /// `(m0 + m1 + m2, m1 - m2 - m3)`.
+    #[inline(always)]
+    fn output<V: Value>([m0, m1, m2, m3, ..]: Line<V>) -> Line<V> {
+        line([m0 + m1 + m2, m1 - m2 - m3])
+    }
+
+    #[inline(always)]
+    fn output_adjoint<V: Value>([y0, y1, ..]: Line<V>) -> Line<V> {
+        line([y0, y0 + y1, y0 - y1, y1.negate()])
+    }
+}
+
+/// F(2x2, 5x5): evaluation at 0, 1, -1, 2, -2 and infinity. `G`'s rows are divided by the
+/// products of the differences between the points (4, -6, -6, 24, 24), so that `B^T` and `A^T`
+/// have small integer entries.
+struct F25;
+
+impl Minimal for F25 {
+    const M: usize = 2;
+    const R: usize = 5;
+
+    /// `(g0 / 4, -(sum of g_k) / 6, -(sum of (-1)^k g_k) / 6, (sum of 2^k g_k) / 24, (sum of
+    /// (-2)^k g_k) / 24, g4)`.
+    #[inline(always)]
+    fn kernel<V: Value>([g0, g1, g2, g3, g4, _]: Line<V>) -> Line<V> {
+        let (even, odd) = (g0 + g2 + g4, g1 + g3);
+        let (even2, odd2) = (g0 + g2.scale(4.0) + g4.scale(16.0), g1.scale(2.0) + g3.scale(8.0));
+        [
+            g0.scale(0.25),
+            (even + odd).scale(-1.0 / 6.0),
+            (odd - even).scale(1.0 / 6.0),
+            (even2 + odd2).scale(1.0 / 24.0),
+            (even2 - odd2).scale(1.0 / 24.0),
+            g4,
+        ]
+    }
+
+    #[inline(always)]
+    fn kernel_adjoint<V: Value>([u0, u1, u2, u3, u4, u5]: Line<V>) -> Line<V> {
+        let (sum, difference) = ((u1 + u2).scale(1.0 / 6.0), (u1 - u2).scale(1.0 / 6.0));
+        let (sum2, difference2) = ((u3 + u4).scale(1.0 / 24.0), (u3 - u4).scale(1.0 / 24.0));
+        line([
+            u0.scale(0.25) - sum + sum2,
+            difference2.scale(2.0) - difference,
+            sum2.scale(4.0) - sum,
+            difference2.scale(8.0) - difference,
+            sum2.scale(16.0) - sum + u5,
+        ])
+    }
+
+    /// `(4 d0 - 5 d2 + d4, -4 d1 - 4 d2 + d3 + d4, 4 d1 - 4 d2 - d3 + d4, -2 d1 - d2 + 2 d3 + d4,
+    /// 2 d1 - d2 - 2 d3 + d4, 4 d1 - 5 d3 + d5)`.
+    #[inline(always)]
+    fn input<V: Value>([d0, d1, d2, d3, d4, d5]: Line<V>) -> Line<V> {
+        let (even, odd) = (d4 - d2.scale(4.0), d3 - d1.scale(4.0));
+        let (even2, odd2) = (d4 - d2, (d3 - d1).scale(2.0));
+        [
+            d0.scale(4.0) - d2.scale(5.0) + d4,
+            even + odd,
+            even - odd,
+            even2 + odd2,
+            even2 - odd2,
+            d1.scale(4.0) - d3.scale(5.0) + d5,
+        ]
+    }
+
+    #[inline(always)]
+    fn input_adjoint<V: Value>([v0, v1, v2, v3, v4, v5]: Line<V>) -> Line<V> {
+        let (sum, difference) = (v1 + v2, v2 - v1);
+        let (sum2, difference2) = (v3 + v4, v4 - v3);
+        [
+            v0.scale(4.0),
+            (difference + v5).scale(4.0) + difference2.scale(2.0),
+            (v0.scale(5.0) + sum.scale(4.0) + sum2).negate(),
+            (difference + difference2.scale(2.0) + v5.scale(5.0)).negate(),
+            v0 + sum + sum2,
+            v5,
+        ]
+    }
+
+    /// `(m0 + m1 + m2 + m3 + m4, m1 - m2 + 2 (m3 - m4) + m5)`.
+    #[inline(always)]
+    fn output<V: Value>([m0, m1, m2, m3, m4, m5]: Line<V>) -> Line<V> {
+        line([m0 + m1 + m2 + m3 + m4, m1 - m2 + (m3 - m4).scale(2.0) + m5])
+    }
+
+    #[inline(always)]
+    fn output_adjoint<V: Value>([y0, y1, ..]: Line<V>) -> Line<V> {
+        let twice = y1.scale(2.0);
+        [y0, y0 + y1, y0 - y1, y0 + twice, y0 - twice, y1]
+    }
+}
+
+/// `values` followed by zeros: a [`Line`] of fewer values than its length.
+#[inline(always)]
+fn line<V: Value, const N: usize>(values: [V; N]) -> Line<V> {
+    let mut line = [V::zero(); MAX_ALPHA];
+    line[..N].copy_from_slice(&values);
+    line
+}
+
+/// Values set aside for one of the a^2 matrices (a "slab") of the transformed input or output
+/// of a group holding `values`: one [`LANES`] block more than a whole number of blocks, so
+/// that consecutive slabs start one cache line apart in the cache's sets. Slabs of a power of
+/// two times 4 KB (64 tiles of 128 channels: 32 KB) put a tile's 36 values in one set of the
+/// L1 cache, which holds 12, so that every transform missed it.
+fn slab(values: usize) -> usize {
+    values.next_multiple_of(LANES) + LANES
+}
+
+/// The grid of output tiles of one image, (rows, columns).
+fn tile_grid<W: Minimal>(g: &ConvGeometry) -> (usize, usize) {
+    (g.oh.div_ceil(W::M), g.ow.div_ceil(W::M))
+}
+
+/// Tiles of one image.
+fn tiles_per_image<W: Minimal>(g: &ConvGeometry) -> usize {
+    let (th, tw) = tile_grid::<W>(g);
+    th * tw
+}
+
+/// The zero-padded input plane every tile reads from: the input at (ph, pw), zeros around it,
+/// large enough for the last row and column of tiles.
+fn padded_plane<W: Minimal>(g: &ConvGeometry) -> (usize, usize) {
+    let (th, tw) = tile_grid::<W>(g);
+    (W::M * th + W::R - 1, W::M * tw + W::R - 1)
+}
+
+/// One tile of up to 6x6 values in [`LANES`] channels: value (r, s) of channel l of a tile
+/// with `columns` columns at `[r * columns + s][l]`.
+type Block<T> = [[T; LANES]; MAX_ALPHA * MAX_ALPHA];
+
+/// One of a [`Minimal`] algorithm's transforms, applied along both axes of a tile by
+/// [`transform_block`].
+#[derive(Clone, Copy)]
+enum Step {
+    Kernel,
+    KernelAdjoint,
+    Input,
+    InputAdjoint,
+    Output,
+    OutputAdjoint,
+}
+
+impl Step {
+    /// The transform along one axis. A direct call, so that the transform is inlined: passed
+    /// as a function (`impl Fn`), F(2x2, 5x5)'s were called out of line, compiled without the
+    /// vector instructions of their caller.
+    #[inline(always)]
+    fn apply<W: Minimal, V: Value>(self, x: Line<V>) -> Line<V> {
+        match self {
+            Self::Kernel => W::kernel(x),
+            Self::KernelAdjoint => W::kernel_adjoint(x),
+            Self::Input => W::input(x),
+            Self::InputAdjoint => W::input_adjoint(x),
+            Self::Output => W::output(x),
+            Self::OutputAdjoint => W::output_adjoint(x),
+        }
+    }
+}
+
+/// Applies `step` of the algorithm `W` to each column of the tile in `src` (`from` = rows x
+/// columns) and then to each row of the result, into `dst` (`to` = rows x columns).
+#[inline(always)]
+fn transform_block<T: WithDType, W: Minimal>(
     src: &Block<T>,
-    (down, along): (impl Fn([T; R]) -> [T; R2], impl Fn([T; C]) -> [T; C2]),
+    (from, to): ((usize, usize), (usize, usize)),
+    step: Step,
     dst: &mut Block<T>,
 ) {
-    let mut columns = [[T::zero(); LANES]; XI];
-    for s in 0..C {
+    let ((rows, cols), (rows2, cols2)) = (from, to);
+    let mut columns = zero_block();
+    for s in 0..cols {
         for l in 0..LANES {
-            let y = down(std::array::from_fn(|r| src[r * C + s][l]));
-            for (i, y) in y.into_iter().enumerate() {
-                columns[i * C + s][l] = y;
+            let mut x = [T::zero(); MAX_ALPHA];
+            for (r, x) in x.iter_mut().enumerate().take(rows) {
+                *x = src[r * cols + s][l];
+            }
+            let y = step.apply::<W, T>(x);
+            for (i, &y) in y.iter().enumerate().take(rows2) {
+                columns[i * cols + s][l] = y;
             }
         }
     }
-    for i in 0..R2 {
+    for i in 0..rows2 {
         for l in 0..LANES {
-            let y = along(std::array::from_fn(|s| columns[i * C + s][l]));
-            for (k, y) in y.into_iter().enumerate() {
-                dst[i * C2 + k][l] = y;
+            let mut x = [T::zero(); MAX_ALPHA];
+            for (s, x) in x.iter_mut().enumerate().take(cols) {
+                *x = columns[i * cols + s][l];
+            }
+            let y = step.apply::<W, T>(x);
+            for (k, &y) in y.iter().enumerate().take(cols2) {
+                dst[i * cols2 + k][l] = y;
             }
         }
     }
 }
 
-/// `(d0 - d2, d1 + d2, d2 - d1, d1 - d3)`: one axis of `B^T d B`.
-#[inline(always)]
-fn input_transform<T: WithDType>([d0, d1, d2, d3]: [T; 4]) -> [T; 4] {
-    [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
-}
-
-/// The adjoint of [`input_transform`]: one axis of `B dV B^T`.
-#[inline(always)]
-fn input_transform_adjoint<T: WithDType>([v0, v1, v2, v3]: [T; 4]) -> [T; 4] {
-    [v0, v1 - v2 + v3, v1 + v2 - v0, T::zero() - v3]
-}
-
-/// `(m0 + m1 + m2, m1 - m2 - m3)`: one axis of `A^T m A`.
-#[inline(always)]
-fn output_transform<T: WithDType>([m0, m1, m2, m3]: [T; 4]) -> [T; 2] {
-    [m0 + m1 + m2, m1 - m2 - m3]
-}
-
-/// The adjoint of [`output_transform`]: one axis of `A dY A^T`.
-#[inline(always)]
-fn output_transform_adjoint<T: WithDType>([y0, y1]: [T; 2]) -> [T; 4] {
-    [y0, y0 + y1, y0 - y1, T::zero() - y1]
-}
-
-/// The transformed weight `U = G w G^T` (16 values per (output, input) channel pair), laid
-/// out (16, c, cout) when `transposed` (the right operand of the forward GEMM), else (16,
-/// cout, c) (the input gradient's). Computed for [`LANES`] channels at a time, compiled for
-/// the CPU's vector instructions: one pair at a time, the weight transforms cost the forward
-/// pass 30-40% at batch 32.
-pub(crate) fn transform_weights<T: WithDType>(g: &ConvGeometry, w: &[T], transposed: bool) -> Vec<T> {
-    pulp::Arch::new().dispatch(WeightTransform { g, w, transposed })
-}
-
-/// The gradient of the weight (cout, c, 3, 3) from `du_t`, the gradient of the transformed
-/// weight transposed (16, c, cout): `dW = G^T dU G` per channel pair.
-pub(crate) fn weight_grad<T: WithDType>(g: &ConvGeometry, du_t: &[T]) -> Vec<T> {
-    pulp::Arch::new().dispatch(WeightGrad { g, du_t })
-}
-
-struct WeightTransform<'a, T> {
+struct WeightTransform<'a, T, W> {
     g: &'a ConvGeometry,
     w: &'a [T],
     transposed: bool,
+    algorithm: PhantomData<W>,
 }
 
-impl<T: WithDType> pulp::WithSimd for WeightTransform<'_, T> {
+impl<T: WithDType, W: Minimal> pulp::WithSimd for WeightTransform<'_, T, W> {
     type Output = Vec<T>;
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) -> Vec<T> {
         let (g, w) = (self.g, self.w);
-        let (cout, c) = (g.cout, g.c);
-        // u is (16, rows, lanes): the lanes run along its contiguous axis.
+        let (cout, c, taps) = (g.cout, g.c, W::R * W::R);
+        // u is (a^2, rows, lanes): the lanes run along its contiguous axis.
         let (rows, lanes_len) = if self.transposed { (c, cout) } else { (cout, c) };
-        let mut u = vec![T::zero(); transformed_weight_len(g)];
+        let mut u = vec![T::zero(); W::XI * cout * c];
         let (mut block, mut transformed) = (zero_block(), zero_block());
         for row in 0..rows {
             for (first, len) in channel_blocks(lanes_len) {
-                for (at, lanes) in block.iter_mut().take(9).enumerate() {
+                for (at, lanes) in block.iter_mut().take(taps).enumerate() {
                     for (l, value) in lanes.iter_mut().enumerate().take(len) {
                         let (o, ci) = if self.transposed { (first + l, row) } else { (row, first + l) };
-                        *value = w[(o * c + ci) * 9 + at];
+                        *value = w[(o * c + ci) * taps + at];
                     }
                 }
-                transform_block(&block, (kernel_transform, kernel_transform), &mut transformed);
-                for (xi, lanes) in transformed.iter().enumerate() {
-                    copy_lanes(lanes, len, &mut u[(xi * rows + row) * lanes_len + first..]);
+                let sides = ((W::R, W::R), (W::ALPHA, W::ALPHA));
+                transform_block::<T, W>(&block, sides, Step::Kernel, &mut transformed);
+                for (xi, lanes) in transformed.iter().take(W::XI).enumerate() {
+                    store_lanes(lanes, len, &mut u[(xi * rows + row) * lanes_len + first..]);
                 }
             }
         }
@@ -187,29 +494,31 @@ impl<T: WithDType> pulp::WithSimd for WeightTransform<'_, T> {
     }
 }
 
-struct WeightGrad<'a, T> {
+struct WeightGrad<'a, T, W> {
     g: &'a ConvGeometry,
     du_t: &'a [T],
+    algorithm: PhantomData<W>,
 }
 
-impl<T: WithDType> pulp::WithSimd for WeightGrad<'_, T> {
+impl<T: WithDType, W: Minimal> pulp::WithSimd for WeightGrad<'_, T, W> {
     type Output = Vec<T>;
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) -> Vec<T> {
         let (g, du_t) = (self.g, self.du_t);
-        let (cout, c) = (g.cout, g.c);
-        let mut dw = vec![T::zero(); cout * c * 9];
+        let (cout, c, taps) = (g.cout, g.c, W::R * W::R);
+        let mut dw = vec![T::zero(); cout * c * taps];
         let (mut block, mut transformed) = (zero_block(), zero_block());
         for ci in 0..c {
             for (first, len) in channel_blocks(cout) {
-                for (xi, lanes) in block.iter_mut().enumerate() {
-                    copy_lanes(&du_t[(xi * c + ci) * cout + first..], len, lanes);
+                for (xi, lanes) in block.iter_mut().take(W::XI).enumerate() {
+                    load_lanes(&du_t[(xi * c + ci) * cout + first..], len, lanes);
                 }
-                transform_block(&block, (kernel_transform_adjoint, kernel_transform_adjoint), &mut transformed);
-                for (at, lanes) in transformed.iter().take(9).enumerate() {
+                let sides = ((W::ALPHA, W::ALPHA), (W::R, W::R));
+                transform_block::<T, W>(&block, sides, Step::KernelAdjoint, &mut transformed);
+                for (at, lanes) in transformed.iter().take(taps).enumerate() {
                     for (l, &value) in lanes.iter().enumerate().take(len) {
-                        dw[((first + l) * c + ci) * 9 + at] = value;
+                        dw[((first + l) * c + ci) * taps + at] = value;
                     }
                 }
             }
@@ -218,21 +527,10 @@ impl<T: WithDType> pulp::WithSimd for WeightGrad<'_, T> {
     }
 }
 
-/// Copies the first `len` values of `src` to `dst`, a whole block of [`LANES`] by a fixed-size
-/// copy, which the compiler inlines (a call to `memcpy` per 16 values cost 5% of the layer).
-#[inline(always)]
-fn copy_lanes<T: Copy>(src: &[T], len: usize, dst: &mut [T]) {
-    if len == LANES {
-        dst[..LANES].copy_from_slice(&src[..LANES]);
-    } else {
-        dst[..len].copy_from_slice(&src[..len]);
-    }
-}
-
 /// A block of zeros, the transforms' working storage.
 #[inline(always)]
 fn zero_block<T: WithDType>() -> Block<T> {
-    [[T::zero(); LANES]; XI]
+    [[T::zero(); LANES]; MAX_ALPHA * MAX_ALPHA]
 }
 
 /// The blocks of at most [`LANES`] channels of `channels`: (first channel, channels).
@@ -243,152 +541,204 @@ fn channel_blocks(channels: usize) -> impl Iterator<Item = (usize, usize)> {
 
 /// The tiles of one image in order: (tile index, tile row, tile column).
 #[inline(always)]
-fn tiles_of(g: &ConvGeometry) -> impl Iterator<Item = (usize, usize, usize)> {
-    let (th, tw) = tile_grid(g);
+fn tiles_of<W: Minimal>(g: &ConvGeometry) -> impl Iterator<Item = (usize, usize, usize)> {
+    let (th, tw) = tile_grid::<W>(g);
     (0..th * tw).map(move |q| (q, q / tw, q % tw))
 }
 
-/// `V^T` (16, tiles, c) of the group's `images` images in `x`: tile t = (image j, row ty,
+/// Where an image's planes lie in a planar array (channel k's value (y, x) at `k * plane + y *
+/// row + x`) and in a channels-last one (at `(y * last_row + x) * channels + k`), for copies
+/// between the two. The copies run [`LANES`] channels at a time: one vector load or store on
+/// the channels-last side, one contiguous stream per plane on the other. (A plane at a time
+/// with a stride of `channels` values, they wrote or read each cache line of the
+/// channels-last side once per channel: 30% of the transforms' time at the 5x5 layer.)
+struct Planes {
+    channels: usize,
+    plane: usize,
+    row: usize,
+    /// Rows and columns copied.
+    sides: (usize, usize),
+    last_row: usize,
+}
+
+impl Planes {
+    /// The planar index of channel `first`'s value (y, x), and the channels-last index.
+    #[inline(always)]
+    fn place(&self, first: usize, (y, x): (usize, usize)) -> (usize, usize) {
+        (first * self.plane + y * self.row + x, (y * self.last_row + x) * self.channels + first)
+    }
+
+    /// `last` = `planar`, channels-last.
+    #[inline(always)]
+    fn copy_to_channels_last<T: WithDType>(&self, planar: &[T], last: &mut [T]) {
+        let mut lanes = [T::zero(); LANES];
+        for (first, len) in channel_blocks(self.channels) {
+            for y in 0..self.sides.0 {
+                for x in 0..self.sides.1 {
+                    let (from, to) = self.place(first, (y, x));
+                    for (l, lane) in lanes.iter_mut().enumerate().take(len) {
+                        *lane = planar[from + l * self.plane];
+                    }
+                    store_lanes(&lanes, len, &mut last[to..]);
+                }
+            }
+        }
+    }
+
+    /// `planar` = `last`, planar.
+    #[inline(always)]
+    fn copy_from_channels_last<T: WithDType>(&self, last: &[T], planar: &mut [T]) {
+        let mut lanes = [T::zero(); LANES];
+        for (first, len) in channel_blocks(self.channels) {
+            for y in 0..self.sides.0 {
+                for x in 0..self.sides.1 {
+                    let (to, from) = self.place(first, (y, x));
+                    load_lanes(&last[from..], len, &mut lanes);
+                    for (l, &lane) in lanes.iter().enumerate().take(len) {
+                        planar[to + l * self.plane] = lane;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where value `at` (row-major in an a x a tile) of the input tile (ty, tx) lies in a padded
+/// plane of `cols` columns.
+#[inline(always)]
+fn input_position<W: Minimal>((ty, tx): (usize, usize), at: usize, cols: usize) -> usize {
+    (W::M * ty + at / W::ALPHA) * cols + W::M * tx + at % W::ALPHA
+}
+
+/// `V^T` (a^2, tiles, c) of the group's `images` images in `x`: tile t = (image j, row ty,
 /// column tx) is row `j * tiles_per_image + ty * tile columns + tx`. Each image is copied
 /// channels-last into a zero-padded buffer first, so that a block of [`LANES`] channels at
 /// any place of a tile is one contiguous load.
 #[inline(always)]
-fn transform_input<T: WithDType>(g: &ConvGeometry, x: &[T], images: usize, v: &mut [T]) {
-    let (tp, (rows, cols), c) = (tiles_per_image(g), padded_plane(g), g.c);
+fn transform_input<T: WithDType, W: Minimal>(g: &ConvGeometry, x: &[T], images: usize, v: &mut [T]) {
+    let (tp, (rows, cols), c) = (tiles_per_image::<W>(g), padded_plane::<W>(g), g.c);
     let tiles = images * tp;
     let mut padded = vec![T::zero(); rows * cols * c];
     let (mut block, mut transformed) = (zero_block(), zero_block());
+    let sides = ((W::ALPHA, W::ALPHA), (W::ALPHA, W::ALPHA));
     for (j, image) in x.chunks_exact(g.image()).take(images).enumerate() {
-        for (ci, plane) in image.chunks_exact(g.h * g.w).enumerate() {
-            for (iy, row) in plane.chunks_exact(g.w).enumerate() {
-                let dst = padded[((iy + g.padding.0) * cols + g.padding.1) * c + ci..].iter_mut().step_by(c);
-                dst.zip(row).for_each(|(d, &value)| *d = value);
-            }
-        }
-        for (q, ty, tx) in tiles_of(g) {
+        let map = Planes { channels: c, plane: g.h * g.w, row: g.w, sides: (g.h, g.w), last_row: cols };
+        map.copy_to_channels_last(image, &mut padded[(g.padding.0 * cols + g.padding.1) * c..]);
+        for (q, ty, tx) in tiles_of::<W>(g) {
             let t = j * tp + q;
             for (first, len) in channel_blocks(c) {
-                for (at, lanes) in block.iter_mut().enumerate() {
-                    let position = (2 * ty + at / 4) * cols + 2 * tx + at % 4;
-                    copy_lanes(&padded[position * c + first..], len, lanes);
+                for (at, lanes) in block.iter_mut().take(W::XI).enumerate() {
+                    load_lanes(&padded[input_position::<W>((ty, tx), at, cols) * c + first..], len, lanes);
                 }
-                transform_block(&block, (input_transform, input_transform), &mut transformed);
-                for (xi, lanes) in transformed.iter().enumerate() {
-                    copy_lanes(lanes, len, &mut v[(xi * tiles + t) * c + first..]);
+                transform_block::<T, W>(&block, sides, Step::Input, &mut transformed);
+                for (xi, lanes) in transformed.iter().take(W::XI).enumerate() {
+                    store_lanes(lanes, len, &mut v[xi * slab(tiles * c) + t * c + first..]);
                 }
             }
         }
     }
 }
 
-/// Adds the input gradient of the group's `images` images to `dx` (images, c, h, w) from
-/// `dv_t` (16, tiles, c), the gradient of their transformed input: `B dV B^T` of each tile
-/// added to the 4x4 input tile it was read from (channels-last, then copied back).
+/// Writes the input gradient of the group's `images` images to `dx` (images, c, h, w) from
+/// `dv_t` (a^2, tiles, c), the gradient of their transformed input: `B dV B^T` of each tile
+/// added to the input tile it was read from (channels-last, then copied back).
 #[inline(always)]
-fn add_transformed_input_grad<T: WithDType>(g: &ConvGeometry, dv_t: &[T], images: usize, dx: &mut [T]) {
-    let (tp, (rows, cols), c) = (tiles_per_image(g), padded_plane(g), g.c);
+fn transform_input_grad<T: WithDType, W: Minimal>(g: &ConvGeometry, dv_t: &[T], images: usize, dx: &mut [T]) {
+    let (tp, (rows, cols), c) = (tiles_per_image::<W>(g), padded_plane::<W>(g), g.c);
     let tiles = images * tp;
     let mut padded = vec![T::zero(); rows * cols * c];
     let (mut block, mut transformed) = (zero_block(), zero_block());
+    let sides = ((W::ALPHA, W::ALPHA), (W::ALPHA, W::ALPHA));
     for (j, image) in dx.chunks_exact_mut(g.image()).take(images).enumerate() {
         padded.fill(T::zero());
-        for (q, ty, tx) in tiles_of(g) {
+        for (q, ty, tx) in tiles_of::<W>(g) {
             let t = j * tp + q;
             for (first, len) in channel_blocks(c) {
-                for (xi, lanes) in block.iter_mut().enumerate() {
-                    copy_lanes(&dv_t[(xi * tiles + t) * c + first..], len, lanes);
+                for (xi, lanes) in block.iter_mut().take(W::XI).enumerate() {
+                    load_lanes(&dv_t[xi * slab(tiles * c) + t * c + first..], len, lanes);
                 }
-                transform_block(&block, (input_transform_adjoint, input_transform_adjoint), &mut transformed);
-                for (at, lanes) in transformed.iter().enumerate() {
-                    let position = (2 * ty + at / 4) * cols + 2 * tx + at % 4;
-                    let dst = &mut padded[position * c + first..][..len];
-                    dst.iter_mut().zip(lanes).for_each(|(d, &value)| *d += value);
+                transform_block::<T, W>(&block, sides, Step::InputAdjoint, &mut transformed);
+                for (at, lanes) in transformed.iter().take(W::XI).enumerate() {
+                    let dst = &mut padded[input_position::<W>((ty, tx), at, cols) * c + first..][..len];
+                    for (d, &value) in dst.iter_mut().zip(lanes) {
+                        *d += value;
+                    }
                 }
             }
         }
-        for (ci, plane) in image.chunks_exact_mut(g.h * g.w).enumerate() {
-            for (iy, row) in plane.chunks_exact_mut(g.w).enumerate() {
-                let src = padded[((iy + g.padding.0) * cols + g.padding.1) * c + ci..].iter().step_by(c);
-                row.iter_mut().zip(src).for_each(|(d, &value)| *d += value);
-            }
-        }
+        let map = Planes { channels: c, plane: g.h * g.w, row: g.w, sides: (g.h, g.w), last_row: cols };
+        map.copy_from_channels_last(&padded[(g.padding.0 * cols + g.padding.1) * c..], image);
     }
 }
 
-/// `relu?(A^T M A + bias)` of every tile of `m_t` (16, tiles, cout) into the group's output
+/// `relu?(A^T M A + bias)` of every tile of `m_t` (a^2, tiles, cout) into the group's output
 /// `out` (cout, images * positions), by way of one image's output channels-last.
 #[inline(always)]
-fn transform_output<T: WithDType>(
+fn transform_output<T: WithDType, W: Minimal>(
     g: &ConvGeometry,
     m_t: &[T],
     (images, bias, relu): (usize, &[T], bool),
     out: &mut [T],
 ) {
-    let (tp, p, cout) = (tiles_per_image(g), g.positions(), g.cout);
+    let (tp, p, cout) = (tiles_per_image::<W>(g), g.positions(), g.cout);
     let (tiles, n) = (images * tp, images * p);
     let mut image_out = vec![T::zero(); p * cout];
     let (mut block, mut transformed) = (zero_block(), zero_block());
-    let mut bias_lanes = [T::zero(); LANES];
+    let sides = ((W::ALPHA, W::ALPHA), (W::M, W::M));
     for j in 0..images {
-        for (q, ty, tx) in tiles_of(g) {
+        for (q, ty, tx) in tiles_of::<W>(g) {
             let t = j * tp + q;
             for (first, len) in channel_blocks(cout) {
-                for (xi, lanes) in block.iter_mut().enumerate() {
-                    copy_lanes(&m_t[(xi * tiles + t) * cout + first..], len, lanes);
+                for (xi, lanes) in block.iter_mut().take(W::XI).enumerate() {
+                    load_lanes(&m_t[xi * slab(tiles * cout) + t * cout + first..], len, lanes);
                 }
-                copy_lanes(&bias[first..], len, &mut bias_lanes);
-                transform_block(&block, (output_transform, output_transform), &mut transformed);
-                for (at, lanes) in transformed.iter().take(4).enumerate() {
-                    let (oy, ox) = (2 * ty + at / 2, 2 * tx + at % 2);
+                let mut bias_lanes = [T::zero(); LANES];
+                load_lanes(&bias[first..], len, &mut bias_lanes);
+                transform_block::<T, W>(&block, sides, Step::Output, &mut transformed);
+                for (at, lanes) in transformed.iter_mut().take(W::M * W::M).enumerate() {
+                    let (oy, ox) = (W::M * ty + at / W::M, W::M * tx + at % W::M);
                     if oy < g.oh && ox < g.ow {
-                        let values: [T; LANES] = std::array::from_fn(|l| {
-                            let y = lanes[l] + bias_lanes[l];
-                            if relu && y < T::zero() {
-                                T::zero()
-                            } else {
-                                y
+                        for (y, &b) in lanes.iter_mut().zip(&bias_lanes) {
+                            *y += b;
+                            if relu && *y < T::zero() {
+                                *y = T::zero();
                             }
-                        });
-                        copy_lanes(&values, len, &mut image_out[(oy * g.ow + ox) * cout + first..]);
+                        }
+                        store_lanes(lanes, len, &mut image_out[(oy * g.ow + ox) * cout + first..]);
                     }
                 }
             }
         }
-        for (o, plane) in out.chunks_exact_mut(n).take(cout).enumerate() {
-            let src = image_out[o..].iter().step_by(cout);
-            plane[j * p..][..p].iter_mut().zip(src).for_each(|(d, &value)| *d = value);
-        }
+        let map = Planes { channels: cout, plane: n, row: g.ow, sides: (g.oh, g.ow), last_row: g.ow };
+        map.copy_from_channels_last(&image_out, &mut out[j * p..]);
     }
 }
 
-/// `dm_t` (16, tiles, cout) = `A dY A^T` of every tile of the group's output gradient `dy`
+/// `dm_t` (a^2, tiles, cout) = `A dY A^T` of every tile of the group's output gradient `dy`
 /// (cout, images * positions), by way of one image's gradient channels-last; outputs beyond
 /// the map count as zero.
 #[inline(always)]
-fn transform_output_grad<T: WithDType>(g: &ConvGeometry, dy: &[T], images: usize, dm_t: &mut [T]) {
-    let (tp, p, cout) = (tiles_per_image(g), g.positions(), g.cout);
+fn transform_output_grad<T: WithDType, W: Minimal>(g: &ConvGeometry, dy: &[T], images: usize, dm_t: &mut [T]) {
+    let (tp, p, cout) = (tiles_per_image::<W>(g), g.positions(), g.cout);
     let (tiles, n) = (images * tp, images * p);
-    let (th, tw) = tile_grid(g);
-    let cols = 2 * tw;
-    let mut image_grad = vec![T::zero(); 2 * th * cols * cout];
+    let (th, tw) = tile_grid::<W>(g);
+    let cols = W::M * tw;
+    let mut image_grad = vec![T::zero(); W::M * th * cols * cout];
     let (mut block, mut transformed) = (zero_block(), zero_block());
+    let sides = ((W::M, W::M), (W::ALPHA, W::ALPHA));
     for j in 0..images {
-        for (o, plane) in dy.chunks_exact(n).take(cout).enumerate() {
-            for (oy, row) in plane[j * p..][..p].chunks_exact(g.ow).enumerate() {
-                let dst = image_grad[oy * cols * cout + o..].iter_mut().step_by(cout);
-                dst.zip(row).for_each(|(d, &value)| *d = value);
-            }
-        }
-        for (q, ty, tx) in tiles_of(g) {
+        let map = Planes { channels: cout, plane: n, row: g.ow, sides: (g.oh, g.ow), last_row: cols };
+        map.copy_to_channels_last(&dy[j * p..], &mut image_grad);
+        for (q, ty, tx) in tiles_of::<W>(g) {
             let t = j * tp + q;
             for (first, len) in channel_blocks(cout) {
-                for (at, lanes) in block.iter_mut().take(4).enumerate() {
-                    let position = (2 * ty + at / 2) * cols + 2 * tx + at % 2;
-                    copy_lanes(&image_grad[position * cout + first..], len, lanes);
+                for (at, lanes) in block.iter_mut().take(W::M * W::M).enumerate() {
+                    let position = (W::M * ty + at / W::M) * cols + W::M * tx + at % W::M;
+                    load_lanes(&image_grad[position * cout + first..], len, lanes);
                 }
-                transform_block(&block, (output_transform_adjoint, output_transform_adjoint), &mut transformed);
-                for (xi, lanes) in transformed.iter().enumerate() {
-                    copy_lanes(lanes, len, &mut dm_t[(xi * tiles + t) * cout + first..]);
+                transform_block::<T, W>(&block, sides, Step::OutputAdjoint, &mut transformed);
+                for (xi, lanes) in transformed.iter().take(W::XI).enumerate() {
+                    store_lanes(lanes, len, &mut dm_t[xi * slab(tiles * cout) + t * cout + first..]);
                 }
             }
         }
@@ -403,86 +753,84 @@ enum Transform<'a, T> {
     OutputGrad { dy: &'a [T], dm_t: &'a mut [T] },
 }
 
-/// A [`Transform`] of the group of `images` images of the convolution `g`.
-struct GroupTransform<'a, T> {
+/// A [`Transform`] by the algorithm `W` of the group of `images` images of the convolution `g`.
+struct GroupTransform<'a, T, W> {
     g: &'a ConvGeometry,
     images: usize,
     transform: Transform<'a, T>,
+    algorithm: PhantomData<W>,
 }
 
-impl<T: WithDType> GroupTransform<'_, T> {
+impl<T: WithDType, W: Minimal> GroupTransform<'_, T, W> {
     /// Runs the transform compiled for the vector instructions the CPU has (found at run time,
     /// like the `gemm` crate's kernels): the binaries target baseline x86-64, where the lane
     /// loops would run on 4-wide SSE at best.
-    fn run(self) {
-        pulp::Arch::new().dispatch(self)
+    fn run(g: &ConvGeometry, images: usize, transform: Transform<'_, T>) {
+        pulp::Arch::new().dispatch(GroupTransform::<T, W> { g, images, transform, algorithm: PhantomData })
     }
 }
 
-impl<T: WithDType> pulp::WithSimd for GroupTransform<'_, T> {
+impl<T: WithDType, W: Minimal> pulp::WithSimd for GroupTransform<'_, T, W> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
         let (g, images) = (self.g, self.images);
         match self.transform {
-            Transform::Input { x, v_t } => transform_input(g, x, images, v_t),
-            Transform::InputGrad { dv_t, dx } => add_transformed_input_grad(g, dv_t, images, dx),
-            Transform::Output { m_t, bias, relu, out } => transform_output(g, m_t, (images, bias, relu), out),
-            Transform::OutputGrad { dy, dm_t } => transform_output_grad(g, dy, images, dm_t),
+            Transform::Input { x, v_t } => transform_input::<T, W>(g, x, images, v_t),
+            Transform::InputGrad { dv_t, dx } => transform_input_grad::<T, W>(g, dv_t, images, dx),
+            Transform::Output { m_t, bias, relu, out } => transform_output::<T, W>(g, m_t, (images, bias, relu), out),
+            Transform::OutputGrad { dy, dm_t } => transform_output_grad::<T, W>(g, dy, images, dm_t),
         }
     }
 }
 
-/// `relu?(conv(x, w) + bias)` of the `images` images in `x` into the group's output `out`
-/// (cout, images * positions), given `u_t` = [`transform_weights`] transposed and `scratch` of [`scratch_len`].
-pub(crate) fn forward_group<T: WithDType>(
+/// See [`Algorithm::forward_group`].
+fn forward_group<T: WithDType, W: Minimal>(
     g: &ConvGeometry,
     (x, u_t, bias): (&[T], &[T], &[T]),
     (images, relu): (usize, bool),
     (scratch, parallel): (&mut [T], bool),
     out: &mut [T],
 ) {
-    let tiles = images * tiles_per_image(g);
-    let (v_t, m_t) = scratch[..scratch_len(g, images)].split_at_mut(XI * tiles * g.c);
-    GroupTransform { g, images, transform: Transform::Input { x, v_t } }.run();
-    for xi in 0..XI {
-        let lhs = MatRef { data: &v_t[xi * tiles * g.c..][..tiles * g.c], row_stride: g.c, col_stride: 1 };
+    let tiles = images * tiles_per_image::<W>(g);
+    let (v_slab, m_slab) = (slab(tiles * g.c), slab(tiles * g.cout));
+    let (v_t, m_t) = scratch.split_at_mut(W::XI * v_slab);
+    GroupTransform::<T, W>::run(g, images, Transform::Input { x, v_t });
+    for xi in 0..W::XI {
+        let lhs = MatRef { data: &v_t[xi * v_slab..][..tiles * g.c], row_stride: g.c, col_stride: 1 };
         let rhs = MatRef { data: &u_t[xi * g.c * g.cout..][..g.c * g.cout], row_stride: g.cout, col_stride: 1 };
-        matmul((tiles, g.cout, g.c), &mut m_t[xi * tiles * g.cout..], false, (lhs, rhs), parallel);
+        matmul((tiles, g.cout, g.c), &mut m_t[xi * m_slab..], false, (lhs, rhs), parallel);
     }
-    GroupTransform { g, images, transform: Transform::Output { m_t, bias, relu, out } }.run();
+    GroupTransform::<T, W>::run(g, images, Transform::Output { m_t, bias, relu, out });
 }
 
-/// The backward pass of one group of `images` images from its output gradient `dy` (cout,
-/// images * positions): adds `dU^T` to `du_t` (16, c, cout) when given, and the input
-/// gradient to `dx` (images, c, h, w) when given, with `u` from [`transform_weights`] (empty
-/// without `dx`) and `scratch` of [`scratch_len`].
-pub(crate) fn backward_group<T: WithDType>(
+/// See [`Algorithm::backward_group`].
+fn backward_group<T: WithDType, W: Minimal>(
     g: &ConvGeometry,
     (x, u, dy): (&[T], &[T], &[T]),
     images: usize,
     (du_t, dx): (Option<&mut [T]>, Option<&mut [T]>),
     (scratch, parallel): (&mut [T], bool),
 ) {
-    let tiles = images * tiles_per_image(g);
-    let (v_t, dm_t) = scratch[..scratch_len(g, images)].split_at_mut(XI * tiles * g.c);
-    GroupTransform { g, images, transform: Transform::OutputGrad { dy, dm_t } }.run();
-    let dm_of =
-        |xi: usize| MatRef { data: &dm_t[xi * tiles * g.cout..][..tiles * g.cout], row_stride: g.cout, col_stride: 1 };
+    let tiles = images * tiles_per_image::<W>(g);
+    let (v_slab, m_slab) = (slab(tiles * g.c), slab(tiles * g.cout));
+    let (v_t, dm_t) = scratch.split_at_mut(W::XI * v_slab);
+    GroupTransform::<T, W>::run(g, images, Transform::OutputGrad { dy, dm_t });
+    let dm_of = |xi: usize| MatRef { data: &dm_t[xi * m_slab..][..tiles * g.cout], row_stride: g.cout, col_stride: 1 };
     if let Some(du_t) = du_t {
-        GroupTransform { g, images, transform: Transform::Input { x, v_t } }.run();
-        for xi in 0..XI {
-            let lhs = MatRef { data: &v_t[xi * tiles * g.c..][..tiles * g.c], row_stride: 1, col_stride: g.c };
+        GroupTransform::<T, W>::run(g, images, Transform::Input { x, v_t });
+        for xi in 0..W::XI {
+            let lhs = MatRef { data: &v_t[xi * v_slab..][..tiles * g.c], row_stride: 1, col_stride: g.c };
             matmul((g.c, g.cout, tiles), &mut du_t[xi * g.c * g.cout..], true, (lhs, dm_of(xi)), parallel);
         }
     }
     if let Some(dx) = dx {
-        for xi in 0..XI {
+        for xi in 0..W::XI {
             let rhs = MatRef { data: &u[xi * g.cout * g.c..][..g.cout * g.c], row_stride: g.c, col_stride: 1 };
-            matmul((tiles, g.c, g.cout), &mut v_t[xi * tiles * g.c..], false, (dm_of(xi), rhs), parallel);
+            matmul((tiles, g.c, g.cout), &mut v_t[xi * v_slab..], false, (dm_of(xi), rhs), parallel);
         }
-        GroupTransform { g, images, transform: Transform::InputGrad { dv_t: v_t, dx } }.run();
+        GroupTransform::<T, W>::run(g, images, Transform::InputGrad { dv_t: v_t, dx });
     }
 }
 
@@ -490,29 +838,52 @@ pub(crate) fn backward_group<T: WithDType>(
 mod tests {
     use super::*;
 
-    fn dot<const N: usize>(a: [f64; N], b: [f64; N]) -> f64 {
+    fn dot(a: Line<f64>, b: Line<f64>) -> f64 {
         a.iter().zip(&b).map(|(x, y)| x * y).sum()
     }
 
+    /// Values 0.3, -1.7, ... for the first `n` entries of a line, zeros after.
+    fn sample(n: usize, seed: f64) -> Line<f64> {
+        std::array::from_fn(|i| if i < n { ((i as f64 + 1.0) * seed).sin() * 2.0 } else { 0.0 })
+    }
+
+    /// One axis of `W` computes m outputs of an r-tap correlation of a inputs.
+    fn computes_a_correlation<W: Minimal>() {
+        let (d, k) = (sample(W::ALPHA, 0.7), sample(W::R, 1.3));
+        let (u, v) = (W::kernel(k), W::input(d));
+        let y = W::output(std::array::from_fn(|i| u[i] * v[i]));
+        for (o, &y) in y.iter().enumerate().take(W::M) {
+            let direct: f64 = (0..W::R).map(|t| d[o + t] * k[t]).sum();
+            assert!((y - direct).abs() < 1e-12, "F({}, {}) output {o}: {y} against {direct}", W::M, W::R);
+        }
+        assert!(y[W::M..].iter().all(|&y| y == 0.0), "values past the output tile");
+    }
+
     #[test]
-    fn one_axis_computes_two_outputs_of_a_three_tap_correlation() {
-        let (d, k) = ([0.3, -1.7, 2.9, 0.6], [1.1, -0.4, 2.3]);
-        let (u, v) = (kernel_transform(k), input_transform(d));
-        let y = output_transform(std::array::from_fn(|i| u[i] * v[i]));
-        for (o, &y) in y.iter().enumerate() {
-            let direct: f64 = (0..3).map(|t| d[o + t] * k[t]).sum();
-            assert!((y - direct).abs() < 1e-12, "output {o}: {y} against {direct}");
+    fn one_axis_computes_the_outputs_of_a_correlation() {
+        computes_a_correlation::<F23>();
+        computes_a_correlation::<F25>();
+    }
+
+    /// `<T x, y> = <x, T^T y>` for each transform of `W` and its adjoint, random x and y.
+    fn adjoints_are_transposes<W: Minimal>() {
+        let (r, a, m) = (W::R, W::ALPHA, W::M);
+        type Pair = (fn(Line<f64>) -> Line<f64>, fn(Line<f64>) -> Line<f64>);
+        let pairs: [(&str, Pair, (usize, usize)); 3] = [
+            ("kernel", (W::kernel, W::kernel_adjoint), (r, a)),
+            ("input", (W::input, W::input_adjoint), (a, a)),
+            ("output", (W::output, W::output_adjoint), (a, m)),
+        ];
+        for (name, (forward, adjoint), (from, to)) in pairs {
+            let (x, y) = (sample(from, 0.9), sample(to, 2.3));
+            let (lhs, rhs) = (dot(forward(x), y), dot(x, adjoint(y)));
+            assert!((lhs - rhs).abs() < 1e-12, "F({m}, {r}) {name}: {lhs} against {rhs}");
         }
     }
 
     #[test]
     fn each_adjoint_is_the_transpose_of_its_transform() {
-        // <T x, y> = <x, T^T y> for random x and y.
-        let (x3, x4, x2) = ([0.7, -1.3, 2.1], [1.9, 0.2, -0.8, 1.4], [-0.6, 1.7]);
-        let (y4, y2) = ([0.5, -2.2, 1.1, 0.9], [1.3, -0.4]);
-        assert!((dot(kernel_transform(x3), y4) - dot(x3, kernel_transform_adjoint(y4))).abs() < 1e-12);
-        assert!((dot(input_transform(x4), y4) - dot(x4, input_transform_adjoint(y4))).abs() < 1e-12);
-        assert!((dot(output_transform(x4), y2) - dot(x4, output_transform_adjoint(y2))).abs() < 1e-12);
-        assert!((dot(output_transform_adjoint(x2), y4) - dot(x2, output_transform(y4))).abs() < 1e-12);
+        adjoints_are_transposes::<F23>();
+        adjoints_are_transposes::<F25>();
     }
 }
