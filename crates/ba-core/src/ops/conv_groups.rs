@@ -9,11 +9,11 @@
 //! shapes, forward, measured in one process).
 //!
 //! The 3x3 and 5x5 layers with stride 1 run each group by Winograd's minimal filtering
-//! instead of im2col ([`super::winograd`]): F(2x2, 3x3), 16 GEMMs of (tiles x c) by (c x
-//! cout), 1.72x fewer multiplies at 7x7; F(2x2, 5x5), 36 such GEMMs, 2.44x fewer at 15x15.
-//! Measured in one process against im2col, alternating per repetition, batch 128, on the
-//! AVX-512 VM: the three 7x7 layers' forward 10-27% faster and backward 11-30%; the 5x5
-//! layer's forward and backward 25-35% faster.
+//! instead of im2col ([`super::winograd`]): a^2 GEMMs of (tiles x c) by (c x cout), 3.06x fewer
+//! multiplies at 7x7 (F(4x4, 3x3)) and 2.44x fewer at 15x15 (F(2x2, 5x5)). Measured in one
+//! process, alternating, batch 128, on the AVX-512 VM: the 5x5 layer's forward and backward
+//! 25-35% faster than im2col; the 7x7 layers 15-30% faster by F(4x4, 3x3) than by F(2x2,
+//! 3x3), which had been 10-30% faster than im2col.
 
 use rayon::iter::Either;
 use rayon::prelude::*;
@@ -36,14 +36,18 @@ const GROUP_TILES: usize = 96;
 
 /// Images per group for the convolution `g`, at most the batch: for Winograd's algorithm
 /// enough for [`GROUP_TILES`] tiles; else one where an image has 128 positions or more, or
-/// enough for [`GROUP_COLUMNS`] columns (six at 7x7).
+/// enough for [`GROUP_COLUMNS`] columns (six at 7x7). The batch is then cut into groups of
+/// equal size as near as may be: 32 images in groups of 24 would leave one thread 24 images
+/// and the other 8, so they make two groups of 16.
 pub(crate) fn images_per_group(g: &ConvGeometry) -> usize {
     let (per_image, wanted) = match Algorithm::of(g) {
         Some(algorithm) => (algorithm.tiles_per_image(g), GROUP_TILES),
         None if g.positions() >= 128 => return 1,
         None => (g.positions(), GROUP_COLUMNS),
     };
-    wanted.div_ceil(per_image.max(1)).clamp(1, g.b.max(1))
+    let batch = g.b.max(1);
+    let images = wanted.div_ceil(per_image.max(1)).clamp(1, batch);
+    batch.div_ceil(batch.div_ceil(images))
 }
 
 /// Whether `groups` groups are spread over rayon's threads (each GEMM on one thread) rather

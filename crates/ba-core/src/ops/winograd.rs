@@ -1,21 +1,27 @@
 //! Convolutions with stride 1 by Winograd's minimal filtering (Lavin and Gray, "Fast
-//! Algorithms for Convolutional Neural Networks", CVPR 2016): F(2x2, 3x3) for 3x3 kernels and
-//! F(2x2, 5x5) for 5x5 ones, forward and backward, for one group of images at a time (see
-//! [`super::conv_groups`]).
+//! Algorithms for Convolutional Neural Networks", CVPR 2016): F(4x4, 3x3) or F(2x2, 3x3) for
+//! 3x3 kernels and F(2x2, 5x5) for 5x5 ones, forward and backward, for one group of images at
+//! a time (see [`super::conv_groups`]).
 //!
-//! The output is cut into m x m tiles (m = 2); each reads an a x a tile of the zero-padded
-//! input, a = m + r - 1 for r x r kernels (4 for 3x3, 6 for 5x5). With the input tile
-//! transformed to `V = B^T d B` and the kernel to `U = G g G^T`, the output tile is `A^T (sum
-//! over input channels of U ⊙ V) A`: for each of the a^2 transformed positions `xi` that sum
-//! is one GEMM, run transposed as `M_xi^T (tiles x cout) = V_xi^T (tiles x c) * U_xi^T (c x
-//! cout)` so that a tile's channels are contiguous (see [`transform_input`]).
-//! - F(2x2, 3x3): 16 multiplies per 4 outputs where im2col + GEMM does 36, 2.25x fewer (1.72x
-//!   at AlexNet's 7x7 maps, whose 4x4 grid of tiles covers 8x8 outputs). Its transforms only
-//!   add, subtract and halve, so f32 keeps its accuracy (what cuDNN and oneDNN use).
-//! - F(2x2, 5x5): 36 multiplies per 4 outputs against 100, 2.78x fewer (2.44x at AlexNet's
-//!   15x15 map, an 8x8 grid of tiles covering 16x16). It evaluates at the points 0, ±1, ±2 and
-//!   infinity, like the F(4x4, 3x3) that cuDNN uses; its f32 error is about ten times direct
-//!   convolution's, 5e-6 of the output's scale at AlexNet's 5x5 layer (`conv2d`'s tests).
+//! The output is cut into m x m tiles; each reads an a x a tile of the zero-padded input, a =
+//! m + r - 1 for r x r kernels. With the input tile transformed to `V = B^T d B` and the kernel
+//! to `U = G g G^T`, the output tile is `A^T (sum over input channels of U ⊙ V) A`: for each
+//! of the a^2 transformed positions `xi` that sum is one GEMM, run transposed as `M_xi^T
+//! (tiles x cout) = V_xi^T (tiles x c) * U_xi^T (c x cout)` so that a tile's channels are
+//! contiguous (see [`transform_input`]). Multiplies per channel pair at AlexNet's maps, against
+//! im2col + GEMM's:
+//! - F(4x4, 3x3): 36 per 16 outputs against 144, 4x fewer; at the 7x7 maps, whose 2x2 grid
+//!   of tiles covers 8x8 outputs, 144 against 441, 3.06x fewer.
+//! - F(2x2, 3x3): 16 per 4 outputs, 2.25x fewer (1.72x at 7x7). Its transforms only add,
+//!   subtract and halve, so that f32 keeps its accuracy; it runs where F(4x4, 3x3) would not
+//!   multiply less (maps of 5x5 and smaller).
+//! - F(2x2, 5x5): 36 per 4 outputs against 100, 2.78x fewer (2.44x at the 15x15 map, an 8x8
+//!   grid of tiles covering 16x16).
+//!
+//! The six-point algorithms evaluate at 0, 1, -1, 1/2, -2 and infinity (see
+//! [`SIX_POINT_BT`]); their f32 error, relative to the output's scale, is 3.4e-6 (F(4x4, 3x3)
+//! at conv2's shape) and 1.6e-6 (F(2x2, 5x5) at features.3's), against direct convolution's
+//! 5e-7 to 7e-7 (`conv2d`'s tests bound both). cuDNN and oneDNN use F(4x4, 3x3) likewise.
 //!
 //! The backward pass is the exact adjoint of those steps:
 //! - `dM = A dY A^T` per tile (outputs beyond the map have no gradient);
@@ -26,7 +32,6 @@
 //! convolves by im2col only.
 
 use std::marker::PhantomData;
-use std::ops::{Add, Sub};
 
 use candle_core::WithDType;
 
@@ -37,6 +42,8 @@ use super::im2col::{matmul, ConvGeometry, MatRef};
 pub(crate) enum Algorithm {
     /// F(2x2, 3x3), for 3x3 kernels.
     F2x3,
+    /// F(4x4, 3x3), for 3x3 kernels.
+    F4x3,
     /// F(2x2, 5x5), for 5x5 kernels.
     F2x5,
 }
@@ -49,6 +56,10 @@ macro_rules! by_algorithm {
                 type $w = F23;
                 $body
             }
+            Algorithm::F4x3 => {
+                type $w = F43;
+                $body
+            }
             Algorithm::F2x5 => {
                 type $w = F25;
                 $body
@@ -59,9 +70,12 @@ macro_rules! by_algorithm {
 
 impl Algorithm {
     /// The algorithm the convolution `g` runs by, if any: 3x3 or 5x5 kernels with stride 1,
-    /// any padding.
+    /// any padding. 3x3 kernels run by F(4x4, 3x3) where it multiplies less than F(2x2, 3x3)
+    /// (at 7x7, 144 multiplies per channel pair against 256, 15-30% faster), else by F(2x2,
+    /// 3x3), which is also the more accurate.
     pub(crate) fn of(g: &ConvGeometry) -> Option<Self> {
         match (g.kh, g.kw, g.stride) {
+            (3, 3, (1, 1)) if multiplies::<F43>(g) < multiplies::<F23>(g) => Some(Self::F4x3),
             (3, 3, (1, 1)) => Some(Self::F2x3),
             (5, 5, (1, 1)) => Some(Self::F2x5),
             _ => None,
@@ -138,31 +152,7 @@ const MAX_ALPHA: usize = 6;
 
 /// One line of a tile along either axis; a transform reads and writes only as many of its
 /// values as its side has.
-type Line<V> = [V; MAX_ALPHA];
-
-/// What the transforms compute on: numbers that add, subtract and scale by a constant.
-trait Value: Copy + Add<Output = Self> + Sub<Output = Self> {
-    fn zero() -> Self;
-    /// `self * factor`.
-    fn scale(self, factor: f64) -> Self;
-    /// `0 - self`.
-    #[inline(always)]
-    fn negate(self) -> Self {
-        Self::zero() - self
-    }
-}
-
-impl<T: WithDType> Value for T {
-    #[inline(always)]
-    fn zero() -> Self {
-        T::zero()
-    }
-
-    #[inline(always)]
-    fn scale(self, factor: f64) -> Self {
-        self * T::from_f64(factor)
-    }
-}
+type Line<T> = [T; MAX_ALPHA];
 
 /// Channels transformed side by side, one per lane of a [`Block`]: the same adds and
 /// subtracts for every lane, which the compiler turns into vector instructions (one tile of
@@ -202,9 +192,12 @@ fn store_lanes<T: Copy>(lanes: &[T; LANES], len: usize, dst: &mut [T]) {
     }
 }
 
-/// Winograd's F(m x m, r x r): the transforms along one axis of its kernel, input and output
-/// tiles, and their adjoints. A transform of a whole tile applies one to every column, then
-/// another to every row (see [`transform_block`]).
+/// A transform's coefficients: row i, column j at `[i][j]`, within the largest tile's sides.
+type Matrix = [[f64; MAX_ALPHA]; MAX_ALPHA];
+
+/// Winograd's F(m x m, r x r) (Toom-Cook): the matrices of its kernel, input and output
+/// transforms, each applied along one axis of a tile, then the other (see
+/// [`transform_block`]), or transposed for the backward pass.
 trait Minimal {
     /// The side of an output tile, m.
     const M: usize;
@@ -214,150 +207,124 @@ trait Minimal {
     const ALPHA: usize = Self::M + Self::R - 1;
     /// Values of a transformed tile: one GEMM each.
     const XI: usize = Self::ALPHA * Self::ALPHA;
-    /// `G g`: r kernel values to a.
-    fn kernel<V: Value>(g: Line<V>) -> Line<V>;
-    /// `G^T u`: a values to r.
-    fn kernel_adjoint<V: Value>(u: Line<V>) -> Line<V>;
-    /// `B^T d`: a input values to a.
-    fn input<V: Value>(d: Line<V>) -> Line<V>;
-    /// `B v`: a values to a.
-    fn input_adjoint<V: Value>(v: Line<V>) -> Line<V>;
-    /// `A^T m`: a values to m outputs.
-    fn output<V: Value>(m: Line<V>) -> Line<V>;
-    /// `A y`: m output gradients to a.
-    fn output_adjoint<V: Value>(y: Line<V>) -> Line<V>;
+    /// `G` (a x r): the kernel transform.
+    const G: Matrix;
+    /// `B^T` (a x a): the input transform.
+    const BT: Matrix;
+    /// `A^T` (m x a): the output transform.
+    const AT: Matrix;
 }
 
-/// F(2x2, 3x3): evaluation at 0, 1, -1 and infinity.
+/// F(2x2, 3x3): evaluation at 0, 1, -1 and infinity. Its transforms only add, subtract and
+/// halve.
 struct F23;
 
 impl Minimal for F23 {
     const M: usize = 2;
     const R: usize = 3;
-
-    /// `(g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2)`.
-    #[inline(always)]
-    fn kernel<V: Value>([g0, g1, g2, ..]: Line<V>) -> Line<V> {
-        let (outer, middle) = ((g0 + g2).scale(0.5), g1.scale(0.5));
-        line([g0, outer + middle, outer - middle, g2])
-    }
-
-    #[inline(always)]
-    fn kernel_adjoint<V: Value>([u0, u1, u2, u3, ..]: Line<V>) -> Line<V> {
-        let (sum, difference) = ((u1 + u2).scale(0.5), (u1 - u2).scale(0.5));
-        line([u0 + sum, difference, sum + u3])
-    }
-
-    /// `(d0 - d2, d1 + d2, d2 - d1, d1 - d3)`.
-    #[inline(always)]
-    fn input<V: Value>([d0, d1, d2, d3, ..]: Line<V>) -> Line<V> {
-        line([d0 - d2, d1 + d2, d2 - d1, d1 - d3])
-    }
-
-    #[inline(always)]
-    fn input_adjoint<V: Value>([v0, v1, v2, v3, ..]: Line<V>) -> Line<V> {
-        line([v0, v1 - v2 + v3, v1 + v2 - v0, v3.negate()])
-    }
-
-    /// `(m0 + m1 + m2, m1 - m2 - m3)`.
-    #[inline(always)]
-    fn output<V: Value>([m0, m1, m2, m3, ..]: Line<V>) -> Line<V> {
-        line([m0 + m1 + m2, m1 - m2 - m3])
-    }
-
-    #[inline(always)]
-    fn output_adjoint<V: Value>([y0, y1, ..]: Line<V>) -> Line<V> {
-        line([y0, y0 + y1, y0 - y1, y1.negate()])
-    }
+    const G: Matrix = matrix([[1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.5, 0.0], [0.5, -0.5, 0.5, 0.0], [0.0, 0.0, 1.0, 0.0]]);
+    const BT: Matrix =
+        matrix([[1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, -1.0, 1.0, 0.0], [0.0, 1.0, 0.0, -1.0]]);
+    const AT: Matrix = matrix([[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0], [0.0; 4], [0.0; 4]]);
 }
 
-/// F(2x2, 5x5): evaluation at 0, 1, -1, 2, -2 and infinity. `G`'s rows are divided by the
-/// products of the differences between the points (4, -6, -6, 24, 24), so that `B^T` and `A^T`
-/// have small integer entries.
+/// `B^T` of the algorithms with six points, 0, 1, -1, 1/2, -2 and infinity ([`F43`], [`F25`]).
+/// Among the choices of two more points beside 0, 1, -1 (2 and -2 as in Lavin and Gray's
+/// F(4x4, 3x3), 1/2 and -1/2, 2 and 1/2, 1/2 and -2), 1/2 and -2 gave the smallest f32 error, 2.5
+/// times smaller than 2 and -2 for both algorithms (a simulation in numpy; Barabasz et al.,
+/// "Error Analysis and Improving the Accuracy of Winograd Convolution", 2020, find the same).
+/// Every entry is exact in binary floating point.
+const SIX_POINT_BT: Matrix = [
+    [1.0, -1.5, -2.0, 1.5, 1.0, 0.0],
+    [0.0, -1.0, 0.5, 2.5, 1.0, 0.0],
+    [0.0, 1.0, -2.5, 0.5, 1.0, 0.0],
+    [0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
+    [0.0, 0.5, -1.0, -0.5, 1.0, 0.0],
+    [0.0, 1.0, -1.5, -2.0, 1.5, 1.0],
+];
+
+/// F(4x4, 3x3) at the six points of [`SIX_POINT_BT`].
+struct F43;
+
+impl Minimal for F43 {
+    const M: usize = 4;
+    const R: usize = 3;
+    const G: Matrix = [
+        [1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        [1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, 0.0, 0.0, 0.0],
+        [-1.0 / 3.0, 1.0 / 3.0, -1.0 / 3.0, 0.0, 0.0, 0.0],
+        [-16.0 / 15.0, -8.0 / 15.0, -4.0 / 15.0, 0.0, 0.0, 0.0],
+        [1.0 / 15.0, -2.0 / 15.0, 4.0 / 15.0, 0.0, 0.0, 0.0],
+        [0.0, 0.0, 1.0, 0.0, 0.0, 0.0],
+    ];
+    const BT: Matrix = SIX_POINT_BT;
+    const AT: Matrix = [
+        [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+        [0.0, 1.0, -1.0, 0.5, -2.0, 0.0],
+        [0.0, 1.0, 1.0, 0.25, 4.0, 0.0],
+        [0.0, 1.0, -1.0, 0.125, -8.0, 1.0],
+        [0.0; 6],
+        [0.0; 6],
+    ];
+}
+
+/// F(2x2, 5x5) at the six points of [`SIX_POINT_BT`].
 struct F25;
 
 impl Minimal for F25 {
     const M: usize = 2;
     const R: usize = 5;
-
-    /// `(g0 / 4, -(sum of g_k) / 6, -(sum of (-1)^k g_k) / 6, (sum of 2^k g_k) / 24, (sum of
-    /// (-2)^k g_k) / 24, g4)`.
-    #[inline(always)]
-    fn kernel<V: Value>([g0, g1, g2, g3, g4, _]: Line<V>) -> Line<V> {
-        let (even, odd) = (g0 + g2 + g4, g1 + g3);
-        let (even2, odd2) = (g0 + g2.scale(4.0) + g4.scale(16.0), g1.scale(2.0) + g3.scale(8.0));
-        [
-            g0.scale(0.25),
-            (even + odd).scale(-1.0 / 6.0),
-            (odd - even).scale(1.0 / 6.0),
-            (even2 + odd2).scale(1.0 / 24.0),
-            (even2 - odd2).scale(1.0 / 24.0),
-            g4,
-        ]
-    }
-
-    #[inline(always)]
-    fn kernel_adjoint<V: Value>([u0, u1, u2, u3, u4, u5]: Line<V>) -> Line<V> {
-        let (sum, difference) = ((u1 + u2).scale(1.0 / 6.0), (u1 - u2).scale(1.0 / 6.0));
-        let (sum2, difference2) = ((u3 + u4).scale(1.0 / 24.0), (u3 - u4).scale(1.0 / 24.0));
-        line([
-            u0.scale(0.25) - sum + sum2,
-            difference2.scale(2.0) - difference,
-            sum2.scale(4.0) - sum,
-            difference2.scale(8.0) - difference,
-            sum2.scale(16.0) - sum + u5,
-        ])
-    }
-
-    /// `(4 d0 - 5 d2 + d4, -4 d1 - 4 d2 + d3 + d4, 4 d1 - 4 d2 - d3 + d4, -2 d1 - d2 + 2 d3 + d4,
-    /// 2 d1 - d2 - 2 d3 + d4, 4 d1 - 5 d3 + d5)`.
-    #[inline(always)]
-    fn input<V: Value>([d0, d1, d2, d3, d4, d5]: Line<V>) -> Line<V> {
-        let (even, odd) = (d4 - d2.scale(4.0), d3 - d1.scale(4.0));
-        let (even2, odd2) = (d4 - d2, (d3 - d1).scale(2.0));
-        [
-            d0.scale(4.0) - d2.scale(5.0) + d4,
-            even + odd,
-            even - odd,
-            even2 + odd2,
-            even2 - odd2,
-            d1.scale(4.0) - d3.scale(5.0) + d5,
-        ]
-    }
-
-    #[inline(always)]
-    fn input_adjoint<V: Value>([v0, v1, v2, v3, v4, v5]: Line<V>) -> Line<V> {
-        let (sum, difference) = (v1 + v2, v2 - v1);
-        let (sum2, difference2) = (v3 + v4, v4 - v3);
-        [
-            v0.scale(4.0),
-            (difference + v5).scale(4.0) + difference2.scale(2.0),
-            (v0.scale(5.0) + sum.scale(4.0) + sum2).negate(),
-            (difference + difference2.scale(2.0) + v5.scale(5.0)).negate(),
-            v0 + sum + sum2,
-            v5,
-        ]
-    }
-
-    /// `(m0 + m1 + m2 + m3 + m4, m1 - m2 + 2 (m3 - m4) + m5)`.
-    #[inline(always)]
-    fn output<V: Value>([m0, m1, m2, m3, m4, m5]: Line<V>) -> Line<V> {
-        line([m0 + m1 + m2 + m3 + m4, m1 - m2 + (m3 - m4).scale(2.0) + m5])
-    }
-
-    #[inline(always)]
-    fn output_adjoint<V: Value>([y0, y1, ..]: Line<V>) -> Line<V> {
-        let twice = y1.scale(2.0);
-        [y0, y0 + y1, y0 - y1, y0 + twice, y0 - twice, y1]
-    }
+    const G: Matrix = [
+        [1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        [1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, 0.0],
+        [-1.0 / 3.0, 1.0 / 3.0, -1.0 / 3.0, 1.0 / 3.0, -1.0 / 3.0, 0.0],
+        [-16.0 / 15.0, -8.0 / 15.0, -4.0 / 15.0, -2.0 / 15.0, -1.0 / 15.0, 0.0],
+        [1.0 / 15.0, -2.0 / 15.0, 4.0 / 15.0, -8.0 / 15.0, 16.0 / 15.0, 0.0],
+        [0.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+    ];
+    const BT: Matrix = SIX_POINT_BT;
+    const AT: Matrix =
+        [[1.0, 1.0, 1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, 0.5, -2.0, 1.0], [0.0; 6], [0.0; 6], [0.0; 6], [0.0; 6]];
 }
 
-/// `values` followed by zeros: a [`Line`] of fewer values than its length.
+/// A 4x4 matrix within a [`Matrix`], zeros around it.
+const fn matrix(m: [[f64; 4]; 4]) -> Matrix {
+    let mut full = [[0.0; MAX_ALPHA]; MAX_ALPHA];
+    let mut i = 0;
+    while i < 4 {
+        let mut j = 0;
+        while j < 4 {
+            full[i][j] = m[i][j];
+            j += 1;
+        }
+        i += 1;
+    }
+    full
+}
+
+/// `m * x` for the `rows` x `columns` matrix `m`, or `m^T * x` when `transposed`. The
+/// coefficients are constants once inlined: zeros drop out, ones and minus ones are adds and
+/// subtracts, so that the transforms cost what they would written out by hand.
 #[inline(always)]
-fn line<V: Value, const N: usize>(values: [V; N]) -> Line<V> {
-    let mut line = [V::zero(); MAX_ALPHA];
-    line[..N].copy_from_slice(&values);
-    line
+fn multiply<T: WithDType>(m: &Matrix, (rows, columns): (usize, usize), transposed: bool, x: Line<T>) -> Line<T> {
+    let (outputs, inputs) = if transposed { (columns, rows) } else { (rows, columns) };
+    let mut y = [T::zero(); MAX_ALPHA];
+    for (i, y) in y.iter_mut().enumerate().take(outputs) {
+        let mut sum: Option<T> = None;
+        for (j, &x) in x.iter().enumerate().take(inputs) {
+            let coefficient = if transposed { m[j][i] } else { m[i][j] };
+            sum = match (sum, coefficient) {
+                (_, 0.0) => sum,
+                (None, 1.0) => Some(x),
+                (Some(sum), 1.0) => Some(sum + x),
+                (Some(sum), -1.0) => Some(sum - x),
+                (None, c) => Some(x * T::from_f64(c)),
+                (Some(sum), c) => Some(sum + x * T::from_f64(c)),
+            };
+        }
+        *y = sum.unwrap_or(T::zero());
+    }
+    y
 }
 
 /// Values set aside for one of the a^2 matrices (a "slab") of the transformed input or output
@@ -372,6 +339,11 @@ fn slab(values: usize) -> usize {
 /// The grid of output tiles of one image, (rows, columns).
 fn tile_grid<W: Minimal>(g: &ConvGeometry) -> (usize, usize) {
     (g.oh.div_ceil(W::M), g.ow.div_ceil(W::M))
+}
+
+/// Multiplies per (input, output) channel pair of one image by `W`.
+fn multiplies<W: Minimal>(g: &ConvGeometry) -> usize {
+    tiles_per_image::<W>(g) * W::XI
 }
 
 /// Tiles of one image.
@@ -393,7 +365,7 @@ type Block<T> = [[T; LANES]; MAX_ALPHA * MAX_ALPHA];
 
 /// One of a [`Minimal`] algorithm's transforms, applied along both axes of a tile by
 /// [`transform_block`].
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 enum Step {
     Kernel,
     KernelAdjoint,
@@ -404,18 +376,19 @@ enum Step {
 }
 
 impl Step {
-    /// The transform along one axis. A direct call, so that the transform is inlined: passed
-    /// as a function (`impl Fn`), F(2x2, 5x5)'s were called out of line, compiled without the
-    /// vector instructions of their caller.
+    /// The transform along one axis of `W`'s tile. A direct call, so that it is inlined:
+    /// transforms passed as functions (`impl Fn`) were called out of line, compiled without
+    /// the vector instructions of their caller.
     #[inline(always)]
-    fn apply<W: Minimal, V: Value>(self, x: Line<V>) -> Line<V> {
+    fn apply<W: Minimal, T: WithDType>(self, x: Line<T>) -> Line<T> {
+        let ((a, m, r), bt) = ((W::ALPHA, W::M, W::R), (W::ALPHA, W::ALPHA));
         match self {
-            Self::Kernel => W::kernel(x),
-            Self::KernelAdjoint => W::kernel_adjoint(x),
-            Self::Input => W::input(x),
-            Self::InputAdjoint => W::input_adjoint(x),
-            Self::Output => W::output(x),
-            Self::OutputAdjoint => W::output_adjoint(x),
+            Self::Kernel => multiply(&W::G, (a, r), false, x),
+            Self::KernelAdjoint => multiply(&W::G, (a, r), true, x),
+            Self::Input => multiply(&W::BT, bt, false, x),
+            Self::InputAdjoint => multiply(&W::BT, bt, true, x),
+            Self::Output => multiply(&W::AT, (m, a), false, x),
+            Self::OutputAdjoint => multiply(&W::AT, (m, a), true, x),
         }
     }
 }
@@ -850,8 +823,8 @@ mod tests {
     /// One axis of `W` computes m outputs of an r-tap correlation of a inputs.
     fn computes_a_correlation<W: Minimal>() {
         let (d, k) = (sample(W::ALPHA, 0.7), sample(W::R, 1.3));
-        let (u, v) = (W::kernel(k), W::input(d));
-        let y = W::output(std::array::from_fn(|i| u[i] * v[i]));
+        let (u, v) = (Step::Kernel.apply::<W, f64>(k), Step::Input.apply::<W, f64>(d));
+        let y = Step::Output.apply::<W, f64>(std::array::from_fn(|i| u[i] * v[i]));
         for (o, &y) in y.iter().enumerate().take(W::M) {
             let direct: f64 = (0..W::R).map(|t| d[o + t] * k[t]).sum();
             assert!((y - direct).abs() < 1e-12, "F({}, {}) output {o}: {y} against {direct}", W::M, W::R);
@@ -862,28 +835,53 @@ mod tests {
     #[test]
     fn one_axis_computes_the_outputs_of_a_correlation() {
         computes_a_correlation::<F23>();
+        computes_a_correlation::<F43>();
         computes_a_correlation::<F25>();
     }
 
     /// `<T x, y> = <x, T^T y>` for each transform of `W` and its adjoint, random x and y.
     fn adjoints_are_transposes<W: Minimal>() {
         let (r, a, m) = (W::R, W::ALPHA, W::M);
-        type Pair = (fn(Line<f64>) -> Line<f64>, fn(Line<f64>) -> Line<f64>);
-        let pairs: [(&str, Pair, (usize, usize)); 3] = [
-            ("kernel", (W::kernel, W::kernel_adjoint), (r, a)),
-            ("input", (W::input, W::input_adjoint), (a, a)),
-            ("output", (W::output, W::output_adjoint), (a, m)),
+        let pairs = [
+            (Step::Kernel, Step::KernelAdjoint, (r, a)),
+            (Step::Input, Step::InputAdjoint, (a, a)),
+            (Step::Output, Step::OutputAdjoint, (a, m)),
         ];
-        for (name, (forward, adjoint), (from, to)) in pairs {
+        for (forward, adjoint, (from, to)) in pairs {
             let (x, y) = (sample(from, 0.9), sample(to, 2.3));
-            let (lhs, rhs) = (dot(forward(x), y), dot(x, adjoint(y)));
-            assert!((lhs - rhs).abs() < 1e-12, "F({m}, {r}) {name}: {lhs} against {rhs}");
+            let (lhs, rhs) = (dot(forward.apply::<W, f64>(x), y), dot(x, adjoint.apply::<W, f64>(y)));
+            assert!((lhs - rhs).abs() < 1e-12, "F({m}, {r}) {forward:?}: {lhs} against {rhs}");
         }
+    }
+
+    /// The convolution of `batch` images of `side` x `side` by `k` x `k` kernels, stride 1,
+    /// padding keeping the side, as `Conv2dParams::geometry` builds it.
+    fn same_size(batch: usize, side: usize, k: usize) -> ConvGeometry {
+        let params = crate::ops::Conv2dParams::square(1, k / 2);
+        params.geometry(&[batch, 8, side, side], &[8, 8, k, k]).unwrap()
+    }
+
+    #[test]
+    fn each_layer_runs_by_the_algorithm_that_multiplies_least() {
+        use crate::ops::conv_groups::images_per_group;
+        // AlexNet's 7x7 layers: F(4x4, 3x3), 144 multiplies per channel pair against 256.
+        assert_eq!(Algorithm::of(&same_size(128, 7, 3)), Some(Algorithm::F4x3));
+        // At 5x5 both multiply 144 times: the more accurate F(2x2, 3x3).
+        assert_eq!(Algorithm::of(&same_size(128, 5, 3)), Some(Algorithm::F2x3));
+        assert_eq!(Algorithm::of(&same_size(128, 15, 5)), Some(Algorithm::F2x5));
+        assert_eq!(Algorithm::of(&same_size(128, 15, 7)), None);
+        // Groups of at least 96 tiles, as even as the batch allows: 4 tiles per 7x7 image, so
+        // 24 images per group; 32 images make two groups of 16, not 24 and 8.
+        assert_eq!(images_per_group(&same_size(128, 7, 3)), 22);
+        assert_eq!(images_per_group(&same_size(32, 7, 3)), 16);
+        assert_eq!(images_per_group(&same_size(5, 7, 3)), 5);
+        assert_eq!(images_per_group(&same_size(128, 15, 5)), 2);
     }
 
     #[test]
     fn each_adjoint_is_the_transpose_of_its_transform() {
         adjoints_are_transposes::<F23>();
+        adjoints_are_transposes::<F43>();
         adjoints_are_transposes::<F25>();
     }
 }
