@@ -391,10 +391,17 @@ mod tests {
     #[test]
     fn matches_candle_on_alexnet_shapes_and_odd_ones() {
         let p = Conv2dParams::square;
-        // features.0 with a 17x17 output: the position-major path, in two blocks of rows.
+        // features.0 scaled down (17x17 and 8x8 outputs): by Winograd on the block images.
         check_against_candle((2, 3, 68, 68), (4, 3, 11, 11), p(4, 5).with_relu());
         check_against_candle((1, 3, 68, 68), (4, 3, 11, 11), p(4, 5));
-        check_against_candle((2, 3, 35, 35), (4, 3, 11, 11), p(4, 5).with_relu()); // features.0, scaled down
+        check_against_candle((2, 3, 35, 35), (4, 3, 11, 11), p(4, 5).with_relu());
+        // Block images of other strides and kernels: 7x7 by 3 (a 3x3 block kernel, padding
+        // that is not a whole block), 5x5 by 2 on a rectangular image.
+        check_against_candle((2, 2, 20, 17), (3, 2, 7, 7), p(3, 2).with_relu());
+        check_against_candle((2, 3, 15, 17), (4, 3, 5, 5), p(2, 1));
+        // 11x11 by 2: a 6x6 block kernel, which Winograd's algorithm does not run; 20x20
+        // outputs, the position-major im2row path, in two blocks of rows.
+        check_against_candle((2, 3, 40, 40), (4, 3, 11, 11), p(2, 5).with_relu());
         check_against_candle((2, 5, 15, 15), (6, 5, 5, 5), p(1, 2).with_relu()); // features.3
         check_against_candle((1, 4, 7, 7), (3, 4, 3, 3), p(1, 1)); // conv3, batch 1
         check_against_candle((3, 2, 9, 6), (5, 2, 3, 2), p(2, 0).with_relu()); // odd sizes, rectangular kernel

@@ -19,7 +19,7 @@ use rayon::iter::Either;
 use rayon::prelude::*;
 
 use super::im2col::{col2im, im2col_strided, im2row, matmul, ConvGeometry, MatRef};
-use super::winograd::Algorithm;
+use super::winograd_plan::WinogradPlan;
 use candle_core::backend::BackendStorage;
 use candle_core::{DType, Result, Storage, Tensor, WithDType};
 
@@ -40,8 +40,8 @@ const GROUP_TILES: usize = 96;
 /// equal size as near as may be: 32 images in groups of 24 would leave one thread 24 images
 /// and the other 8, so they make two groups of 16.
 pub(crate) fn images_per_group(g: &ConvGeometry) -> usize {
-    let (per_image, wanted) = match Algorithm::of(g) {
-        Some(algorithm) => (algorithm.tiles_per_image(g), GROUP_TILES),
+    let (per_image, wanted) = match WinogradPlan::of(g) {
+        Some(plan) => (plan.tiles_per_image(), GROUP_TILES),
         None if g.positions() >= 128 => return 1,
         None => (g.positions(), GROUP_COLUMNS),
     };
@@ -96,9 +96,11 @@ pub(crate) fn im2col_group<T: Copy + Default>(g: &ConvGeometry, x: &[T], images:
 /// 363) runs at 38-52 GFLOP/s as `W * col` into a (cout x positions) output and at 84-97 as
 /// rows x W^T into (positions x cout); its 11-wide kernel makes the row matrix as cheap to
 /// build as the column matrix. For the 5x5 layer the GEMM gains 10% but gathering runs of five
-/// values costs more than that, and the 7x7 layers have runs of three.
+/// values costs more than that, and the 7x7 layers have runs of three. (AlexNet's first layer
+/// now runs by Winograd's algorithm on its block images, [`WinogradPlan`]; this path is for
+/// large kernels that no plan covers, such as 11x11 with stride 2.)
 fn forward_is_position_major(g: &ConvGeometry) -> bool {
-    g.positions() >= 128 && g.kw >= 7
+    g.positions() >= 128 && g.kw >= 7 && WinogradPlan::of(g).is_none()
 }
 
 /// The order of a group's output gradient `dy` in the backward pass.
@@ -107,9 +109,10 @@ pub(crate) enum DyOrder {
     /// (cout, images * positions): image j's positions of channel o start at
     /// `o * images * p + j * p`.
     ChannelMajor,
-    /// (images * positions, cout), for the layers whose forward is position-major (the first):
+    /// (images * positions, cout), for the layers whose forward is position-major:
     /// there the weight gradient's `col * dY^T` reads dY^T in stored order, 109-113 against
-    /// 92-94 GFLOP/s on one core at AlexNet's first layer (`gemm` crate, AVX-512 kernels).
+    /// 92-94 GFLOP/s on one core at AlexNet's first layer's shape (`gemm` crate, AVX-512
+    /// kernels).
     PositionMajor,
 }
 
@@ -171,17 +174,17 @@ impl DyOrder {
 pub(crate) enum ConvWeights<'a, T> {
     /// The weight (cout, c, kh, kw) as given, for im2col + GEMM.
     Direct(&'a [T]),
-    /// The weight transformed for the Winograd `Algorithm`, transposed (see
-    /// [`Algorithm::transform_weights`]), for 3x3 and 5x5 kernels with stride 1.
-    Winograd(Algorithm, Vec<T>),
+    /// The weight transformed for Winograd's algorithm, transposed (see
+    /// [`WinogradPlan::transform_weights`]).
+    Winograd(Box<WinogradPlan>, Vec<T>),
 }
 
 impl<'a, T: WithDType> ConvWeights<'a, T> {
     /// The weight `w` of the convolution `g`, transformed once per call where its groups
     /// run by Winograd's algorithm.
     pub(crate) fn new(g: &ConvGeometry, w: &'a [T]) -> Self {
-        match Algorithm::of(g) {
-            Some(algorithm) => Self::Winograd(algorithm, algorithm.transform_weights(g, w, true)),
+        match WinogradPlan::of(g) {
+            Some(plan) => Self::Winograd(Box::new(plan), plan.transform_weights(w, true)),
             None => Self::Direct(w),
         }
     }
@@ -190,8 +193,8 @@ impl<'a, T: WithDType> ConvWeights<'a, T> {
 /// Values of the scratch buffer [`conv_group`] needs for a group of `images` images.
 pub(crate) fn conv_scratch_len(g: &ConvGeometry, images: usize) -> usize {
     let n = images * g.positions();
-    if let Some(algorithm) = Algorithm::of(g) {
-        algorithm.scratch_len(g, images)
+    if let Some(plan) = WinogradPlan::of(g) {
+        plan.scratch_len(images)
     } else if forward_is_position_major(g) {
         g.patch() * ROW_BLOCK + g.cout * n
     } else {
@@ -221,8 +224,8 @@ pub(crate) fn conv_group<T: WithDType + Default>(
     let out = &mut out[..g.cout * n];
     let w = match weights {
         ConvWeights::Direct(w) => *w,
-        ConvWeights::Winograd(algorithm, u) => {
-            algorithm.forward_group(g, (x, u, bias), (images, relu), (scratch, parallel), out);
+        ConvWeights::Winograd(plan, u) => {
+            plan.forward_group((x, u, bias), (images, relu), (scratch, parallel), out);
             return;
         }
     };
@@ -385,21 +388,21 @@ fn backward_by_groups<T: WithDType + Default>(
 ) -> Gradients<T> {
     let (p, patch, group) = (g.positions(), g.patch(), images_per_group(g));
     let order = DyOrder::of(g);
-    let by_winograd = Algorithm::of(g);
+    let by_winograd = WinogradPlan::of(g);
     // W^T (or U) stored once: the GEMM packs a contiguous left operand 10-30% faster than a
     // transposed view, and packs it again for every group.
     let w_t = match (wanted.dx, by_winograd) {
         (false, _) => Vec::new(),
         (true, None) => transpose(w, g.cout, patch),
-        (true, Some(algorithm)) => algorithm.transform_weights(g, w, false),
+        (true, Some(plan)) => plan.transform_weights(w, false),
     };
     let zeros = |n| vec![T::zero(); n];
     let weight_len = match (wanted.dw, by_winograd) {
         (false, _) => 0,
         (true, None) => patch * g.cout,
-        (true, Some(algorithm)) => algorithm.transformed_weight_len(g),
+        (true, Some(plan)) => plan.transformed_weight_len(),
     };
-    let scratch_len = by_winograd.map_or(patch * group * p, |algorithm| algorithm.scratch_len(g, group));
+    let scratch_len = by_winograd.map_or(patch * group * p, |plan| plan.scratch_len(group));
     let partial =
         || Partial { dw: zeros(weight_len), db: zeros(g.cout), dy: zeros(g.cout * group * p), col: zeros(scratch_len) };
     let run = |mut acc: Partial<T>, index: usize, dx: Option<&mut [T]>, parallel: bool| {
@@ -409,10 +412,10 @@ fn backward_by_groups<T: WithDType + Default>(
         output_grad(first, images, order, dy);
         order.add_channel_sums(dy, n, &mut acc.db);
         let x = &x[first * g.image()..];
-        if let Some(algorithm) = by_winograd {
+        if let Some(plan) = by_winograd {
             debug_assert_eq!(order, DyOrder::ChannelMajor, "Winograd's tiles read the group channel by channel");
             let du = wanted.dw.then_some(&mut acc.dw[..]);
-            algorithm.backward_group(g, (x, &w_t, dy), images, (du, dx), (&mut acc.col, parallel));
+            plan.backward_group((x, &w_t, dy), images, (du, dx), (&mut acc.col, parallel));
             return acc;
         }
         if wanted.dw {
@@ -449,7 +452,7 @@ fn backward_by_groups<T: WithDType + Default>(
     let dw = match (wanted.dw, by_winograd) {
         (false, _) => None,
         (true, None) => Some(finish_weight_grad(g, sums.dw)),
-        (true, Some(algorithm)) => Some(algorithm.weight_grad(g, &sums.dw)),
+        (true, Some(plan)) => Some(plan.weight_grad(&sums.dw)),
     };
     (dx, dw, wanted.db.then_some(sums.db))
 }

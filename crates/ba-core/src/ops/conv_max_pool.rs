@@ -254,7 +254,8 @@ mod tests {
         // AlexNet's two pooled layers scaled down, then odd ones: no ReLU, a pool with stride
         // 1 and padding, rectangular kernels, batch 1 (the path with parallel GEMMs).
         check_against_the_two_ops(&[4, 3, 35, 35], &[5, 3, 11, 11], c(4, 5).with_relu(), m(3, 2));
-        check_against_the_two_ops(&[2, 3, 68, 68], &[5, 3, 11, 11], c(4, 5).with_relu(), m(3, 2)); // position-major
+        check_against_the_two_ops(&[2, 3, 68, 68], &[5, 3, 11, 11], c(4, 5).with_relu(), m(3, 2));
+        check_against_the_two_ops(&[2, 3, 40, 40], &[5, 3, 11, 11], c(2, 5).with_relu(), m(3, 2)); // position-major
         check_against_the_two_ops(&[3, 4, 15, 15], &[6, 4, 5, 5], c(1, 2).with_relu(), m(3, 2));
         check_against_the_two_ops(&[2, 3, 9, 8], &[4, 3, 3, 3], c(1, 1), m(3, 2));
         let padded = MaxPool2dParams { kernel: (3, 2), stride: (1, 2), padding: (1, 1) };

@@ -23,10 +23,12 @@ mod kernel_args;
 mod kernels_on_cpu;
 mod max_pool2d;
 mod sgd;
+mod space_to_depth;
 mod state;
 #[cfg(test)]
 mod test_support;
 mod winograd;
+mod winograd_plan;
 
 pub use adam::{adam_update, AdamMoments, AdamStep};
 pub use conv2d::{conv2d, Conv2dParams};

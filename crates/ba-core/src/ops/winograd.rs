@@ -535,44 +535,55 @@ struct Planes {
 }
 
 impl Planes {
-    /// The planar index of channel `first`'s value (y, x), and the channels-last index.
+    /// Calls `f(planar index, channels-last index, (channels, positions))` for every block of
+    /// up to [`LANES`] channels by up to [`LANES`] consecutive positions of one row: the
+    /// indices of its first channel's first position.
     #[inline(always)]
-    fn place(&self, first: usize, (y, x): (usize, usize)) -> (usize, usize) {
-        (first * self.plane + y * self.row + x, (y * self.last_row + x) * self.channels + first)
+    fn for_each_block(&self, mut f: impl FnMut(usize, usize, (usize, usize))) {
+        for (first, len) in channel_blocks(self.channels) {
+            for y in 0..self.sides.0 {
+                for (x, positions) in channel_blocks(self.sides.1) {
+                    let planar = first * self.plane + y * self.row + x;
+                    f(planar, (y * self.last_row + x) * self.channels + first, (len, positions));
+                }
+            }
+        }
     }
 
-    /// `last` = `planar`, channels-last.
+    /// `last` = `planar`, channels-last: each block's rows of the planes are read whole into a
+    /// square of [`LANES`] x [`LANES`] values, then written out one position at a time.
     #[inline(always)]
     fn copy_to_channels_last<T: WithDType>(&self, planar: &[T], last: &mut [T]) {
-        let mut lanes = [T::zero(); LANES];
-        for (first, len) in channel_blocks(self.channels) {
-            for y in 0..self.sides.0 {
-                for x in 0..self.sides.1 {
-                    let (from, to) = self.place(first, (y, x));
-                    for (l, lane) in lanes.iter_mut().enumerate().take(len) {
-                        *lane = planar[from + l * self.plane];
-                    }
-                    store_lanes(&lanes, len, &mut last[to..]);
+        let mut square = [[T::zero(); LANES]; LANES];
+        self.for_each_block(|from, to, (len, positions)| {
+            for l in 0..len {
+                let row = &planar[from + l * self.plane..][..positions];
+                for (i, &value) in row.iter().enumerate() {
+                    square[i][l] = value;
                 }
             }
-        }
+            for (i, lanes) in square.iter().enumerate().take(positions) {
+                store_lanes(lanes, len, &mut last[to + i * self.channels..]);
+            }
+        });
     }
 
-    /// `planar` = `last`, planar.
+    /// `planar` = `last`, planar: the transpose of [`Self::copy_to_channels_last`]. (One
+    /// position at a time, 16 stores to 16 planes cost half the 11x11 layer's output transform.)
     #[inline(always)]
     fn copy_from_channels_last<T: WithDType>(&self, last: &[T], planar: &mut [T]) {
-        let mut lanes = [T::zero(); LANES];
-        for (first, len) in channel_blocks(self.channels) {
-            for y in 0..self.sides.0 {
-                for x in 0..self.sides.1 {
-                    let (to, from) = self.place(first, (y, x));
-                    load_lanes(&last[from..], len, &mut lanes);
-                    for (l, &lane) in lanes.iter().enumerate().take(len) {
-                        planar[to + l * self.plane] = lane;
-                    }
+        let mut square = [[T::zero(); LANES]; LANES];
+        self.for_each_block(|to, from, (len, positions)| {
+            for (i, lanes) in square.iter_mut().enumerate().take(positions) {
+                load_lanes(&last[from + i * self.channels..], len, lanes);
+            }
+            for l in 0..len {
+                let row = &mut planar[to + l * self.plane..][..positions];
+                for (i, value) in row.iter_mut().enumerate() {
+                    *value = square[i][l];
                 }
             }
-        }
+        });
     }
 }
 
