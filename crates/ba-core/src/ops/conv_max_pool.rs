@@ -20,7 +20,8 @@ use rayon::prelude::*;
 
 use super::conv2d::bias_or_zeros;
 use super::conv_groups::{
-    conv_group, conv_scratch_len, cpu_backward, images_per_group, spread_groups, ConvWeights, DyOrder, GroupOutputGrad,
+    conv_group, conv_scratch_len, cpu_backward, groups_per_thread, images_per_group, spread_groups, ConvWeights,
+    DyOrder, GroupOutputGrad,
 };
 use super::im2col::ConvGeometry;
 use super::max_pool2d::PlaneWindows;
@@ -103,9 +104,11 @@ impl ConvMaxPool {
                 }
             };
         let chunk = group * s.pooled_image();
-        if spread_groups(g.b.div_ceil(group)) {
-            let groups = out.par_chunks_mut(chunk).zip(idx.par_chunks_mut(chunk)).enumerate();
-            groups.for_each_init(scratch, |buffers, (index, chunks)| run(index, chunks, buffers, false));
+        let groups = g.b.div_ceil(group);
+        if spread_groups(groups) {
+            let pieces = out.par_chunks_mut(chunk).zip(idx.par_chunks_mut(chunk)).enumerate();
+            let pieces = pieces.with_min_len(groups_per_thread(groups));
+            pieces.for_each_init(scratch, |buffers, (index, chunks)| run(index, chunks, buffers, false));
         } else {
             let mut buffers = scratch();
             for (index, chunks) in out.chunks_mut(chunk).zip(idx.chunks_mut(chunk)).enumerate() {

@@ -535,19 +535,31 @@ struct Planes {
 }
 
 impl Planes {
-    /// Calls `f(planar index, channels-last index, (channels, positions))` for every block of
-    /// up to [`LANES`] channels by up to [`LANES`] consecutive positions of one row: the
-    /// indices of its first channel's first position.
+    /// Every block of up to [`LANES`] channels by up to [`LANES`] consecutive positions of one
+    /// row, as (planar index, channels-last index, (channels, positions)): the indices of its
+    /// first channel's first position. One counter and an `#[inline(always)]` closure: with
+    /// plain closures (`flat_map`, or a callback) the copies were called out of line, without
+    /// the vector instructions of the transforms around them.
     #[inline(always)]
-    fn for_each_block(&self, mut f: impl FnMut(usize, usize, (usize, usize))) {
-        for (first, len) in channel_blocks(self.channels) {
-            for y in 0..self.sides.0 {
-                for (x, positions) in channel_blocks(self.sides.1) {
-                    let planar = first * self.plane + y * self.row + x;
-                    f(planar, (y * self.last_row + x) * self.channels + first, (len, positions));
-                }
-            }
-        }
+    fn blocks(&self) -> impl Iterator<Item = (usize, usize, (usize, usize))> + '_ {
+        let (rows, cols) = self.sides;
+        let (channel_blocks, column_blocks) = (self.channels.div_ceil(LANES), cols.div_ceil(LANES));
+        (0..channel_blocks * rows * column_blocks).map(
+            #[inline(always)]
+            move |index| {
+                let (first, y, x) = (
+                    index / (rows * column_blocks) * LANES,
+                    index / column_blocks % rows,
+                    index % column_blocks * LANES,
+                );
+                let (len, positions) = (LANES.min(self.channels - first), LANES.min(cols - x));
+                (
+                    first * self.plane + y * self.row + x,
+                    (y * self.last_row + x) * self.channels + first,
+                    (len, positions),
+                )
+            },
+        )
     }
 
     /// `last` = `planar`, channels-last: each block's rows of the planes are read whole into a
@@ -555,7 +567,7 @@ impl Planes {
     #[inline(always)]
     fn copy_to_channels_last<T: WithDType>(&self, planar: &[T], last: &mut [T]) {
         let mut square = [[T::zero(); LANES]; LANES];
-        self.for_each_block(|from, to, (len, positions)| {
+        for (from, to, (len, positions)) in self.blocks() {
             for l in 0..len {
                 let row = &planar[from + l * self.plane..][..positions];
                 for (i, &value) in row.iter().enumerate() {
@@ -565,7 +577,7 @@ impl Planes {
             for (i, lanes) in square.iter().enumerate().take(positions) {
                 store_lanes(lanes, len, &mut last[to + i * self.channels..]);
             }
-        });
+        }
     }
 
     /// `planar` = `last`, planar: the transpose of [`Self::copy_to_channels_last`]. (One
@@ -573,7 +585,7 @@ impl Planes {
     #[inline(always)]
     fn copy_from_channels_last<T: WithDType>(&self, last: &[T], planar: &mut [T]) {
         let mut square = [[T::zero(); LANES]; LANES];
-        self.for_each_block(|to, from, (len, positions)| {
+        for (to, from, (len, positions)) in self.blocks() {
             for (i, lanes) in square.iter_mut().enumerate().take(positions) {
                 load_lanes(&last[from + i * self.channels..], len, lanes);
             }
@@ -583,7 +595,7 @@ impl Planes {
                     *value = square[i][l];
                 }
             }
-        });
+        }
     }
 }
 
