@@ -19,7 +19,6 @@
 use candle_core::WithDType;
 
 use super::im2col::ConvGeometry;
-use super::winograd::Algorithm;
 
 /// A strided convolution `outer` as the stride-1 convolution `inner` of its block images.
 #[derive(Debug, Clone, Copy)]
@@ -32,8 +31,7 @@ pub(crate) struct SpaceToDepth {
 }
 
 impl SpaceToDepth {
-    /// The rewrite of `g`, where it pays: equal strides above 1 and a block kernel that
-    /// Winograd's algorithm runs.
+    /// The rewrite of `g`, for equal strides above 1.
     pub(crate) fn of(g: &ConvGeometry) -> Option<Self> {
         let s = g.stride.0;
         if s < 2 || g.stride.1 != s {
@@ -42,7 +40,7 @@ impl SpaceToDepth {
         let (kh, kw) = (g.kh.div_ceil(s), g.kw.div_ceil(s));
         let (h, w) = (g.oh + kh - 1, g.ow + kw - 1);
         let inner = ConvGeometry { c: g.c * s * s, h, w, kh, kw, stride: (1, 1), padding: (0, 0), ..*g };
-        Algorithm::of(&inner).map(|_| Self { outer: *g, inner, s })
+        Some(Self { outer: *g, inner, s })
     }
 
     /// The outer channel and the offset in its blocks, (rows, columns), that block channel

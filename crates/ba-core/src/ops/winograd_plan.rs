@@ -18,7 +18,9 @@ pub(crate) struct WinogradPlan {
 }
 
 impl WinogradPlan {
-    /// The plan for `g`, if Winograd's algorithm runs it.
+    /// The plan for `g`, if Winograd's algorithm runs it: on the images where it runs `g`
+    /// itself, else on the block images where it runs their convolution (a strided `g` whose
+    /// block kernel is 3x3 or 5x5).
     pub(crate) fn of(g: &ConvGeometry) -> Option<Self> {
         match Algorithm::of(g) {
             Some(algorithm) => Some(Self { algorithm, inner: *g, blocks: None }),
