@@ -376,6 +376,18 @@ enum Step {
 }
 
 impl Step {
+    /// The side of the tile the step reads, and of the one it writes.
+    #[inline(always)]
+    fn sides<W: Minimal>(self) -> (usize, usize) {
+        match self {
+            Self::Kernel => (W::R, W::ALPHA),
+            Self::KernelAdjoint => (W::ALPHA, W::R),
+            Self::Input | Self::InputAdjoint => (W::ALPHA, W::ALPHA),
+            Self::Output => (W::ALPHA, W::M),
+            Self::OutputAdjoint => (W::M, W::ALPHA),
+        }
+    }
+
     /// The transform along one axis of `W`'s tile. A direct call, so that it is inlined:
     /// transforms passed as functions (`impl Fn`) were called out of line, compiled without
     /// the vector instructions of their caller.
@@ -393,16 +405,12 @@ impl Step {
     }
 }
 
-/// Applies `step` of the algorithm `W` to each column of the tile in `src` (`from` = rows x
-/// columns) and then to each row of the result, into `dst` (`to` = rows x columns).
+/// Applies `step` of the algorithm `W` to each column of the square tile in `src` and then to
+/// each row of the result, into `dst` (sides as [`Step::sides`] gives them).
 #[inline(always)]
-fn transform_block<T: WithDType, W: Minimal>(
-    src: &Block<T>,
-    (from, to): ((usize, usize), (usize, usize)),
-    step: Step,
-    dst: &mut Block<T>,
-) {
-    let ((rows, cols), (rows2, cols2)) = (from, to);
+fn transform_block<T: WithDType, W: Minimal>(src: &Block<T>, step: Step, dst: &mut Block<T>) {
+    let (from, to) = step.sides::<W>();
+    let ((rows, cols), (rows2, cols2)) = ((from, from), (to, to));
     let mut columns = zero_block();
     for s in 0..cols {
         for l in 0..LANES {
@@ -456,8 +464,7 @@ impl<T: WithDType, W: Minimal> pulp::WithSimd for WeightTransform<'_, T, W> {
                         *value = w[(o * c + ci) * taps + at];
                     }
                 }
-                let sides = ((W::R, W::R), (W::ALPHA, W::ALPHA));
-                transform_block::<T, W>(&block, sides, Step::Kernel, &mut transformed);
+                transform_block::<T, W>(&block, Step::Kernel, &mut transformed);
                 for (xi, lanes) in transformed.iter().take(W::XI).enumerate() {
                     store_lanes(lanes, len, &mut u[(xi * rows + row) * lanes_len + first..]);
                 }
@@ -487,8 +494,7 @@ impl<T: WithDType, W: Minimal> pulp::WithSimd for WeightGrad<'_, T, W> {
                 for (xi, lanes) in block.iter_mut().take(W::XI).enumerate() {
                     load_lanes(&du_t[(xi * c + ci) * cout + first..], len, lanes);
                 }
-                let sides = ((W::ALPHA, W::ALPHA), (W::R, W::R));
-                transform_block::<T, W>(&block, sides, Step::KernelAdjoint, &mut transformed);
+                transform_block::<T, W>(&block, Step::KernelAdjoint, &mut transformed);
                 for (at, lanes) in transformed.iter().take(taps).enumerate() {
                     for (l, &value) in lanes.iter().enumerate().take(len) {
                         dw[((first + l) * c + ci) * taps + at] = value;
@@ -616,7 +622,6 @@ fn transform_input<T: WithDType, W: Minimal>(g: &ConvGeometry, x: &[T], images: 
     let tiles = images * tp;
     let mut padded = vec![T::zero(); rows * cols * c];
     let (mut block, mut transformed) = (zero_block(), zero_block());
-    let sides = ((W::ALPHA, W::ALPHA), (W::ALPHA, W::ALPHA));
     for (j, image) in x.chunks_exact(g.image()).take(images).enumerate() {
         let map = Planes { channels: c, plane: g.h * g.w, row: g.w, sides: (g.h, g.w), last_row: cols };
         map.copy_to_channels_last(image, &mut padded[(g.padding.0 * cols + g.padding.1) * c..]);
@@ -626,7 +631,7 @@ fn transform_input<T: WithDType, W: Minimal>(g: &ConvGeometry, x: &[T], images: 
                 for (at, lanes) in block.iter_mut().take(W::XI).enumerate() {
                     load_lanes(&padded[input_position::<W>((ty, tx), at, cols) * c + first..], len, lanes);
                 }
-                transform_block::<T, W>(&block, sides, Step::Input, &mut transformed);
+                transform_block::<T, W>(&block, Step::Input, &mut transformed);
                 for (xi, lanes) in transformed.iter().take(W::XI).enumerate() {
                     store_lanes(lanes, len, &mut v[xi * slab(tiles * c) + t * c + first..]);
                 }
@@ -644,7 +649,6 @@ fn transform_input_grad<T: WithDType, W: Minimal>(g: &ConvGeometry, dv_t: &[T], 
     let tiles = images * tp;
     let mut padded = vec![T::zero(); rows * cols * c];
     let (mut block, mut transformed) = (zero_block(), zero_block());
-    let sides = ((W::ALPHA, W::ALPHA), (W::ALPHA, W::ALPHA));
     for (j, image) in dx.chunks_exact_mut(g.image()).take(images).enumerate() {
         padded.fill(T::zero());
         for (q, ty, tx) in tiles_of::<W>(g) {
@@ -653,7 +657,7 @@ fn transform_input_grad<T: WithDType, W: Minimal>(g: &ConvGeometry, dv_t: &[T], 
                 for (xi, lanes) in block.iter_mut().take(W::XI).enumerate() {
                     load_lanes(&dv_t[xi * slab(tiles * c) + t * c + first..], len, lanes);
                 }
-                transform_block::<T, W>(&block, sides, Step::InputAdjoint, &mut transformed);
+                transform_block::<T, W>(&block, Step::InputAdjoint, &mut transformed);
                 for (at, lanes) in transformed.iter().take(W::XI).enumerate() {
                     let dst = &mut padded[input_position::<W>((ty, tx), at, cols) * c + first..][..len];
                     for (d, &value) in dst.iter_mut().zip(lanes) {
@@ -680,7 +684,6 @@ fn transform_output<T: WithDType, W: Minimal>(
     let (tiles, n) = (images * tp, images * p);
     let mut image_out = vec![T::zero(); p * cout];
     let (mut block, mut transformed) = (zero_block(), zero_block());
-    let sides = ((W::ALPHA, W::ALPHA), (W::M, W::M));
     for j in 0..images {
         for (q, ty, tx) in tiles_of::<W>(g) {
             let t = j * tp + q;
@@ -690,7 +693,7 @@ fn transform_output<T: WithDType, W: Minimal>(
                 }
                 let mut bias_lanes = [T::zero(); LANES];
                 load_lanes(&bias[first..], len, &mut bias_lanes);
-                transform_block::<T, W>(&block, sides, Step::Output, &mut transformed);
+                transform_block::<T, W>(&block, Step::Output, &mut transformed);
                 for (at, lanes) in transformed.iter_mut().take(W::M * W::M).enumerate() {
                     let (oy, ox) = (W::M * ty + at / W::M, W::M * tx + at % W::M);
                     if oy < g.oh && ox < g.ow {
@@ -721,7 +724,6 @@ fn transform_output_grad<T: WithDType, W: Minimal>(g: &ConvGeometry, dy: &[T], i
     let cols = W::M * tw;
     let mut image_grad = vec![T::zero(); W::M * th * cols * cout];
     let (mut block, mut transformed) = (zero_block(), zero_block());
-    let sides = ((W::M, W::M), (W::ALPHA, W::ALPHA));
     for j in 0..images {
         let map = Planes { channels: cout, plane: n, row: g.ow, sides: (g.oh, g.ow), last_row: cols };
         map.copy_to_channels_last(&dy[j * p..], &mut image_grad);
@@ -732,7 +734,7 @@ fn transform_output_grad<T: WithDType, W: Minimal>(g: &ConvGeometry, dy: &[T], i
                     let position = (W::M * ty + at / W::M) * cols + W::M * tx + at % W::M;
                     load_lanes(&image_grad[position * cout + first..], len, lanes);
                 }
-                transform_block::<T, W>(&block, sides, Step::OutputAdjoint, &mut transformed);
+                transform_block::<T, W>(&block, Step::OutputAdjoint, &mut transformed);
                 for (xi, lanes) in transformed.iter().take(W::XI).enumerate() {
                     store_lanes(lanes, len, &mut dm_t[xi * slab(tiles * cout) + t * cout + first..]);
                 }
