@@ -4,15 +4,10 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::init::pytorch_default;
+use crate::ops;
 
 /// A fully connected layer with parameters `weight` (out, in) and `bias` (out), for inputs
-/// (batch, in).
-///
-/// The forward pass computes `y = (W x^T)^T + b` instead of Candle's `x W^T + b`: the same
-/// products, but Candle's autograd then transposes only batch-sized matrices. With
-/// `candle_nn::Linear` the weight gradient comes out as (in, out) and is transposed into the
-/// (out, in) parameter by a strided add over the whole weight (4M values for 2048 x 2048) on
-/// every step; here it comes out in the parameter's own layout.
+/// (batch, in); it runs as one op, [`ops::linear`], with or without the ReLU after it.
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: Tensor,
@@ -34,16 +29,16 @@ impl Linear {
     pub fn parameter_count(&self) -> usize {
         self.weight.elem_count() + self.bias.elem_count()
     }
+
+    /// `relu(x W^T + b)`: the layer and the ReLU after it, as one op.
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        ops::linear(x, &self.weight, &self.bias, true)
+    }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let in_features = self.weight.dim(1)?;
-        match x.dims() {
-            &[_, features] if features == in_features => {}
-            dims => candle_core::bail!("linear: expected input (batch, {in_features}), got {dims:?}"),
-        }
-        self.weight.matmul(&x.t()?)?.t()?.broadcast_add(&self.bias)
+        ops::linear(x, &self.weight, &self.bias, false)
     }
 }
 

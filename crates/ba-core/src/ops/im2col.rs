@@ -341,17 +341,28 @@ pub(crate) struct MatRef<'a, T> {
 /// `dst (m x n, row-major) = lhs (m x k) * rhs (k x n)`, or `dst += ...` when `accumulate`;
 /// on all of rayon's threads when `parallel`, on the calling thread otherwise.
 pub(crate) fn matmul<T: candle_core::WithDType>(
+    shape: (usize, usize, usize),
+    dst: &mut [T],
+    accumulate: bool,
+    operands: (MatRef<'_, T>, MatRef<'_, T>),
+    parallel: bool,
+) {
+    let threads = if parallel { rayon::current_num_threads() } else { 1 };
+    matmul_on(threads, shape, dst, accumulate, operands)
+}
+
+/// [`matmul`] on `threads` of rayon's threads (the calling thread alone when 1).
+pub(crate) fn matmul_on<T: candle_core::WithDType>(
+    threads: usize,
     (m, n, k): (usize, usize, usize),
     dst: &mut [T],
     accumulate: bool,
     (lhs, rhs): (MatRef<'_, T>, MatRef<'_, T>),
-    parallel: bool,
 ) {
     assert!(dst.len() >= m * n, "matmul: destination too small");
     assert!(m == 0 || k == 0 || lhs.data.len() > (m - 1) * lhs.row_stride + (k - 1) * lhs.col_stride);
     assert!(n == 0 || k == 0 || rhs.data.len() > (k - 1) * rhs.row_stride + (n - 1) * rhs.col_stride);
-    let threads = rayon::current_num_threads();
-    let parallelism = if parallel && threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
     // SAFETY: the asserts above keep every strided access of `gemm` inside the three slices,
     // and `dst` is borrowed mutably, so it aliases neither operand.
     unsafe {

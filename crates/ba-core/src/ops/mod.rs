@@ -21,6 +21,7 @@ mod im2col;
 mod kernel_args;
 #[cfg(test)]
 mod kernels_on_cpu;
+mod linear;
 mod max_pool2d;
 mod sgd;
 mod space_to_depth;
@@ -33,6 +34,7 @@ mod winograd_plan;
 pub use adam::{adam_update, AdamMoments, AdamStep};
 pub use conv2d::{conv2d, Conv2dParams};
 pub use conv_max_pool::conv2d_max_pool2d;
+pub use linear::linear;
 pub use max_pool2d::{max_pool2d, MaxPool2dParams};
 pub use sgd::{sgd_update, SgdStep};
 pub use state::StateVector;
