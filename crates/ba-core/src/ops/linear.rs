@@ -19,7 +19,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
 
 use super::contiguous_slice;
-use super::im2col::{matmul_on, MatRef};
+use super::im2col::{matmul_new, MatRef};
 
 /// The sizes of a linear layer's product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,15 +154,20 @@ struct Wanted {
 /// `y = relu?(x w^T + bias)`, (batch, out).
 fn forward<T: WithDType>(s: LinearShape, (x, w, bias): (&[T], &[T], &[T]), relu: bool) -> Vec<T> {
     let LinearShape { batch, inputs, outputs } = s;
-    let mut y_t = vec![T::zero(); outputs * batch];
     let w_rows = MatRef { data: w, row_stride: inputs, col_stride: 1 };
     let x_t = MatRef { data: x, row_stride: 1, col_stride: inputs };
-    matmul_on(rayon::current_num_threads(), (outputs, batch, inputs), &mut y_t, false, (w_rows, x_t));
+    let y_t = matmul_new(rayon::current_num_threads(), (outputs, batch, inputs), (w_rows, x_t));
+    // Transposed a block of outputs at a time: one output at a time writes `batch` values a
+    // power of two apart, which all fall into one L1 set.
+    const BLOCK: usize = 16;
     let mut y = vec![T::zero(); batch * outputs];
-    for (o, (row, &b)) in y_t.chunks_exact(batch).zip(bias).enumerate() {
-        for (dst, &v) in y[o..].iter_mut().step_by(outputs).zip(row) {
-            let v = v + b;
-            *dst = if relu && v < T::zero() { T::zero() } else { v };
+    for (block, (rows, bias)) in y_t.chunks(BLOCK * batch).zip(bias.chunks(BLOCK)).enumerate() {
+        for (i, y_row) in y.chunks_exact_mut(outputs).enumerate() {
+            let dst = &mut y_row[block * BLOCK..][..bias.len()];
+            for (j, (d, &b)) in dst.iter_mut().zip(bias).enumerate() {
+                let v = rows[j * batch + i] + b;
+                *d = if relu && v < T::zero() { T::zero() } else { v };
+            }
         }
     }
     y
@@ -193,20 +198,16 @@ fn backward<T: WithDType>(
     };
     let weight_grad = || {
         wanted.dw.then(|| {
-            let mut dw = vec![T::zero(); outputs * inputs];
             let dy_t = MatRef { data: &dy[..], row_stride: 1, col_stride: outputs };
             let x_rows = MatRef { data: x, row_stride: inputs, col_stride: 1 };
-            matmul_on(dw_threads, (outputs, inputs, batch), &mut dw, false, (dy_t, x_rows));
-            dw
+            matmul_new(dw_threads, (outputs, inputs, batch), (dy_t, x_rows))
         })
     };
     let input_grad = || {
         wanted.dx.then(|| {
-            let mut dx = vec![T::zero(); batch * inputs];
             let dy_rows = MatRef { data: &dy[..], row_stride: outputs, col_stride: 1 };
             let w_rows = MatRef { data: w, row_stride: inputs, col_stride: 1 };
-            matmul_on(dx_threads, (batch, inputs, outputs), &mut dx, false, (dy_rows, w_rows));
-            dx
+            matmul_new(dx_threads, (batch, inputs, outputs), (dy_rows, w_rows))
         })
     };
     let (dw, dx) = rayon::join(weight_grad, input_grad);
