@@ -36,6 +36,7 @@ use std::marker::PhantomData;
 use candle_core::WithDType;
 
 use super::im2col::{matmul, ConvGeometry, MatRef};
+use super::space_to_depth::SpaceToDepth;
 
 /// The Winograd algorithm a convolution runs by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,13 +118,13 @@ impl Algorithm {
         by_algorithm!(self, W => pulp::Arch::new().dispatch(WeightGrad::<T, W> { g, du_t, algorithm: PhantomData }))
     }
 
-    /// `relu?(conv(x, w) + bias)` of the `images` images in `x` into the group's output `out`
+    /// `relu?(conv(x, w) + bias)` of the group's `images` images `x` into its output `out`
     /// (cout, images * positions), given `u_t` = [`Self::transform_weights`] transposed and
     /// `scratch` of [`Self::scratch_len`].
     pub(crate) fn forward_group<T: WithDType>(
         self,
         g: &ConvGeometry,
-        (x, u_t, bias): (&[T], &[T], &[T]),
+        (x, u_t, bias): (Images<'_, T>, &[T], &[T]),
         (images, relu): (usize, bool),
         (scratch, parallel): (&mut [T], bool),
         out: &mut [T],
@@ -138,7 +139,7 @@ impl Algorithm {
     pub(crate) fn backward_group<T: WithDType>(
         self,
         g: &ConvGeometry,
-        (x, u, dy): (&[T], &[T], &[T]),
+        (x, u, dy): (Images<'_, T>, &[T], &[T]),
         images: usize,
         (du_t, dx): (Option<&mut [T]>, Option<&mut [T]>),
         (scratch, parallel): (&mut [T], bool),
@@ -612,19 +613,37 @@ fn input_position<W: Minimal>((ty, tx): (usize, usize), at: usize, cols: usize) 
     (W::M * ty + at / W::ALPHA) * cols + W::M * tx + at % W::ALPHA
 }
 
-/// `V^T` (a^2, tiles, c) of the group's `images` images in `x`: tile t = (image j, row ty,
+/// The images of a group as the convolution reads them.
+#[derive(Clone, Copy)]
+pub(crate) enum Images<'a, T> {
+    /// The convolution's input itself, (images, c, h, w).
+    Planes(&'a [T]),
+    /// Outer images whose block images ([`SpaceToDepth`]) are the convolution's input.
+    Blocks(&'a [T], &'a SpaceToDepth),
+}
+
+/// `V^T` (a^2, tiles, c) of the group's `images` images `x`: tile t = (image j, row ty,
 /// column tx) is row `j * tiles_per_image + ty * tile columns + tx`. Each image is copied
 /// channels-last into a zero-padded buffer first, so that a block of [`LANES`] channels at
-/// any place of a tile is one contiguous load.
+/// any place of a tile is one contiguous load; block images are made channels-last directly.
 #[inline(always)]
-fn transform_input<T: WithDType, W: Minimal>(g: &ConvGeometry, x: &[T], images: usize, v: &mut [T]) {
+fn transform_input<T: WithDType, W: Minimal>(g: &ConvGeometry, x: Images<'_, T>, images: usize, v: &mut [T]) {
     let (tp, (rows, cols), c) = (tiles_per_image::<W>(g), padded_plane::<W>(g), g.c);
     let tiles = images * tp;
     let mut padded = vec![T::zero(); rows * cols * c];
     let (mut block, mut transformed) = (zero_block(), zero_block());
-    for (j, image) in x.chunks_exact(g.image()).take(images).enumerate() {
-        let map = Planes { channels: c, plane: g.h * g.w, row: g.w, sides: (g.h, g.w), last_row: cols };
-        map.copy_to_channels_last(image, &mut padded[(g.padding.0 * cols + g.padding.1) * c..]);
+    for j in 0..images {
+        let image = &mut padded[(g.padding.0 * cols + g.padding.1) * c..];
+        match x {
+            Images::Planes(x) => {
+                let map = Planes { channels: c, plane: g.h * g.w, row: g.w, sides: (g.h, g.w), last_row: cols };
+                map.copy_to_channels_last(&x[j * g.image()..][..g.image()], image);
+            }
+            Images::Blocks(x, blocks) => {
+                let outer = blocks.outer_image();
+                blocks.input_channels_last(&x[j * outer..][..outer], cols, image);
+            }
+        }
         for (q, ty, tx) in tiles_of::<W>(g) {
             let t = j * tp + q;
             for (first, len) in channel_blocks(c) {
@@ -745,7 +764,7 @@ fn transform_output_grad<T: WithDType, W: Minimal>(g: &ConvGeometry, dy: &[T], i
 
 /// One of the group's tile transforms, run by [`GroupTransform::run`].
 enum Transform<'a, T> {
-    Input { x: &'a [T], v_t: &'a mut [T] },
+    Input { x: Images<'a, T>, v_t: &'a mut [T] },
     InputGrad { dv_t: &'a [T], dx: &'a mut [T] },
     Output { m_t: &'a [T], bias: &'a [T], relu: bool, out: &'a mut [T] },
     OutputGrad { dy: &'a [T], dm_t: &'a mut [T] },
@@ -786,7 +805,7 @@ impl<T: WithDType, W: Minimal> pulp::WithSimd for GroupTransform<'_, T, W> {
 /// See [`Algorithm::forward_group`].
 fn forward_group<T: WithDType, W: Minimal>(
     g: &ConvGeometry,
-    (x, u_t, bias): (&[T], &[T], &[T]),
+    (x, u_t, bias): (Images<'_, T>, &[T], &[T]),
     (images, relu): (usize, bool),
     (scratch, parallel): (&mut [T], bool),
     out: &mut [T],
@@ -806,7 +825,7 @@ fn forward_group<T: WithDType, W: Minimal>(
 /// See [`Algorithm::backward_group`].
 fn backward_group<T: WithDType, W: Minimal>(
     g: &ConvGeometry,
-    (x, u, dy): (&[T], &[T], &[T]),
+    (x, u, dy): (Images<'_, T>, &[T], &[T]),
     images: usize,
     (du_t, dx): (Option<&mut [T]>, Option<&mut [T]>),
     (scratch, parallel): (&mut [T], bool),

@@ -6,7 +6,7 @@ use candle_core::WithDType;
 
 use super::im2col::ConvGeometry;
 use super::space_to_depth::SpaceToDepth;
-use super::winograd::Algorithm;
+use super::winograd::{Algorithm, Images};
 
 /// A convolution run by Winograd's algorithm: `algorithm` on the convolution `inner`, which is
 /// the convolution itself or, through `blocks`, its rewrite with stride 1.
@@ -45,9 +45,10 @@ impl WinogradPlan {
     }
 
     /// Values of the scratch buffer [`Self::forward_group`] and [`Self::backward_group`] need
-    /// for a group of `images` images.
+    /// for a group of `images` images: the algorithm's, and room for the gradient of the
+    /// group's block images.
     pub(crate) fn scratch_len(&self, images: usize) -> usize {
-        self.algorithm.scratch_len(&self.inner, images) + 2 * self.block_images_len(images)
+        self.algorithm.scratch_len(&self.inner, images) + self.block_images_len(images)
     }
 
     /// Values of the transformed weight or its gradient.
@@ -72,18 +73,13 @@ impl WinogradPlan {
         }
     }
 
-    /// The group's `images` images in `x` as the algorithm reads them, and the rest of
-    /// `scratch`: `x` itself, or its block images written to the head of `scratch`.
-    fn input<'a, T: WithDType>(&self, x: &'a [T], images: usize, scratch: &'a mut [T]) -> (&'a [T], &'a mut [T]) {
-        let Some(blocks) = self.blocks else {
-            return (x, scratch);
-        };
-        let (block_images, rest) = scratch.split_at_mut(self.block_images_len(images));
-        let outer = x.chunks_exact(self.image()).take(images);
-        for (image, block_image) in outer.zip(block_images.chunks_exact_mut(self.inner.image())) {
-            blocks.input(image, block_image);
+    /// The group's `images` images in `x` as the algorithm reads them.
+    fn images<'a, T>(&'a self, x: &'a [T], images: usize) -> Images<'a, T> {
+        let x = &x[..images * self.image()];
+        match &self.blocks {
+            Some(blocks) => Images::Blocks(x, blocks),
+            None => Images::Planes(x),
         }
-        (block_images, rest)
     }
 
     /// See [`Algorithm::forward_group`].
@@ -94,7 +90,7 @@ impl WinogradPlan {
         (scratch, parallel): (&mut [T], bool),
         out: &mut [T],
     ) {
-        let (x, scratch) = self.input(&x[..images * self.image()], images, scratch);
+        let x = self.images(x, images);
         self.algorithm.forward_group(&self.inner, (x, u_t, bias), (images, relu), (scratch, parallel), out);
     }
 
@@ -106,8 +102,8 @@ impl WinogradPlan {
         (du_t, dx): (Option<&mut [T]>, Option<&mut [T]>),
         (scratch, parallel): (&mut [T], bool),
     ) {
-        let (x, scratch) = self.input(&x[..images * self.image()], images, scratch);
-        let Some(blocks) = self.blocks else {
+        let x = self.images(x, images);
+        let Some(blocks) = &self.blocks else {
             self.algorithm.backward_group(&self.inner, (x, u, dy), images, (du_t, dx), (scratch, parallel));
             return;
         };
