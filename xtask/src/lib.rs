@@ -4,6 +4,7 @@
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod allocator;
 mod cmd;
 mod device;
 mod machine;

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 
+use crate::allocator::keep_freed_memory_in;
 use crate::DeviceArg;
 
 /// Arguments of `bench`.
@@ -59,9 +60,10 @@ fn best_of(repeats: usize, mut f: impl FnMut()) -> f64 {
 }
 
 /// The JSON lines a reference script prints, or none with a note on stderr when it cannot run
-/// (no such Python, or one without torch).
+/// (no such Python, or one without torch). The script runs with our allocator settings.
 fn reference_lines(python: &Path, script: &str, args: &[String]) -> Option<Vec<serde_json::Value>> {
-    let output = match Command::new(python).arg(script).args(args).output() {
+    let mut command = Command::new(python);
+    let output = match keep_freed_memory_in(&mut command).arg(script).args(args).output() {
         Ok(o) if o.status.success() => o,
         Ok(o) => {
             let why = String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("").to_string();
