@@ -19,6 +19,7 @@ use rayon::iter::Either;
 use rayon::prelude::*;
 
 use super::im2col::{col2im, im2col_strided, im2row, matmul, ConvGeometry, MatRef};
+use super::winograd::Output;
 use super::winograd_plan::WinogradPlan;
 use candle_core::backend::BackendStorage;
 use candle_core::{DType, Result, Storage, Tensor, WithDType};
@@ -236,7 +237,7 @@ pub(crate) fn conv_group<T: WithDType + Default>(
     let w = match weights {
         ConvWeights::Direct(w) => *w,
         ConvWeights::Winograd(plan, u) => {
-            plan.forward_group((x, u, bias), (images, relu), (scratch, parallel), out);
+            plan.forward_group((x, u, bias), (images, relu), (scratch, parallel), Output::Planar(out));
             return;
         }
     };

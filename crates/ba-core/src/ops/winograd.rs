@@ -37,6 +37,7 @@ use candle_core::WithDType;
 use rayon::prelude::*;
 
 use super::im2col::{matmul, ConvGeometry, MatRef};
+use super::max_pool2d::MaxPool2dParams;
 use super::space_to_depth::SpaceToDepth;
 
 /// The Winograd algorithm a convolution runs by.
@@ -122,16 +123,16 @@ impl Algorithm {
         by_algorithm!(self, W => weight_grad::<T, W>(g, du_t))
     }
 
-    /// `relu?(conv(x, w) + bias)` of the group's `images` images `x` into its output `out`
-    /// (cout, images * positions), given `u_t` = [`Self::transform_weights`] transposed and
-    /// `scratch` of [`Self::scratch_len`].
+    /// `relu?(conv(x, w) + bias)` of the group's `images` images `x` into `out` (see
+    /// [`Output`]), given `u_t` = [`Self::transform_weights`] transposed and `scratch` of
+    /// [`Self::scratch_len`].
     pub(crate) fn forward_group<T: WithDType>(
         self,
         g: &ConvGeometry,
         (x, u_t, bias): (Images<'_, T>, &[T], &[T]),
         (images, relu): (usize, bool),
         (scratch, parallel): (&mut [T], bool),
-        out: &mut [T],
+        out: Output<'_, T>,
     ) {
         by_algorithm!(self, W => forward_group::<T, W>(g, (x, u_t, bias), (images, relu), (scratch, parallel), out))
     }
@@ -731,14 +732,26 @@ fn transform_input_grad<T: WithDType, W: Minimal>(g: &ConvGeometry, dv_t: &[T], 
     }
 }
 
-/// `relu?(A^T M A + bias)` of every tile of `m_t` (a^2, tiles, cout) into the group's output
-/// `out` (cout, images * positions), by way of one image's output channels-last.
+/// Where a group's convolution output goes.
+pub(crate) enum Output<'a, T> {
+    /// As it is: (cout, images * positions), image j's positions in columns j * p ...
+    Planar(&'a mut [T]),
+    /// Max-pooled by `pool` to `pooled` (rows, columns) in the convolution's channels-last
+    /// copy, where 16 channels at one place are one load: values (images, cout, rows,
+    /// columns) into `out`, and into `idx` each one's arg-max as a flat index inside its
+    /// convolution plane, by the rules of [`super::max_pool2d`] (the first maximum in
+    /// row-major window order; a NaN is always taken). The planar output is never made.
+    Pooled { pool: MaxPool2dParams, pooled: (usize, usize), out: &'a mut [T], idx: &'a mut [u32] },
+}
+
+/// `relu?(A^T M A + bias)` of every tile of `m_t` (a^2, tiles, cout) into `out`, by way of one
+/// image's output channels-last.
 #[inline(always)]
 fn transform_output<T: WithDType, W: Minimal>(
     g: &ConvGeometry,
     m_t: &[T],
     (images, bias, relu): (usize, &[T], bool),
-    out: &mut [T],
+    mut out: Output<'_, T>,
 ) {
     let (tp, p, cout) = (tiles_per_image::<W>(g), g.positions(), g.cout);
     let (tiles, n) = (images * tp, images * p);
@@ -768,8 +781,57 @@ fn transform_output<T: WithDType, W: Minimal>(
                 }
             }
         }
-        let map = Planes { channels: cout, plane: n, row: g.ow, sides: (g.oh, g.ow), last_row: g.ow };
-        map.copy_from_channels_last(&image_out, &mut out[j * p..]);
+        match &mut out {
+            Output::Planar(out) => {
+                let map = Planes { channels: cout, plane: n, row: g.ow, sides: (g.oh, g.ow), last_row: g.ow };
+                map.copy_from_channels_last(&image_out, &mut out[j * p..]);
+            }
+            Output::Pooled { pool, pooled, out, idx } => {
+                let image = cout * pooled.0 * pooled.1;
+                let (out, idx) = (&mut out[j * image..][..image], &mut idx[j * image..][..image]);
+                pool_channels_last(g, &image_out, (*pool, *pooled), out, idx);
+            }
+        }
+    }
+}
+
+/// Max-pools one image's convolution output `image` (oh, ow, cout) channels-last into `out`
+/// and `idx` (cout, pooled rows, pooled columns): see [`Output::Pooled`].
+#[inline(always)]
+fn pool_channels_last<T: WithDType>(
+    g: &ConvGeometry,
+    image: &[T],
+    (pool, (ph, pw)): (MaxPool2dParams, (usize, usize)),
+    out: &mut [T],
+    idx: &mut [u32],
+) {
+    let ((kh, kw), (sh, sw), (pad_h, pad_w)) = (pool.kernel, pool.stride, pool.padding);
+    let (cout, plane) = (g.cout, ph * pw);
+    let mut lanes = [T::zero(); LANES];
+    for (py, px) in (0..ph).flat_map(|py| (0..pw).map(move |px| (py, px))) {
+        let (y0, y1) = ((py * sh).saturating_sub(pad_h), (py * sh + kh - pad_h).min(g.oh));
+        let (x0, x1) = ((px * sw).saturating_sub(pad_w), (px * sw + kw - pad_w).min(g.ow));
+        for (first, len) in channel_blocks(cout) {
+            let mut best = [T::from_f64(f64::NEG_INFINITY); LANES];
+            let mut at = [(y0 * g.ow + x0) as u32; LANES];
+            for (y, x) in (y0..y1).flat_map(|y| (x0..x1).map(move |x| (y, x))) {
+                let position = y * g.ow + x;
+                load_lanes(&image[position * cout + first..], len, &mut lanes);
+                for ((b, a), &v) in best.iter_mut().zip(&mut at).zip(&lanes) {
+                    // `v != v` is true only for NaN, which is always taken; `|`, not `||`:
+                    // no branch.
+                    #[allow(clippy::eq_op)]
+                    let take = (v > *b) | (v != v);
+                    *b = if take { v } else { *b };
+                    *a = if take { position as u32 } else { *a };
+                }
+            }
+            let at_plane = py * pw + px;
+            for l in 0..len {
+                out[(first + l) * plane + at_plane] = best[l];
+                idx[(first + l) * plane + at_plane] = at[l];
+            }
+        }
     }
 }
 
@@ -807,7 +869,7 @@ fn transform_output_grad<T: WithDType, W: Minimal>(g: &ConvGeometry, dy: &[T], i
 enum Transform<'a, T> {
     Input { x: Images<'a, T>, v_t: &'a mut [T] },
     InputGrad { dv_t: &'a [T], dx: &'a mut [T] },
-    Output { m_t: &'a [T], bias: &'a [T], relu: bool, out: &'a mut [T] },
+    Output { m_t: &'a [T], bias: &'a [T], relu: bool, out: Output<'a, T> },
     OutputGrad { dy: &'a [T], dm_t: &'a mut [T] },
 }
 
@@ -849,7 +911,7 @@ fn forward_group<T: WithDType, W: Minimal>(
     (x, u_t, bias): (Images<'_, T>, &[T], &[T]),
     (images, relu): (usize, bool),
     (scratch, parallel): (&mut [T], bool),
-    out: &mut [T],
+    out: Output<'_, T>,
 ) {
     let tiles = images * tiles_per_image::<W>(g);
     let (v_slab, m_slab) = (slab(tiles * g.c), slab(tiles * g.cout));

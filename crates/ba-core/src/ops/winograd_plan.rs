@@ -6,7 +6,7 @@ use candle_core::WithDType;
 
 use super::im2col::ConvGeometry;
 use super::space_to_depth::SpaceToDepth;
-use super::winograd::{Algorithm, Images};
+use super::winograd::{Algorithm, Images, Output};
 
 /// A convolution run by Winograd's algorithm: `algorithm` on the convolution `inner`, which is
 /// the convolution itself or, through `blocks`, its rewrite with stride 1.
@@ -88,7 +88,7 @@ impl WinogradPlan {
         (x, u_t, bias): (&[T], &[T], &[T]),
         (images, relu): (usize, bool),
         (scratch, parallel): (&mut [T], bool),
-        out: &mut [T],
+        out: Output<'_, T>,
     ) {
         let x = self.images(x, images);
         self.algorithm.forward_group(&self.inner, (x, u_t, bias), (images, relu), (scratch, parallel), out);
