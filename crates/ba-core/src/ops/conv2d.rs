@@ -19,7 +19,7 @@
 //! backpropagation. On CUDA each step is one kernel or cuBLAS call over the batch.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 
 use super::contiguous_slice;
 use super::conv_groups::{
@@ -99,23 +99,6 @@ pub(crate) fn bias_or_zeros(bias: Option<&Tensor>, g: &ConvGeometry, x: &Tensor)
         Some(b) => candle_core::bail!("conv2d: bias of shape {:?} for {} output channels", b.dims(), g.cout),
         None => Tensor::zeros(g.cout, x.dtype(), x.device()),
     }
-}
-
-/// Runs `$body` with `$t` bound to the element type of `$storage`, for f32 and f64.
-macro_rules! dispatch {
-    ($op:expr, $storage:expr, |$t:ident| $body:expr) => {
-        match $storage.dtype() {
-            DType::F32 => {
-                type $t = f32;
-                CpuStorage::F32($body)
-            }
-            DType::F64 => {
-                type $t = f64;
-                CpuStorage::F64($body)
-            }
-            dt => candle_core::bail!("{}: unsupported dtype {dt:?}", $op),
-        }
-    };
 }
 
 struct Conv2dForward(Conv2dParams);
@@ -360,7 +343,7 @@ mod cuda_ops {
 mod tests {
     use super::*;
     use crate::ops::test_support::{assert_batch_equals_images_one_at_a_time, max_abs_diff, randn};
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
 
     /// Forward and all three gradients against Candle's conv2d + bias (+ relu) on f64 data.
     fn check_against_candle(

@@ -24,7 +24,7 @@ use super::winograd_plan::WinogradPlan;
 use candle_core::backend::BackendStorage;
 use candle_core::{DType, Result, Storage, Tensor, WithDType};
 
-use super::contiguous_slice;
+use super::{contiguous_slice, Wanted};
 
 /// Columns a group's column matrix should reach at least.
 const GROUP_COLUMNS: usize = 256;
@@ -359,14 +359,6 @@ pub(crate) fn transpose<T: Copy + Default>(m: &[T], rows: usize, cols: usize) ->
     t
 }
 
-/// Which of a convolution's three gradients take part in backpropagation.
-#[derive(Debug, Clone, Copy)]
-struct Wanted {
-    dx: bool,
-    dw: bool,
-    db: bool,
-}
-
 /// A convolution's input, weight and bias gradients, each `None` when not wanted.
 type Gradients<T> = (Option<Vec<T>>, Option<Vec<T>>, Option<Vec<T>>);
 
@@ -488,7 +480,7 @@ pub(crate) fn cpu_backward(
     (grad, res): (&Tensor, &Tensor),
     output_grad: &impl GroupOutputGrad,
 ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-    let wanted = Wanted { dx: x.track_op(), dw: w.track_op(), db: b.track_op() };
+    let wanted = Wanted::of(x, w, b);
     let grad = grad.contiguous()?;
     let (gs, gl) = grad.storage_and_layout();
     let (rs, rl) = res.storage_and_layout();

@@ -18,8 +18,8 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
 
-use super::contiguous_slice;
 use super::im2col::{matmul_new, MatRef};
+use super::{contiguous_slice, Wanted};
 
 /// The sizes of a linear layer's product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,19 +86,11 @@ impl CustomOp3 for Linear {
     ) -> Result<(CpuStorage, Shape)> {
         let s = LinearShape::of(xl.dims(), wl.dims(), bl.dims())?;
         let name = self.name();
-        let out = match xs.dtype() {
-            DType::F32 => CpuStorage::F32(forward(
-                s,
-                (contiguous_slice(name, xs, xl)?, contiguous_slice(name, ws, wl)?, contiguous_slice(name, bs, bl)?),
-                self.relu,
-            )),
-            DType::F64 => CpuStorage::F64(forward(
-                s,
-                (contiguous_slice(name, xs, xl)?, contiguous_slice(name, ws, wl)?, contiguous_slice(name, bs, bl)?),
-                self.relu,
-            )),
-            dt => candle_core::bail!("{name}: unsupported dtype {dt:?}"),
-        };
+        let out = dispatch!(name, xs, |T| forward::<T>(
+            s,
+            (contiguous_slice(name, xs, xl)?, contiguous_slice(name, ws, wl)?, contiguous_slice(name, bs, bl)?),
+            self.relu
+        ));
         Ok((out, Shape::from((s.batch, s.outputs))))
     }
 
@@ -120,7 +112,7 @@ impl CustomOp3 for Linear {
         let (Storage::Cpu(gs), Storage::Cpu(rs), Storage::Cpu(xs), Storage::Cpu(ws)) = (&*gs, &*rs, &*xs, &*ws) else {
             candle_core::bail!("{name}: this backward pass runs on the CPU");
         };
-        let wanted = Wanted { dx: x.track_op(), dw: w.track_op(), db: b.track_op() };
+        let wanted = Wanted::of(x, w, b);
         macro_rules! gradients {
             ($t:ty) => {{
                 let (dx, dw, db) = backward::<$t>(
@@ -141,14 +133,6 @@ impl CustomOp3 for Linear {
             dt => candle_core::bail!("{name}: unsupported dtype {dt:?}"),
         }
     }
-}
-
-/// Which gradients backpropagation asks for.
-#[derive(Clone, Copy)]
-struct Wanted {
-    dx: bool,
-    dw: bool,
-    db: bool,
 }
 
 /// `y = relu?(x w^T + bias)`, (batch, out).

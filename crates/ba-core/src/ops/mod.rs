@@ -8,6 +8,23 @@
 //! kernels of `cuda/kernels.cu` and cuBLAS products through `cuda/`. The public functions are
 //! the same on both devices; only f32 runs on CUDA.
 
+/// Runs `$body` with `$t` bound to the element type of `$storage`, for f32 and f64.
+macro_rules! dispatch {
+    ($op:expr, $storage:expr, |$t:ident| $body:expr) => {
+        match $storage.dtype() {
+            candle_core::DType::F32 => {
+                type $t = f32;
+                candle_core::CpuStorage::F32($body)
+            }
+            candle_core::DType::F64 => {
+                type $t = f64;
+                candle_core::CpuStorage::F64($body)
+            }
+            dt => candle_core::bail!("{}: unsupported dtype {dt:?}", $op),
+        }
+    };
+}
+
 mod adam;
 #[cfg(any(feature = "cuda", test))]
 mod blas;
@@ -64,4 +81,19 @@ fn f32_param_and_grad<'a>(
         candle_core::bail!("{op}: parameter and gradient must be contiguous");
     };
     Ok((&mut param[p0..p1], &grad[g0..g1]))
+}
+
+/// Which of an op's three inputs (input, weight, bias) take part in backpropagation, so that
+/// its backward pass computes only their gradients.
+#[derive(Debug, Clone, Copy)]
+struct Wanted {
+    dx: bool,
+    dw: bool,
+    db: bool,
+}
+
+impl Wanted {
+    fn of(x: &candle_core::Tensor, w: &candle_core::Tensor, b: &candle_core::Tensor) -> Self {
+        Self { dx: x.track_op(), dw: w.track_op(), db: b.track_op() }
+    }
 }
