@@ -19,7 +19,8 @@ use rayon::iter::Either;
 use rayon::prelude::*;
 
 use super::im2col::{col2im, im2col_strided, im2row, matmul, ConvGeometry, MatRef};
-use super::winograd::Output;
+use super::max_pool2d::PooledGrad;
+use super::winograd::{Output, OutputGrad};
 use super::winograd_plan::WinogradPlan;
 use candle_core::backend::BackendStorage;
 use candle_core::{DType, Result, Storage, Tensor, WithDType};
@@ -378,17 +379,18 @@ impl<T: WithDType> Partial<T> {
     }
 }
 
-/// The wanted gradients of the convolution `g` of `x` by `w`, group by group:
-/// `output_grad(first image, images, order, dy)` writes the group's output gradient into `dy`
-/// (cout x images * positions, in the [`DyOrder`] of `g`); from it, while it is in cache, the
-/// group's bias and weight gradients are added to one running sum per thread and its input
-/// gradient is computed (`W^T * dY`, then col2im). Groups are spread over rayon's threads as in the
-/// forward pass.
+/// The wanted gradients of the convolution `g` of `x` by `w`, group by group: `output_grad`
+/// makes each group's output gradient from the op's (gradient, result) over the batch (for
+/// Winograd's algorithm a pooled gradient goes to the output transform as it is, else it is
+/// written into `dy`, cout x images * positions, in the [`DyOrder`] of `g`); from it, while it
+/// is in cache, the group's bias and weight gradients are added to one running sum per thread
+/// and its input gradient is computed (`W^T * dY`, then col2im). Groups are spread over
+/// rayon's threads as in the forward pass.
 fn backward_by_groups<T: WithDType + Default>(
     g: &ConvGeometry,
     (x, w): (&[T], &[T]),
     wanted: Wanted,
-    output_grad: impl Fn(usize, usize, DyOrder, &mut [T]) + Sync,
+    (grad_and_result, output_grad): ((&[T], &[T]), &impl GroupOutputGrad),
 ) -> Gradients<T> {
     let (p, patch, group) = (g.positions(), g.patch(), images_per_group(g));
     let order = DyOrder::of(g);
@@ -407,27 +409,36 @@ fn backward_by_groups<T: WithDType + Default>(
         (true, Some(plan)) => plan.transformed_weight_len(),
     };
     let scratch_len = by_winograd.map_or(patch * group * p, |plan| plan.scratch_len(group));
-    let partial =
-        || Partial { dw: zeros(weight_len), db: zeros(g.cout), dy: zeros(g.cout * group * p), col: zeros(scratch_len) };
+    // `dy` is sized on first use: a pooled gradient that Winograd's transform scatters itself
+    // needs none.
+    let partial = || Partial { dw: zeros(weight_len), db: zeros(g.cout), dy: Vec::new(), col: zeros(scratch_len) };
     let run = |mut acc: Partial<T>, index: usize, dx: Option<&mut [T]>, parallel: bool| {
         let (first, images) = (index * group, group.min(g.b - index * group));
         let n = images * p;
-        let dy = &mut acc.dy[..g.cout * n];
-        output_grad(first, images, order, dy);
-        order.add_channel_sums(dy, n, &mut acc.db);
+        let Partial { dw, db, dy, col } = &mut acc;
+        let pooled = by_winograd.and_then(|_| output_grad.pooled(grad_and_result, (first, images)));
+        if let Some(pooled) = &pooled {
+            pooled.add_channel_sums(g.cout, db);
+        } else {
+            dy.resize(g.cout * group * p, T::zero());
+            output_grad.fill(grad_and_result, (first, images), order, &mut dy[..g.cout * n]);
+            order.add_channel_sums(&dy[..g.cout * n], n, db);
+        }
         let x = &x[first * g.image()..];
         if let Some(plan) = by_winograd {
             debug_assert_eq!(order, DyOrder::ChannelMajor, "Winograd's tiles read the group channel by channel");
-            let du = wanted.dw.then_some(&mut acc.dw[..]);
-            plan.backward_group((x, &w_t, dy), images, (du, dx), (&mut acc.col, parallel));
+            let dy = pooled.map_or_else(|| OutputGrad::Planar(&dy[..g.cout * n]), OutputGrad::Pooled);
+            let du = wanted.dw.then_some(&mut dw[..]);
+            plan.backward_group((x, &w_t, dy), images, (du, dx), (col, parallel));
             return acc;
         }
+        let dy = &dy[..g.cout * n];
         if wanted.dw {
-            im2col_group(g, x, images, &mut acc.col);
-            add_weight_grad(g, (&acc.col, dy, order), n, &mut acc.dw, parallel);
+            im2col_group(g, x, images, col);
+            add_weight_grad(g, (col, dy, order), n, dw, parallel);
         }
         if let Some(dx) = dx {
-            add_input_grad(g, (&w_t, dy, order), images, &mut acc.col, dx, parallel);
+            add_input_grad(g, (&w_t, dy, order), images, col, dx, parallel);
         }
         acc
     };
@@ -467,6 +478,17 @@ pub(crate) trait GroupOutputGrad: Sync {
     /// positions, in `order`: see [`DyOrder::plane`]), from the op's (gradient, result) over
     /// the batch.
     fn fill<T: WithDType>(&self, grad_and_result: (&[T], &[T]), group: (usize, usize), order: DyOrder, dy: &mut [T]);
+
+    /// The group's output gradient as a max-pool's, which Winograd's output transform scatters
+    /// itself ([`OutputGrad::Pooled`]), with no [`Self::fill`]; `None` (the default) for an op
+    /// without a pool.
+    fn pooled<'a, T: WithDType>(
+        &'a self,
+        _grad_and_result: (&'a [T], &'a [T]),
+        _group: (usize, usize),
+    ) -> Option<PooledGrad<'a, T>> {
+        None
+    }
 }
 
 /// The backward pass on the CPU of an op that ends in the convolution `g` of `x` by `w` with
@@ -519,8 +541,7 @@ fn tensor_gradients<T: WithDType + Default>(
     (wanted, output_grad): (Wanted, &impl GroupOutputGrad),
     like: (&Tensor, &Tensor, &Tensor),
 ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-    let fill = |first, images, order, dy: &mut [T]| output_grad.fill((grad, res), (first, images), order, dy);
-    let (dx, dw, db) = backward_by_groups(g, (x, w), wanted, fill);
+    let (dx, dw, db) = backward_by_groups(g, (x, w), wanted, ((grad, res), output_grad));
     let tensor =
         |v: Option<Vec<T>>, like: &Tensor| v.map(|v| Tensor::from_vec(v, like.dims(), like.device())).transpose();
     Ok((tensor(dx, like.0)?, tensor(dw, like.1)?, tensor(db, like.2)?))

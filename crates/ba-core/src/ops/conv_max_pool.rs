@@ -11,7 +11,9 @@
 //! copy its output transform makes, 16 channels per load, so the planar output never exists;
 //! 12-20% off those layers' forward pass), and in the backward pass the group's output
 //! gradient is scattered from the pooled gradient (only where the pooled value passed the
-//! ReLU, the same mask) right before that group's weight, bias and input gradients use it.
+//! ReLU, the same mask) right before that group's weight, bias and input gradients use it
+//! (for Winograd's layers straight into the channels-last copy its tiles are read from, so
+//! the planar gradient is never made either: [`super::winograd::OutputGrad::Pooled`]).
 //! The results are those of [`conv2d`] followed by [`max_pool2d`], which other devices run.
 
 use std::sync::{Arc, Mutex};
@@ -26,7 +28,7 @@ use super::conv_groups::{
     DyOrder, GroupOutputGrad,
 };
 use super::im2col::ConvGeometry;
-use super::max_pool2d::PlaneWindows;
+use super::max_pool2d::{PlaneWindows, PooledGrad};
 use super::winograd::Output;
 use super::{contiguous_slice, conv2d, max_pool2d, Conv2dParams, MaxPool2dParams};
 
@@ -195,38 +197,39 @@ struct Scatter<'a> {
 impl GroupOutputGrad for Scatter<'_> {
     fn fill<T: WithDType>(
         &self,
-        (grad, res): (&[T], &[T]),
+        grad_and_result: (&[T], &[T]),
         (first, images): (usize, usize),
         order: DyOrder,
         dy: &mut [T],
     ) {
-        let pooled = self.shapes.pooled_image();
-        let span = first * pooled..(first + images) * pooled;
-        self.scatter((images, order), (&grad[span.clone()], &res[span.clone()], &self.argmax[span]), dy);
+        let pooled = self.group(grad_and_result, (first, images));
+        let cout = self.shapes.conv.cout;
+        dy.fill(T::zero());
+        for (j, k) in (0..images).flat_map(|j| (0..cout).map(move |k| (j, k))) {
+            pooled.scatter_plane((j, k, cout), order.plane(&self.shapes.conv, images, (j, k)), dy);
+        }
+    }
+
+    fn pooled<'a, T: WithDType>(
+        &'a self,
+        grad_and_result: (&'a [T], &'a [T]),
+        group: (usize, usize),
+    ) -> Option<PooledGrad<'a, T>> {
+        Some(self.group(grad_and_result, group))
     }
 }
 
 impl Scatter<'_> {
-    /// The convolution-output gradient `dy` of a group of `images` images (cout x images *
-    /// positions, in `order`): each pooled gradient added at its window's arg-max, where the
-    /// pooled value passed the ReLU (the pooled value is the ReLU's output there, so this is
-    /// the ReLU's mask).
-    fn scatter<T: WithDType>(
-        &self,
-        (images, order): (usize, DyOrder),
-        (grad, res, argmax): (&[T], &[T], &[u32]),
-        dy: &mut [T],
-    ) {
-        let (plane, cout) = (self.shapes.pooled_plane(), self.shapes.conv.cout);
-        dy.fill(T::zero());
-        let pooled = grad.chunks(plane).zip(res.chunks(plane)).zip(argmax.chunks(plane));
-        for (index, ((grad, res), argmax)) in pooled.enumerate() {
-            let (start, step) = order.plane(&self.shapes.conv, images, (index / cout, index % cout));
-            for ((&g, &r), &at) in grad.iter().zip(res).zip(argmax) {
-                if !self.relu || r > T::zero() {
-                    dy[start + at as usize * step] += g;
-                }
-            }
+    /// The pooled gradient of the group (first image, images).
+    fn group<'a, T>(&'a self, (grad, res): (&'a [T], &'a [T]), (first, images): (usize, usize)) -> PooledGrad<'a, T> {
+        let image = self.shapes.pooled_image();
+        let span = first * image..(first + images) * image;
+        PooledGrad {
+            grad: &grad[span.clone()],
+            res: &res[span.clone()],
+            argmax: &self.argmax[span],
+            plane: self.shapes.pooled_plane(),
+            relu: self.relu,
         }
     }
 }

@@ -248,6 +248,55 @@ impl CustomOp1 for MaxPool2d {
     }
 }
 
+/// The gradient of a group of images' max-pooled, ReLU-activated convolution output, as the
+/// fused convolution and pool ([`super::conv2d_max_pool2d`]) hands it to its backward pass:
+/// each pooled value's gradient goes to its window's arg-max where the pooled value passed the
+/// ReLU (the pooled value is the ReLU's output there, so this is the ReLU's mask).
+#[derive(Clone, Copy)]
+pub(crate) struct PooledGrad<'a, T> {
+    /// The op's output gradient, (images, channels, pooled plane).
+    pub grad: &'a [T],
+    /// The op's output, shaped like `grad`.
+    pub res: &'a [T],
+    /// Each pooled value's arg-max, a flat index in its convolution-output plane.
+    pub argmax: &'a [u32],
+    /// Values per pooled plane.
+    pub plane: usize,
+    /// Whether a ReLU came before the pool.
+    pub relu: bool,
+}
+
+impl<T: WithDType> PooledGrad<'_, T> {
+    /// Adds image `j`'s channel `k` (of `channels`) to `dst`: the gradient at convolution
+    /// position `at` goes to `dst[start + at * step]`.
+    #[inline(always)]
+    pub(crate) fn scatter_plane(
+        &self,
+        (j, k, channels): (usize, usize, usize),
+        (start, step): (usize, usize),
+        dst: &mut [T],
+    ) {
+        let first = (j * channels + k) * self.plane;
+        let span = first..first + self.plane;
+        let values = self.grad[span.clone()].iter().zip(&self.res[span.clone()]).zip(&self.argmax[span]);
+        for ((&g, &r), &at) in values {
+            if !self.relu || r > T::zero() {
+                dst[start + at as usize * step] += g;
+            }
+        }
+    }
+
+    /// Adds the sum of each of the `channels` channels' gradients that pass the ReLU, plane by
+    /// plane, to `sums`: the group's share of the bias gradient.
+    pub(crate) fn add_channel_sums(&self, channels: usize, sums: &mut [T]) {
+        let planes = self.grad.chunks_exact(self.plane).zip(self.res.chunks_exact(self.plane));
+        for (index, (grad, res)) in planes.enumerate() {
+            let passed = grad.iter().zip(res).filter(|&(_, &r)| !self.relu || r > T::zero());
+            sums[index % channels] += passed.fold(T::zero(), |a, (&g, _)| a + g);
+        }
+    }
+}
+
 /// Scatters output gradients back to the recorded arg-max positions.
 struct MaxPool2dBackward {
     params: MaxPool2dParams,

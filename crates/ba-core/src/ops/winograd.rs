@@ -37,7 +37,7 @@ use candle_core::WithDType;
 use rayon::prelude::*;
 
 use super::im2col::{matmul, ConvGeometry, MatRef};
-use super::max_pool2d::MaxPool2dParams;
+use super::max_pool2d::{MaxPool2dParams, PooledGrad};
 use super::space_to_depth::SpaceToDepth;
 
 /// The Winograd algorithm a convolution runs by.
@@ -137,14 +137,14 @@ impl Algorithm {
         by_algorithm!(self, W => forward_group::<T, W>(g, (x, u_t, bias), (images, relu), (scratch, parallel), out))
     }
 
-    /// The backward pass of one group of `images` images from its output gradient `dy` (cout,
-    /// images * positions): adds `dU^T` to `du_t` (a^2, c, cout) when given, and writes the
+    /// The backward pass of one group of `images` images from its output gradient `dy` (see
+    /// [`OutputGrad`]): adds `dU^T` to `du_t` (a^2, c, cout) when given, and writes the
     /// input gradient to `dx` (images, c, h, w) when given, with `u` from
     /// [`Self::transform_weights`] (empty without `dx`) and `scratch` of [`Self::scratch_len`].
     pub(crate) fn backward_group<T: WithDType>(
         self,
         g: &ConvGeometry,
-        (x, u, dy): (Images<'_, T>, &[T], &[T]),
+        (x, u, dy): (Images<'_, T>, &[T], OutputGrad<'_, T>),
         images: usize,
         (du_t, dx): (Option<&mut [T]>, Option<&mut [T]>),
         (scratch, parallel): (&mut [T], bool),
@@ -835,26 +835,53 @@ fn pool_channels_last<T: WithDType>(
     }
 }
 
-/// `dm_t` (a^2, tiles, cout) = `A dY A^T` of every tile of the group's output gradient `dy`
-/// (cout, images * positions), by way of one image's gradient channels-last; outputs beyond
-/// the map count as zero.
+/// A group's convolution-output gradient, as the backward pass receives it.
+#[derive(Clone, Copy)]
+pub(crate) enum OutputGrad<'a, T> {
+    /// (cout, images * positions), image j's positions in columns j * p ...
+    Planar(&'a [T]),
+    /// The gradient of the pooled output that [`Output::Pooled`] made, scattered to each
+    /// window's arg-max straight into the channels-last copy the tiles are read from: the
+    /// backward mirror of [`Output::Pooled`], without the planar gradient.
+    Pooled(PooledGrad<'a, T>),
+}
+
+/// `dm_t` (a^2, tiles, cout) = `A dY A^T` of every tile of the group's output gradient `dy`,
+/// by way of one image's gradient channels-last; outputs beyond the map count as zero.
 #[inline(always)]
-fn transform_output_grad<T: WithDType, W: Minimal>(g: &ConvGeometry, dy: &[T], images: usize, dm_t: &mut [T]) {
+fn transform_output_grad<T: WithDType, W: Minimal>(
+    g: &ConvGeometry,
+    dy: OutputGrad<'_, T>,
+    images: usize,
+    dm_t: &mut [T],
+) {
     let (tp, p, cout) = (tiles_per_image::<W>(g), g.positions(), g.cout);
     let (tiles, n) = (images * tp, images * p);
-    let (th, tw) = tile_grid::<W>(g);
-    let cols = W::M * tw;
-    let mut image_grad = vec![T::zero(); W::M * th * cols * cout];
+    let mut image_grad = vec![T::zero(); p * cout];
     let (mut block, mut transformed) = (zero_block(), zero_block());
     for j in 0..images {
-        let map = Planes { channels: cout, plane: n, row: g.ow, sides: (g.oh, g.ow), last_row: cols };
-        map.copy_to_channels_last(&dy[j * p..], &mut image_grad);
+        match dy {
+            OutputGrad::Planar(dy) => {
+                let map = Planes { channels: cout, plane: n, row: g.ow, sides: (g.oh, g.ow), last_row: g.ow };
+                map.copy_to_channels_last(&dy[j * p..], &mut image_grad);
+            }
+            OutputGrad::Pooled(pooled) => {
+                image_grad.fill(T::zero());
+                for k in 0..cout {
+                    pooled.scatter_plane((j, k, cout), (k, cout), &mut image_grad);
+                }
+            }
+        }
         for (q, ty, tx) in tiles_of::<W>(g) {
             let t = j * tp + q;
             for (first, len) in channel_blocks(cout) {
                 for (at, lanes) in block.iter_mut().take(W::M * W::M).enumerate() {
-                    let position = (W::M * ty + at / W::M) * cols + W::M * tx + at % W::M;
-                    load_lanes(&image_grad[position * cout + first..], len, lanes);
+                    let (oy, ox) = (W::M * ty + at / W::M, W::M * tx + at % W::M);
+                    if oy < g.oh && ox < g.ow {
+                        load_lanes(&image_grad[(oy * g.ow + ox) * cout + first..], len, lanes);
+                    } else {
+                        *lanes = [T::zero(); LANES];
+                    }
                 }
                 transform_block::<T, W>(&block, Step::OutputAdjoint, &mut transformed);
                 for (xi, lanes) in transformed.iter().take(W::XI).enumerate() {
@@ -870,7 +897,7 @@ enum Transform<'a, T> {
     Input { x: Images<'a, T>, v_t: &'a mut [T] },
     InputGrad { dv_t: &'a [T], dx: &'a mut [T] },
     Output { m_t: &'a [T], bias: &'a [T], relu: bool, out: Output<'a, T> },
-    OutputGrad { dy: &'a [T], dm_t: &'a mut [T] },
+    OutputGrad { dy: OutputGrad<'a, T>, dm_t: &'a mut [T] },
 }
 
 /// A [`Transform`] by the algorithm `W` of the group of `images` images of the convolution `g`.
@@ -928,7 +955,7 @@ fn forward_group<T: WithDType, W: Minimal>(
 /// See [`Algorithm::backward_group`].
 fn backward_group<T: WithDType, W: Minimal>(
     g: &ConvGeometry,
-    (x, u, dy): (Images<'_, T>, &[T], &[T]),
+    (x, u, dy): (Images<'_, T>, &[T], OutputGrad<'_, T>),
     images: usize,
     (du_t, dx): (Option<&mut [T]>, Option<&mut [T]>),
     (scratch, parallel): (&mut [T], bool),

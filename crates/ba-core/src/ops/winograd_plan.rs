@@ -6,7 +6,7 @@ use candle_core::WithDType;
 
 use super::im2col::ConvGeometry;
 use super::space_to_depth::SpaceToDepth;
-use super::winograd::{Algorithm, Images, Output};
+use super::winograd::{Algorithm, Images, Output, OutputGrad};
 
 /// A convolution run by Winograd's algorithm: `algorithm` on the convolution `inner`, which is
 /// the convolution itself or, through `blocks`, its rewrite with stride 1.
@@ -97,7 +97,7 @@ impl WinogradPlan {
     /// See [`Algorithm::backward_group`]; `dx`, zeros on entry, receives the input gradient.
     pub(crate) fn backward_group<T: WithDType>(
         &self,
-        (x, u, dy): (&[T], &[T], &[T]),
+        (x, u, dy): (&[T], &[T], OutputGrad<'_, T>),
         images: usize,
         (du_t, dx): (Option<&mut [T]>, Option<&mut [T]>),
         (scratch, parallel): (&mut [T], bool),
