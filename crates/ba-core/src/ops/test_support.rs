@@ -3,7 +3,9 @@
 use candle_core::{DType, Device, Tensor, Var};
 use rand_distr::{Distribution, StandardNormal};
 
-use super::conv_groups::spread_groups;
+use super::conv_groups::{images_per_group, spread_groups};
+use super::winograd_plan::WinogradPlan;
+use super::Conv2dParams;
 use crate::rng::rng_for;
 
 /// A seeded f64 normal tensor, so that failures reproduce.
@@ -20,15 +22,28 @@ pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     diff.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
 }
 
-/// Runs `op(x, w, b)` on six images (seeded, (6, 4, 12, 12), weight (5, 4, 3, 3); with stride
-/// 1 and padding 1 that is 144 positions, one image per group) in a pool of three threads,
-/// where the six groups are spread over the threads, and on each image alone, where the GEMMs
-/// run in parallel: outputs and input gradients agree image by image, and the weight and
-/// bias gradients of the batch are the sums of the images'.
-pub(crate) fn assert_batch_equals_images_one_at_a_time(op: impl Fn(&Tensor, &Tensor, &Tensor) -> Tensor + Sync) {
+/// Runs `op(x, w, b, conv)` on six images (seeded, 4 channels, weight (5, 4, 3, 3)) in a pool
+/// of three threads, where the six groups are spread over the threads, and on each image
+/// alone, where the GEMMs run in parallel: outputs and input gradients agree image by image,
+/// and the weight and bias gradients of the batch are the sums of the images'. It does so
+/// for a convolution by Winograd's algorithm (stride 1 at 40x40: 100 tiles, one image per
+/// group) and one by im2col (stride 2 at 24x24: 144 positions, one image per group).
+pub(crate) fn assert_batch_equals_images_one_at_a_time(
+    op: impl Fn(&Tensor, &Tensor, &Tensor, Conv2dParams) -> Tensor + Sync,
+) {
+    for (stride, side, by_winograd) in [(1, 40, true), (2, 24, false)] {
+        let conv = Conv2dParams::square(stride, 1).with_relu();
+        let g = conv.geometry(&[6, 4, side, side], &[5, 4, 3, 3]).unwrap();
+        assert_eq!(WinogradPlan::of(&g).is_some(), by_winograd, "{g:?}");
+        assert_eq!(images_per_group(&g), 1, "{g:?}");
+        assert_batch_equals_images_one_at_a_time_in(side, |x, w, b| op(x, w, b, conv));
+    }
+}
+
+fn assert_batch_equals_images_one_at_a_time_in(side: usize, op: impl Fn(&Tensor, &Tensor, &Tensor) -> Tensor + Sync) {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
     assert!(pool.install(|| spread_groups(6) && !spread_groups(1)), "the test must take both paths");
-    let x = randn(&[6, 4, 12, 12], 1.0, 5);
+    let x = randn(&[6, 4, side, side], 1.0, 5);
     let (w, b) = (randn(&[5, 4, 3, 3], 0.3, 6), randn(&[5], 0.3, 7));
     let run = |x: &Var, probe: Option<&Tensor>| {
         pool.install(|| {
