@@ -365,12 +365,7 @@ type Gradients<T> = (Option<Vec<T>>, Option<Vec<T>>, Option<Vec<T>>);
 
 /// One thread's running sums of the weight and bias gradients, and its scratch buffers.
 struct Partial<T> {
-    /// This thread's sum of the weight gradient: for Winograd's algorithm that of the
-    /// transformed weight, empty until the thread's first group writes it (never zeroed).
     dw: Vec<T>,
-    /// The weight-gradient sums of the threads merged into this one, kept apart: Winograd's
-    /// weight gradient adds them as it reads them.
-    merged_dw: Vec<Vec<T>>,
     db: Vec<T>,
     dy: Vec<T>,
     col: Vec<T>,
@@ -378,16 +373,9 @@ struct Partial<T> {
 
 impl<T: WithDType> Partial<T> {
     fn merge(mut self, other: Self) -> Self {
+        self.dw.iter_mut().zip(&other.dw).for_each(|(a, &b)| *a += b);
         self.db.iter_mut().zip(&other.db).for_each(|(a, &b)| *a += b);
-        self.merged_dw.push(other.dw);
-        self.merged_dw.extend(other.merged_dw);
         self
-    }
-
-    /// Every thread's weight-gradient sum, leaving out those of threads that had no group.
-    fn weight_sums(&mut self) -> Vec<Vec<T>> {
-        let merged = std::mem::take(&mut self.merged_dw);
-        std::iter::once(std::mem::take(&mut self.dw)).chain(merged).filter(|sum| !sum.is_empty()).collect()
     }
 }
 
@@ -423,17 +411,11 @@ fn backward_by_groups<T: WithDType + Default>(
     let scratch_len = by_winograd.map_or(patch * group * p, |plan| plan.scratch_len(group));
     // `dy` is sized on first use: a pooled gradient that Winograd's transform scatters itself
     // needs none.
-    let partial = || Partial {
-        dw: if by_winograd.is_some() { Vec::new() } else { zeros(weight_len) },
-        merged_dw: Vec::new(),
-        db: zeros(g.cout),
-        dy: Vec::new(),
-        col: zeros(scratch_len),
-    };
+    let partial = || Partial { dw: zeros(weight_len), db: zeros(g.cout), dy: Vec::new(), col: zeros(scratch_len) };
     let run = |mut acc: Partial<T>, index: usize, dx: Option<&mut [T]>, parallel: bool| {
         let (first, images) = (index * group, group.min(g.b - index * group));
         let n = images * p;
-        let Partial { dw, db, dy, col, .. } = &mut acc;
+        let Partial { dw, db, dy, col } = &mut acc;
         let pooled = by_winograd.and_then(|_| output_grad.pooled(grad_and_result, (first, images)));
         if let Some(pooled) = &pooled {
             pooled.add_channel_sums(g.cout, db);
@@ -446,7 +428,7 @@ fn backward_by_groups<T: WithDType + Default>(
         if let Some(plan) = by_winograd {
             debug_assert_eq!(order, DyOrder::ChannelMajor, "Winograd's tiles read the group channel by channel");
             let dy = pooled.map_or_else(|| OutputGrad::Planar(&dy[..g.cout * n]), OutputGrad::Pooled);
-            let du = wanted.dw.then_some(dw);
+            let du = wanted.dw.then_some(&mut dw[..]);
             plan.backward_group((x, &w_t, dy), images, (du, dx), (col, parallel));
             return acc;
         }
@@ -462,7 +444,7 @@ fn backward_by_groups<T: WithDType + Default>(
     };
     let groups = g.b.div_ceil(group);
     let mut dx = wanted.dx.then(|| zeros(g.b * g.image()));
-    let mut sums = if spread_groups(groups) {
+    let sums = if spread_groups(groups) {
         let chunks = match dx.as_mut() {
             Some(dx) => Either::Left(dx.par_chunks_mut(group * g.image()).map(Some)),
             None => Either::Right((0..groups).into_par_iter().map(|_| None)),
@@ -481,17 +463,10 @@ fn backward_by_groups<T: WithDType + Default>(
         }
         acc
     };
-    let weight_sums = sums.weight_sums();
     let dw = match (wanted.dw, by_winograd) {
         (false, _) => None,
-        (true, None) => {
-            let sum = weight_sums.into_iter().reduce(|mut sum, other| {
-                sum.iter_mut().zip(&other).for_each(|(a, &b)| *a += b);
-                sum
-            });
-            Some(finish_weight_grad(g, sum.unwrap_or_else(|| zeros(weight_len))))
-        }
-        (true, Some(plan)) => Some(plan.weight_grad(&weight_sums)),
+        (true, None) => Some(finish_weight_grad(g, sums.dw)),
+        (true, Some(plan)) => Some(plan.weight_grad(&sums.dw)),
     };
     (dx, dw, wanted.db.then_some(sums.db))
 }

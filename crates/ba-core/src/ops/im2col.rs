@@ -370,35 +370,20 @@ pub(crate) fn matmul_on<T: candle_core::WithDType>(
 /// gradients that saved clearing 26 MB per step.
 pub(crate) fn matmul_new<T: candle_core::WithDType>(
     threads: usize,
-    shape: (usize, usize, usize),
+    (m, n, k): (usize, usize, usize),
     operands: (MatRef<'_, T>, MatRef<'_, T>),
 ) -> Vec<T> {
-    let mut dst = Vec::new();
-    matmul_append(threads, shape, &mut dst, operands);
-    dst
-}
-
-/// Appends `lhs (m x k) * rhs (k x n)`, row-major, to `dst`, on `threads` threads, without
-/// zeroing the new values first (see [`matmul_new`]).
-pub(crate) fn matmul_append<T: candle_core::WithDType>(
-    threads: usize,
-    (m, n, k): (usize, usize, usize),
-    dst: &mut Vec<T>,
-    operands: (MatRef<'_, T>, MatRef<'_, T>),
-) {
     if k == 0 {
-        dst.resize(dst.len() + m * n, T::zero());
-        return;
+        return vec![T::zero(); m * n];
     }
-    dst.reserve(m * n);
-    let len = dst.len();
-    // SAFETY: the spare capacity holds m x n values past `len` and aliases nothing. With
-    // `accumulate` false and k > 0, `gemm` writes every one of them (never reading them) before
-    // `set_len`.
+    let mut dst = Vec::with_capacity(m * n);
+    // SAFETY: the allocation holds m x n values and aliases nothing. With `accumulate` false
+    // and k > 0, `gemm` writes every one of them (never reading them) before `set_len`.
     unsafe {
-        gemm_into(threads, (m, n, k), dst.as_mut_ptr().add(len), false, operands);
-        dst.set_len(len + m * n);
+        gemm_into(threads, (m, n, k), dst.as_mut_ptr(), false, operands);
+        dst.set_len(m * n);
     }
+    dst
 }
 
 /// `dst (m x n, row-major) = lhs * rhs`, or `dst += ...` when `accumulate`, by the `gemm` crate.
@@ -602,11 +587,6 @@ mod tests {
                 drop(vec![f64::NAN; m * n]);
                 assert_eq!(matmul_new(threads, (m, n, k), operands()), want, "{m}x{n}x{k} on {threads} threads");
             }
-            // Appended after values already there, which stay as they were.
-            let mut appended = vec![7.0; 3];
-            matmul_append(2, (m, n, k), &mut appended, operands());
-            assert_eq!(appended[..3], [7.0; 3]);
-            assert_eq!(appended[3..], want, "{m}x{n}x{k} appended");
         }
         let empty: [f64; 0] = [];
         let none = || MatRef { data: &empty[..], row_stride: 0, col_stride: 0 };

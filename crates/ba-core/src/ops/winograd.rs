@@ -32,12 +32,11 @@
 //! convolves by im2col only.
 
 use std::marker::PhantomData;
-use std::mem::MaybeUninit;
 
 use candle_core::WithDType;
 use rayon::prelude::*;
 
-use super::im2col::{matmul, matmul_append, ConvGeometry, MatRef};
+use super::im2col::{matmul, ConvGeometry, MatRef};
 use super::max_pool2d::{MaxPool2dParams, PooledGrad};
 use super::space_to_depth::SpaceToDepth;
 
@@ -117,12 +116,10 @@ impl Algorithm {
         by_algorithm!(self, W => transform_weights::<T, W>(g, w, transposed))
     }
 
-    /// The gradient of the weight (cout, c, r, r) from `du_t`, partial sums (one per thread of
-    /// the backward pass) of the gradient of the transformed weight transposed (a^2, c, cout):
-    /// `dW = G^T dU G` per channel pair, blocks of [`LANES`] output channels spread over
-    /// rayon's threads. The partial sums are added as they are read: at the 7x7 layers, adding
-    /// them up first (5.3 MB each) had been a pass of 2% of the layer's time on one thread.
-    pub(crate) fn weight_grad<T: WithDType>(self, g: &ConvGeometry, du_t: &[Vec<T>]) -> Vec<T> {
+    /// The gradient of the weight (cout, c, r, r) from `du_t`, the gradient of the transformed
+    /// weight transposed (a^2, c, cout): `dW = G^T dU G` per channel pair, blocks of
+    /// [`LANES`] output channels spread over rayon's threads.
+    pub(crate) fn weight_grad<T: WithDType>(self, g: &ConvGeometry, du_t: &[T]) -> Vec<T> {
         by_algorithm!(self, W => weight_grad::<T, W>(g, du_t))
     }
 
@@ -141,8 +138,7 @@ impl Algorithm {
     }
 
     /// The backward pass of one group of `images` images from its output gradient `dy` (see
-    /// [`OutputGrad`]): adds `dU^T` to `du_t` (a^2, c, cout; written when empty) when given,
-    /// and writes the
+    /// [`OutputGrad`]): adds `dU^T` to `du_t` (a^2, c, cout) when given, and writes the
     /// input gradient to `dx` (images, c, h, w) when given, with `u` from
     /// [`Self::transform_weights`] (empty without `dx`) and `scratch` of [`Self::scratch_len`].
     pub(crate) fn backward_group<T: WithDType>(
@@ -150,7 +146,7 @@ impl Algorithm {
         g: &ConvGeometry,
         (x, u, dy): (Images<'_, T>, &[T], OutputGrad<'_, T>),
         images: usize,
-        (du_t, dx): (Option<&mut Vec<T>>, Option<&mut [T]>),
+        (du_t, dx): (Option<&mut [T]>, Option<&mut [T]>),
         (scratch, parallel): (&mut [T], bool),
     ) {
         by_algorithm!(self, W => backward_group::<T, W>(g, (x, u, dy), images, (du_t, dx), (scratch, parallel)))
@@ -448,18 +444,15 @@ fn transform_block<T: WithDType, W: Minimal>(src: &Block<T>, step: Step, dst: &m
     }
 }
 
-/// [`Algorithm::transform_weights`] by the algorithm `W`. The transformed weight is written
-/// once, never zeroed first: at the 7x7 layers it is 5.3 MB, and clearing it on one thread took
-/// a third as long as the transform on two.
+/// [`Algorithm::transform_weights`] by the algorithm `W`.
 fn transform_weights<T: WithDType, W: Minimal>(g: &ConvGeometry, w: &[T], transposed: bool) -> Vec<T> {
     // u is (a^2, rows, lanes): the lanes run along its contiguous axis.
     let (rows, lanes_len) = if transposed { (g.c, g.cout) } else { (g.cout, g.c) };
-    let len = W::XI * rows * lanes_len;
-    let mut u = Vec::with_capacity(len);
+    let mut u = vec![T::zero(); W::XI * rows * lanes_len];
     let rows_per_piece = rows.div_ceil(rayon::current_num_threads()).max(1);
     // Piece i's rows in each of the a^2 matrices.
-    let mut pieces: Vec<Vec<&mut [MaybeUninit<T>]>> = Vec::new();
-    for matrix in u.spare_capacity_mut()[..len].chunks_exact_mut(rows * lanes_len) {
+    let mut pieces: Vec<Vec<&mut [T]>> = Vec::new();
+    for matrix in u.chunks_exact_mut(rows * lanes_len) {
         for (i, rows_of_piece) in matrix.chunks_mut(rows_per_piece * lanes_len).enumerate() {
             match pieces.get_mut(i) {
                 Some(piece) => piece.push(rows_of_piece),
@@ -472,20 +465,16 @@ fn transform_weights<T: WithDType, W: Minimal>(g: &ConvGeometry, w: &[T], transp
         let transform = WeightTransform::<T, W> { g, w, transposed, first_row, u: &mut u, algorithm: PhantomData };
         pulp::Arch::new().dispatch(transform)
     });
-    // SAFETY: the pieces hold every row of every one of the a^2 matrices, and the transform
-    // writes every lane of each of its rows (see `WeightTransform`).
-    unsafe { u.set_len(len) };
     u
 }
 
-/// The transformed weight's rows `first_row..` into `u`, one slice of rows per a^2 matrix;
-/// every value of them is written.
+/// The transformed weight's rows `first_row..` into `u`, one slice of rows per a^2 matrix.
 struct WeightTransform<'a, T, W> {
     g: &'a ConvGeometry,
     w: &'a [T],
     transposed: bool,
     first_row: usize,
-    u: &'a mut [&'a mut [MaybeUninit<T>]],
+    u: &'a mut [&'a mut [T]],
     algorithm: PhantomData<W>,
 }
 
@@ -509,7 +498,7 @@ impl<T: WithDType, W: Minimal> pulp::WithSimd for WeightTransform<'_, T, W> {
                 }
                 transform_block::<T, W>(&block, Step::Kernel, &mut transformed);
                 for (lanes, u) in transformed.iter().take(W::XI).zip(self.u.iter_mut()) {
-                    store_lanes(&lanes.map(MaybeUninit::new), len, &mut u[at_row * lanes_len + first..]);
+                    store_lanes(lanes, len, &mut u[at_row * lanes_len + first..]);
                 }
             }
         }
@@ -517,7 +506,7 @@ impl<T: WithDType, W: Minimal> pulp::WithSimd for WeightTransform<'_, T, W> {
 }
 
 /// [`Algorithm::weight_grad`] by the algorithm `W`.
-fn weight_grad<T: WithDType, W: Minimal>(g: &ConvGeometry, du_t: &[Vec<T>]) -> Vec<T> {
+fn weight_grad<T: WithDType, W: Minimal>(g: &ConvGeometry, du_t: &[T]) -> Vec<T> {
     let per_output = g.c * W::R * W::R;
     let mut dw = vec![T::zero(); g.cout * per_output];
     dw.par_chunks_mut(LANES * per_output).enumerate().for_each(|(i, dw)| {
@@ -528,10 +517,10 @@ fn weight_grad<T: WithDType, W: Minimal>(g: &ConvGeometry, du_t: &[Vec<T>]) -> V
 }
 
 /// The weight gradient of the [`LANES`] (or fewer) output channels from `first_output` on,
-/// into their rows `dw`, from the sum of the partial sums `du_t`.
+/// into their rows `dw`.
 struct WeightGrad<'a, T, W> {
     g: &'a ConvGeometry,
-    du_t: &'a [Vec<T>],
+    du_t: &'a [T],
     first_output: usize,
     dw: &'a mut [T],
     algorithm: PhantomData<W>,
@@ -542,17 +531,13 @@ impl<T: WithDType, W: Minimal> pulp::WithSimd for WeightGrad<'_, T, W> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
-        let (g, first) = (self.g, self.first_output);
+        let (g, du_t, first) = (self.g, self.du_t, self.first_output);
         let (cout, c, taps) = (g.cout, g.c, W::R * W::R);
         let len = self.dw.len() / (c * taps);
-        let (mut block, mut transformed, mut lanes) = (zero_block(), zero_block(), [T::zero(); LANES]);
+        let (mut block, mut transformed) = (zero_block(), zero_block());
         for ci in 0..c {
-            for (xi, sum) in block.iter_mut().take(W::XI).enumerate() {
-                *sum = [T::zero(); LANES];
-                for du_t in self.du_t {
-                    load_lanes(&du_t[(xi * c + ci) * cout + first..], len, &mut lanes);
-                    sum.iter_mut().zip(&lanes).for_each(|(s, &v)| *s += v);
-                }
+            for (xi, lanes) in block.iter_mut().take(W::XI).enumerate() {
+                load_lanes(&du_t[(xi * c + ci) * cout + first..], len, lanes);
             }
             transform_block::<T, W>(&block, Step::KernelAdjoint, &mut transformed);
             for (at, lanes) in transformed.iter().take(taps).enumerate() {
@@ -972,7 +957,7 @@ fn backward_group<T: WithDType, W: Minimal>(
     g: &ConvGeometry,
     (x, u, dy): (Images<'_, T>, &[T], OutputGrad<'_, T>),
     images: usize,
-    (du_t, dx): (Option<&mut Vec<T>>, Option<&mut [T]>),
+    (du_t, dx): (Option<&mut [T]>, Option<&mut [T]>),
     (scratch, parallel): (&mut [T], bool),
 ) {
     let tiles = images * tiles_per_image::<W>(g);
@@ -982,18 +967,9 @@ fn backward_group<T: WithDType, W: Minimal>(
     let dm_of = |xi: usize| MatRef { data: &dm_t[xi * m_slab..][..tiles * g.cout], row_stride: g.cout, col_stride: 1 };
     if let Some(du_t) = du_t {
         GroupTransform::<T, W>::run(g, images, Transform::Input { x, v_t });
-        // A sum that has no group yet is written by the products, never zeroed.
-        let first_group = du_t.is_empty();
-        du_t.reserve_exact(if first_group { W::XI * g.c * g.cout } else { 0 });
-        let threads = if parallel { rayon::current_num_threads() } else { 1 };
         for xi in 0..W::XI {
             let lhs = MatRef { data: &v_t[xi * v_slab..][..tiles * g.c], row_stride: 1, col_stride: g.c };
-            let shape = (g.c, g.cout, tiles);
-            if first_group {
-                matmul_append(threads, shape, du_t, (lhs, dm_of(xi)));
-            } else {
-                matmul(shape, &mut du_t[xi * g.c * g.cout..], true, (lhs, dm_of(xi)), parallel);
-            }
+            matmul((g.c, g.cout, tiles), &mut du_t[xi * g.c * g.cout..], true, (lhs, dm_of(xi)), parallel);
         }
     }
     if let Some(dx) = dx {

@@ -64,9 +64,8 @@ impl WinogradPlan {
         }
     }
 
-    /// The weight's gradient from partial sums of the transformed weight's (see
-    /// [`Algorithm::weight_grad`]).
-    pub(crate) fn weight_grad<T: WithDType>(&self, du_t: &[Vec<T>]) -> Vec<T> {
+    /// The weight's gradient from the transformed weight's (see [`Algorithm::weight_grad`]).
+    pub(crate) fn weight_grad<T: WithDType>(&self, du_t: &[T]) -> Vec<T> {
         let dw = self.algorithm.weight_grad(&self.inner, du_t);
         match self.blocks {
             Some(blocks) => blocks.weight_grad(&dw),
@@ -100,7 +99,7 @@ impl WinogradPlan {
         &self,
         (x, u, dy): (&[T], &[T], OutputGrad<'_, T>),
         images: usize,
-        (du_t, dx): (Option<&mut Vec<T>>, Option<&mut [T]>),
+        (du_t, dx): (Option<&mut [T]>, Option<&mut [T]>),
         (scratch, parallel): (&mut [T], bool),
     ) {
         let x = self.images(x, images);
