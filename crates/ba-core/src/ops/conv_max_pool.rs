@@ -206,7 +206,8 @@ impl GroupOutputGrad for Scatter<'_> {
         let cout = self.shapes.conv.cout;
         dy.fill(T::zero());
         for (j, k) in (0..images).flat_map(|j| (0..cout).map(move |k| (j, k))) {
-            pooled.scatter_plane((j, k, cout), order.plane(&self.shapes.conv, images, (j, k)), dy);
+            let (start, step) = order.plane(&self.shapes.conv, images, (j, k));
+            pooled.scatter_plane((j, k, cout), |at| start + at * step, dy);
         }
     }
 

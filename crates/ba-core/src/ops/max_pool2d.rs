@@ -268,12 +268,12 @@ pub(crate) struct PooledGrad<'a, T> {
 
 impl<T: WithDType> PooledGrad<'_, T> {
     /// Adds image `j`'s channel `k` (of `channels`) to `dst`: the gradient at convolution
-    /// position `at` goes to `dst[start + at * step]`.
+    /// position `at` goes to `dst[place(at)]`.
     #[inline(always)]
     pub(crate) fn scatter_plane(
         &self,
         (j, k, channels): (usize, usize, usize),
-        (start, step): (usize, usize),
+        place: impl Fn(usize) -> usize,
         dst: &mut [T],
     ) {
         let first = (j * channels + k) * self.plane;
@@ -281,7 +281,7 @@ impl<T: WithDType> PooledGrad<'_, T> {
         let values = self.grad[span.clone()].iter().zip(&self.res[span.clone()]).zip(&self.argmax[span]);
         for ((&g, &r), &at) in values {
             if !self.relu || r > T::zero() {
-                dst[start + at as usize * step] += g;
+                dst[place(at as usize)] += g;
             }
         }
     }

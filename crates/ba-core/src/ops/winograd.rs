@@ -847,7 +847,8 @@ pub(crate) enum OutputGrad<'a, T> {
 }
 
 /// `dm_t` (a^2, tiles, cout) = `A dY A^T` of every tile of the group's output gradient `dy`,
-/// by way of one image's gradient channels-last; outputs beyond the map count as zero.
+/// by way of one image's gradient channels-last in a grid of whole tiles; outputs beyond the
+/// map count as zero.
 #[inline(always)]
 fn transform_output_grad<T: WithDType, W: Minimal>(
     g: &ConvGeometry,
@@ -857,18 +858,26 @@ fn transform_output_grad<T: WithDType, W: Minimal>(
 ) {
     let (tp, p, cout) = (tiles_per_image::<W>(g), g.positions(), g.cout);
     let (tiles, n) = (images * tp, images * p);
-    let mut image_grad = vec![T::zero(); p * cout];
+    let (th, tw) = tile_grid::<W>(g);
+    let cols = W::M * tw;
+    let mut image_grad = vec![T::zero(); W::M * th * cols * cout];
+    // Where each output position lies in the grid, for the scatter: a table, not a division
+    // per value.
+    let in_grid: Vec<usize> = match dy {
+        OutputGrad::Planar(_) => Vec::new(),
+        OutputGrad::Pooled(_) => (0..p).map(|at| (at / g.ow * cols + at % g.ow) * cout).collect(),
+    };
     let (mut block, mut transformed) = (zero_block(), zero_block());
     for j in 0..images {
         match dy {
             OutputGrad::Planar(dy) => {
-                let map = Planes { channels: cout, plane: n, row: g.ow, sides: (g.oh, g.ow), last_row: g.ow };
+                let map = Planes { channels: cout, plane: n, row: g.ow, sides: (g.oh, g.ow), last_row: cols };
                 map.copy_to_channels_last(&dy[j * p..], &mut image_grad);
             }
             OutputGrad::Pooled(pooled) => {
                 image_grad.fill(T::zero());
                 for k in 0..cout {
-                    pooled.scatter_plane((j, k, cout), (k, cout), &mut image_grad);
+                    pooled.scatter_plane((j, k, cout), |at| in_grid[at] + k, &mut image_grad);
                 }
             }
         }
@@ -876,12 +885,8 @@ fn transform_output_grad<T: WithDType, W: Minimal>(
             let t = j * tp + q;
             for (first, len) in channel_blocks(cout) {
                 for (at, lanes) in block.iter_mut().take(W::M * W::M).enumerate() {
-                    let (oy, ox) = (W::M * ty + at / W::M, W::M * tx + at % W::M);
-                    if oy < g.oh && ox < g.ow {
-                        load_lanes(&image_grad[(oy * g.ow + ox) * cout + first..], len, lanes);
-                    } else {
-                        *lanes = [T::zero(); LANES];
-                    }
+                    let position = (W::M * ty + at / W::M) * cols + W::M * tx + at % W::M;
+                    load_lanes(&image_grad[position * cout + first..], len, lanes);
                 }
                 transform_block::<T, W>(&block, Step::OutputAdjoint, &mut transformed);
                 for (xi, lanes) in transformed.iter().take(W::XI).enumerate() {
