@@ -41,9 +41,7 @@ impl BaAlexNet {
         } else {
             trace.scoped("ba", |t| self.ba.forward_traced(&previous, &block.conv3, t))?
         };
-        let gated = block.conv3.broadcast_mul(&gate)?;
-        trace.layer("gate", "Multiply", (&block.conv3, &gated), (0, 0));
-        self.trunk.head(&gated, train, trace)
+        self.trunk.gated_head(&block.conv3, &gate, train, trace)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The layers AlexNet and BA-AlexNet share: everything but the gate.
 
 use ba_core::nn::{linear, Conv2d, Dropout, Linear};
-use ba_core::ops::{max_pool2d, Conv2dParams, MaxPool2dParams};
+use ba_core::ops::{gate_relu_max_pool2d, max_pool2d, Conv2dParams, MaxPool2dParams};
 use ba_core::rng::rng_for;
 use ba_core::summary::Trace;
 use candle_core::{Module, Result, Tensor};
@@ -99,13 +99,31 @@ impl Trunk {
         Ok(())
     }
 
-    /// ReLU and max-pool of the (possibly gated) conv3 output, flatten, `classifier`.
+    /// ReLU and max-pool of conv3's output, flatten, `classifier`.
     pub fn head(&self, conv3: &Tensor, train: bool, trace: &mut Trace) -> Result<Tensor> {
         let x = conv3.relu()?;
         trace.layer("relu3", "ReLU", (conv3, &x), (0, 0));
         let pooled = traced_pool(&x, "maxpool3", trace)?;
+        self.classify(&pooled, train, trace)
+    }
+
+    /// [`Trunk::head`] of conv3's output multiplied channel-wise by `gate` (B, C, 1, 1): the
+    /// multiply, the ReLU and the max-pool as one op ([`gate_relu_max_pool2d`]), or for a trace
+    /// that records layers the three ops, reported as three layers. Both give the same values
+    /// and gradients.
+    pub fn gated_head(&self, conv3: &Tensor, gate: &Tensor, train: bool, trace: &mut Trace) -> Result<Tensor> {
+        if trace.is_on() {
+            let gated = conv3.broadcast_mul(gate)?;
+            trace.layer("gate", "Multiply", (conv3, &gated), (0, 0));
+            return self.head(&gated, train, trace);
+        }
+        self.classify(&gate_relu_max_pool2d(conv3, gate, pool())?, train, trace)
+    }
+
+    /// Flatten the pooled conv3 features, `classifier`.
+    fn classify(&self, pooled: &Tensor, train: bool, trace: &mut Trace) -> Result<Tensor> {
         let x = pooled.flatten_from(1)?;
-        trace.layer("flatten", "Flatten", (&pooled, &x), (0, 0));
+        trace.layer("flatten", "Flatten", (pooled, &x), (0, 0));
         let x = linear_relu(&self.classifier_0, &x, ("classifier.0", "classifier.1"), trace)?;
         let x = dropout(&self.classifier_2, &x, train, "classifier.2", trace)?;
         let x = linear_relu(&self.classifier_3, &x, ("classifier.3", "classifier.4"), trace)?;

@@ -33,6 +33,7 @@ mod conv_groups;
 mod conv_max_pool;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod gate_max_pool;
 mod im2col;
 #[cfg(any(feature = "cuda", test))]
 mod kernel_args;
@@ -51,6 +52,7 @@ mod winograd_plan;
 pub use adam::{adam_update, AdamMoments, AdamStep};
 pub use conv2d::{conv2d, Conv2dParams};
 pub use conv_max_pool::conv2d_max_pool2d;
+pub use gate_max_pool::gate_relu_max_pool2d;
 pub use linear::linear;
 pub use max_pool2d::{max_pool2d, MaxPool2dParams};
 pub use sgd::{sgd_update, SgdStep};
