@@ -1,6 +1,8 @@
 //! Candle custom ops that training AlexNet-style networks needs and Candle lacks or runs slowly:
-//! max-pool with arg-max, convolution by im2col + GEMM or, for 3x3 kernels with stride 1, by
-//! Winograd's F(2x2, 3x3) (also fused with the max-pool after it), and fused Adam/AdamW and SGD
+//! max-pool with arg-max; convolution by Winograd's minimal filtering (3x3 and 5x5 kernels
+//! with stride 1, and strided ones over block images) or im2col + GEMM, with a fused bias and
+//! ReLU, also fused with the max-pool after it; a channel gate's multiply fused with the ReLU
+//! and max-pool after it; a linear layer with a fused ReLU; and fused Adam/AdamW and SGD
 //! updates.
 //!
 //! Each op lives in its own file with its forward, its backward and its tests; the CPU kernels
