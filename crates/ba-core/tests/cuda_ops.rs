@@ -8,8 +8,8 @@
 #![cfg(feature = "cuda")]
 
 use ba_core::ops::{
-    adam_update, conv2d, max_pool2d, sgd_update, AdamMoments, AdamStep, Conv2dParams, MaxPool2dParams, SgdStep,
-    StateVector,
+    adam_update, conv2d, gate_relu_max_pool2d, max_pool2d, sgd_update, AdamMoments, AdamStep, Conv2dParams,
+    MaxPool2dParams, SgdStep, StateVector,
 };
 use ba_core::rng::rng_for;
 use candle_core::{DType, Device, Tensor, Var};
@@ -106,6 +106,26 @@ fn max_pool_matches_the_cpu_including_ties_and_nan() {
     let mut with_nan = randn(16, 9);
     with_nan[5] = f32::NAN;
     check_pool(with_nan, [1, 1, 4, 4], MaxPool2dParams::square(2, 2));
+}
+
+#[test]
+fn gate_relu_max_pool_matches_the_cpu() {
+    // BA-AlexNet's head: conv3's output, a gate in (0, 1) as the sigmoid makes it, pooled 3/2.
+    let dims = [4, 128, 7, 7];
+    let (x_cpu, x_gpu) = pair(randn(dims.iter().product(), 10), &dims);
+    let gate: Vec<f32> = randn(4 * 128, 11).iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect();
+    let (g_cpu, g_gpu) = pair(gate, &[4, 128, 1, 1]);
+    let pool = MaxPool2dParams::square(3, 2);
+    let y_cpu = gate_relu_max_pool2d(x_cpu.as_tensor(), g_cpu.as_tensor(), pool).unwrap();
+    let y_gpu = gate_relu_max_pool2d(x_gpu.as_tensor(), g_gpu.as_tensor(), pool).unwrap();
+    assert_close("gate_relu_max_pool2d output", &y_cpu, &y_gpu, 0.0);
+    let (probe_cpu, probe_gpu) = pair(randn(y_cpu.elem_count(), 12), y_cpu.dims());
+    let grads_cpu = (y_cpu * probe_cpu.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+    let grads_gpu = (y_gpu * probe_gpu.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+    for (name, c, g) in [("input", &x_cpu, &x_gpu), ("gate", &g_cpu, &g_gpu)] {
+        let (c, g) = (grads_cpu.get(c.as_tensor()).unwrap(), grads_gpu.get(g.as_tensor()).unwrap());
+        assert_close(&format!("gate_relu_max_pool2d {name} gradient"), c, g, 1e-5);
+    }
 }
 
 #[test]
