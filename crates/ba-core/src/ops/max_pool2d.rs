@@ -441,6 +441,9 @@ mod tests {
             (15, 15, (3, 3), (2, 2), (1, 1)),
             (7, 19, (2, 3), (1, 3), (1, 1)),
             (9, 40, (3, 5), (3, 1), (1, 2)),
+            // Rows narrower than one block of lanes.
+            (7, 7, (3, 3), (2, 2), (0, 0)),
+            (6, 5, (3, 2), (1, 2), (1, 1)),
         ];
         let mut rng = crate::rng::rng_for(3, "max-pool");
         for (h, w, kernel, stride, padding) in shapes {
