@@ -207,7 +207,7 @@ impl GroupOutputGrad for Scatter<'_> {
         dy.fill(T::zero());
         for (j, k) in (0..images).flat_map(|j| (0..cout).map(move |k| (j, k))) {
             let (start, step) = order.plane(&self.shapes.conv, images, (j, k));
-            pooled.scatter_plane((j, k, cout), |at| start + at * step, dy);
+            pooled.for_each_passed(j * cout + k, |at, g| dy[start + at * step] += g);
         }
     }
 

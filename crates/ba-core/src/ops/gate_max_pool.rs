@@ -18,7 +18,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::max_pool2d::PlaneWindows;
+use super::max_pool2d::{PlaneWindows, PooledGrad};
 use super::{contiguous_slice, max_pool2d, MaxPool2dParams};
 
 /// `max_pool2d(relu(x * gate), pool)` for `x` (B, C, H, W) and a channel gate (B, C, 1, 1), in
@@ -104,16 +104,13 @@ impl GateReluMaxPool {
         let mut dx = vec![T::zero(); s.planes * input];
         let mut dgate = vec![T::zero(); s.planes];
         let planes = dx.par_chunks_mut(input).zip(dgate.par_iter_mut()).enumerate();
+        let passed = PooledGrad { grad, res, argmax, plane: pooled, relu: true };
         planes.for_each(|(plane, (dx, dgate))| {
             let (g, x) = (gate[plane], &x[plane * input..][..input]);
-            let span = plane * pooled..(plane + 1) * pooled;
-            let values = grad[span.clone()].iter().zip(&res[span.clone()]).zip(&argmax[span]);
-            for ((&grad, &res), &at) in values {
-                if res > T::zero() {
-                    dx[at as usize] += grad * g;
-                    *dgate += grad * x[at as usize];
-                }
-            }
+            passed.for_each_passed(plane, |at, grad| {
+                dx[at] += grad * g;
+                *dgate += grad * x[at];
+            });
         });
         (dx, dgate)
     }

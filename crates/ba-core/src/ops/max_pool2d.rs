@@ -248,17 +248,18 @@ impl CustomOp1 for MaxPool2d {
     }
 }
 
-/// The gradient of a group of images' max-pooled, ReLU-activated convolution output, as the
-/// fused convolution and pool ([`super::conv2d_max_pool2d`]) hands it to its backward pass:
-/// each pooled value's gradient goes to its window's arg-max where the pooled value passed the
-/// ReLU (the pooled value is the ReLU's output there, so this is the ReLU's mask).
+/// The gradient of max-pooled planes whose values came through a ReLU (or not, see `relu`),
+/// as the fused ops hand it to their backward pass ([`super::conv2d_max_pool2d`],
+/// [`super::gate_relu_max_pool2d`]): each pooled value's gradient goes to its window's arg-max
+/// where the pooled value passed the ReLU (the pooled value is the ReLU's output there, so this
+/// is the ReLU's mask).
 #[derive(Clone, Copy)]
 pub(crate) struct PooledGrad<'a, T> {
-    /// The op's output gradient, (images, channels, pooled plane).
+    /// The op's output gradient, one pooled plane after another.
     pub grad: &'a [T],
     /// The op's output, shaped like `grad`.
     pub res: &'a [T],
-    /// Each pooled value's arg-max, a flat index in its convolution-output plane.
+    /// Each pooled value's arg-max, a flat index in its input plane.
     pub argmax: &'a [u32],
     /// Values per pooled plane.
     pub plane: usize,
@@ -267,21 +268,15 @@ pub(crate) struct PooledGrad<'a, T> {
 }
 
 impl<T: WithDType> PooledGrad<'_, T> {
-    /// Adds image `j`'s channel `k` (of `channels`) to `dst`: the gradient at convolution
-    /// position `at` goes to `dst[place(at)]`.
+    /// Calls `send(at, gradient)` for each pooled gradient of plane `index` that passed the
+    /// ReLU, `at` its arg-max in the input plane.
     #[inline(always)]
-    pub(crate) fn scatter_plane(
-        &self,
-        (j, k, channels): (usize, usize, usize),
-        place: impl Fn(usize) -> usize,
-        dst: &mut [T],
-    ) {
-        let first = (j * channels + k) * self.plane;
-        let span = first..first + self.plane;
+    pub(crate) fn for_each_passed(&self, index: usize, mut send: impl FnMut(usize, T)) {
+        let span = index * self.plane..(index + 1) * self.plane;
         let values = self.grad[span.clone()].iter().zip(&self.res[span.clone()]).zip(&self.argmax[span]);
         for ((&g, &r), &at) in values {
             if !self.relu || r > T::zero() {
-                dst[place(at as usize)] += g;
+                send(at as usize, g);
             }
         }
     }

@@ -877,7 +877,7 @@ fn transform_output_grad<T: WithDType, W: Minimal>(
             OutputGrad::Pooled(pooled) => {
                 image_grad.fill(T::zero());
                 for k in 0..cout {
-                    pooled.scatter_plane((j, k, cout), |at| in_grid[at] + k, &mut image_grad);
+                    pooled.for_each_passed(j * cout + k, |at, g| image_grad[in_grid[at] + k] += g);
                 }
             }
         }
