@@ -185,7 +185,8 @@ def epoch(args):
             perm = torch.randperm(x.shape[0], device=device)
             x = lam * x + (1 - lam) * x[perm]
             target = lam * target + (1 - lam) * target[perm]
-        loss = F.cross_entropy(model(x), target, label_smoothing=0.1)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            loss = F.cross_entropy(model(x), target, label_smoothing=0.1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -194,7 +195,7 @@ def epoch(args):
     sync()
     t1 = time.perf_counter()
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
         for x, y in val:
             model(x.to(device)).argmax(1).eq(y.to(device)).sum().item()
     sync()
@@ -213,6 +214,7 @@ def main():
     p.add_argument("--mixup-alpha", type=float, default=1.5)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="f32", choices=["f32", "bf16"], help="epoch: bf16 runs under autocast")
     args = p.parse_args()
     torch.manual_seed(0)
     if args.what != "epoch":  # the epoch keeps PyTorch's own thread choice, as a user would

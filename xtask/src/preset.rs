@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use ba_core::ops::Precision;
 use serde::{Deserialize, Serialize};
 
 /// Options shared by `train` and `compare`.
@@ -51,6 +52,11 @@ pub struct RecipeArgs {
     /// Trains without mixup.
     #[arg(long)]
     pub no_mixup: bool,
+    /// Operands of the convolutions' and linear layers' products: `f32`, or `bf16` for mixed
+    /// precision (f32 weights, sums and everything else). A GPU multiplies bf16 on its tensor
+    /// cores; the CPU only emulates it (operands rounded to bf16), more slowly than f32.
+    #[arg(long, default_value_t = Precision::F32)]
+    pub precision: Precision,
     /// Run seed: fixes initialisation, data order, augmentation and dropout.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -101,7 +107,24 @@ pub struct Recipe {
     pub augment: Augment,
     /// Mixup's alpha, or `None` without mixup.
     pub mixup_alpha: Option<f64>,
+    /// The products' operands (`f32` in recipes written before the option existed).
+    #[serde(default, with = "precision_by_name")]
+    pub precision: Precision,
     pub seed: u64,
+}
+
+/// [`Precision`] in JSON by its command-line name (`"bf16"`).
+mod precision_by_name {
+    use ba_core::ops::Precision;
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(precision: &Precision, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(precision.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Precision, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
 }
 
 impl Recipe {
@@ -121,8 +144,12 @@ impl Recipe {
         };
         let warmup =
             if self.warmup_epochs > 0 { format!("{} warm-up epochs, ", self.warmup_epochs) } else { String::new() };
+        let precision = match self.precision {
+            Precision::F32 => "",
+            Precision::Bf16 => ", mixed precision (bf16 products)",
+        };
         format!(
-            "{} epochs, batch {}, {optimizer} lr {}, {warmup}{}, {augment} augmentation, {mixup}",
+            "{} epochs, batch {}, {optimizer} lr {}, {warmup}{}, {augment} augmentation, {mixup}{precision}",
             self.epochs,
             self.batch_size,
             self.lr,
@@ -157,6 +184,7 @@ impl RecipeArgs {
                 (false, Some(alpha)) => Some(alpha),
                 (false, None) => (!sample).then_some(1.5),
             },
+            precision: self.precision,
             seed: self.seed,
         };
         recipe.validate()?;
@@ -239,6 +267,12 @@ mod tests {
         assert_eq!((plain.augment, plain.mixup_alpha), (Augment::Simple, None));
         let custom = recipe(&["--epochs", "7", "--lr", "0.01", "--seed", "3", "--batch-size", "64"]).unwrap();
         assert_eq!((custom.epochs, custom.lr, custom.seed, custom.batch_size), (7, 0.01, 3, 64));
+        assert_eq!(quick.precision, Precision::F32);
+        let mixed = recipe(&["--precision", "bf16"]).unwrap();
+        assert_eq!(mixed.precision, Precision::Bf16);
+        assert!(mixed.describe_with_seeds(&[1]).ends_with("mixed precision (bf16 products)"));
+        let err = recipe(&["--precision", "fp16"]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("expected f32 or bf16"), "{err}");
     }
 
     #[test]
@@ -280,5 +314,16 @@ mod tests {
         assert!(err.contains("run/recipe.json: invalid recipe: --warmup-epochs (5) must be fewer"), "{err}");
         let err = format!("{:#}", Recipe::from_json("{\"epochs\": 3}", Path::new("run/recipe.json")).unwrap_err());
         assert!(err.contains("run/recipe.json: not a recipe"), "{err}");
+
+        // The precision is stored by name; recipes from before the option read as f32.
+        let mixed = recipe(&["--precision", "bf16"]).unwrap();
+        let text = serde_json::to_string(&mixed).unwrap();
+        assert!(text.contains("\"precision\":\"bf16\""), "{text}");
+        assert_eq!(Recipe::from_json(&text, Path::new("r.json")).unwrap().precision, Precision::Bf16);
+        let old = text.replace(",\"precision\":\"bf16\"", "");
+        assert_ne!(old, text);
+        assert_eq!(Recipe::from_json(&old, Path::new("r.json")).unwrap().precision, Precision::F32);
+        let err = format!("{:#}", Recipe::from_json(&text.replace("bf16", "f8"), Path::new("r.json")).unwrap_err());
+        assert!(err.contains("unknown precision \"f8\""), "{err}");
     }
 }

@@ -308,7 +308,9 @@ pub fn train_model(
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let vars = VarMap::new();
     let vb = SeededVarMap::builder(&vars, rng_for(recipe.seed, "init"), DType::F32, device);
-    let model = kind.build(ModelConfig::cifar10(derive_seed(recipe.seed, "dropout")), vb)?;
+    let config =
+        ModelConfig { precision: recipe.precision, ..ModelConfig::cifar10(derive_seed(recipe.seed, "dropout")) };
+    let model = kind.build(config, vb)?;
     let count = ParameterCount::of(&vars);
     let steps = recipe.epochs * loaders.train.batches_per_epoch();
     let bar = crate::progress::bar(kind.name(), steps);
@@ -456,6 +458,7 @@ pub(crate) mod test_util {
             warmup_epochs: 0,
             augment: Augment::Notebook,
             mixup_alpha: Some(1.5),
+            precision: Default::default(),
             seed: 5,
         };
         (data, recipe)

@@ -9,7 +9,7 @@
 
 use ba_core::ops::{
     adam_update, conv2d, gate_relu_max_pool2d, max_pool2d, sgd_update, AdamMoments, AdamStep, Conv2dParams,
-    MaxPool2dParams, SgdStep, StateVector,
+    MaxPool2dParams, Precision, SgdStep, StateVector,
 };
 use ba_core::rng::rng_for;
 use candle_core::{DType, Device, Tensor, Var};
@@ -44,8 +44,16 @@ fn assert_close(what: &str, cpu: &Tensor, gpu: &Tensor, tol: f32) {
     }
 }
 
-/// Output and the gradients of input, weight and bias of one convolution, on both devices.
+/// Output and the gradients of input, weight and bias of one convolution, on both devices, in
+/// f32 and in mixed precision (bf16 operands: rounded by the CPU's emulation, converted by the
+/// GPU's kernels and multiplied on tensor cores, f32 sums on both).
 fn check_conv(x_dims: [usize; 4], w_dims: [usize; 4], params: Conv2dParams) {
+    for precision in Precision::ALL {
+        check_conv_in(x_dims, w_dims, params.with_precision(precision));
+    }
+}
+
+fn check_conv_in(x_dims: [usize; 4], w_dims: [usize; 4], params: Conv2dParams) {
     let what = format!("conv2d {x_dims:?} * {w_dims:?} {params:?}");
     let (x_cpu, x_gpu) = pair(randn(x_dims.iter().product(), 1), &x_dims);
     let (w_cpu, w_gpu) = pair(randn(w_dims.iter().product(), 2), &w_dims);
@@ -69,8 +77,16 @@ fn conv2d_matches_the_cpu_on_alexnet_shapes_and_odd_ones() {
     check_conv([4, 48, 15, 15], [128, 48, 5, 5], p(1, 2).with_relu()); // features.3
     check_conv([4, 128, 7, 7], [192, 128, 3, 3], p(1, 1).with_relu()); // features.6
     check_conv([4, 192, 7, 7], [128, 192, 3, 3], p(1, 1)); // features.10 (BA gate before ReLU)
-    check_conv([1, 2, 9, 7], [3, 2, 3, 2], Conv2dParams { stride: (2, 1), padding: (0, 1), relu: false });
-    check_conv([3, 1, 5, 6], [2, 1, 5, 6], Conv2dParams { stride: (3, 3), padding: (2, 1), relu: true });
+    check_conv(
+        [1, 2, 9, 7],
+        [3, 2, 3, 2],
+        Conv2dParams { stride: (2, 1), padding: (0, 1), relu: false, precision: Precision::F32 },
+    );
+    check_conv(
+        [3, 1, 5, 6],
+        [2, 1, 5, 6],
+        Conv2dParams { stride: (3, 3), padding: (2, 1), relu: true, precision: Precision::F32 },
+    );
 }
 
 #[test]

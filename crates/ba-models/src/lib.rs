@@ -29,6 +29,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use ba_core::model::ImageClassifier;
+use ba_core::ops::Precision;
 use candle_core::Result;
 use candle_nn::VarBuilder;
 
@@ -44,12 +45,15 @@ pub struct ModelConfig {
     pub dropout: f32,
     /// Seed of the dropout masks.
     pub dropout_seed: u64,
+    /// The operands of the convolutions' and linear layers' products: f32, or bf16 for mixed
+    /// precision (f32 weights, sums and everything else; see [`Precision`]).
+    pub precision: Precision,
 }
 
 impl ModelConfig {
-    /// The notebook's setting: 10 classes, dropout 0.5.
+    /// The notebook's setting: 10 classes, dropout 0.5, f32.
     pub fn cifar10(dropout_seed: u64) -> Self {
-        Self { num_classes: 10, dropout: 0.5, dropout_seed }
+        Self { num_classes: 10, dropout: 0.5, dropout_seed, precision: Precision::F32 }
     }
 }
 

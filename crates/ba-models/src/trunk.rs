@@ -53,19 +53,21 @@ impl Trunk {
         let f = vb.pp("features");
         let c = vb.pp("classifier");
         let flat = CONV3_CHANNELS * FINAL_SIDE * FINAL_SIDE;
-        let same = Conv2dParams::square(1, 1);
+        let precision = config.precision;
+        let conv = |stride, padding| Conv2dParams::square(stride, padding).with_precision(precision);
+        let dense = |inputs, outputs, vb| linear(inputs, outputs, vb).map(|l| l.with_precision(precision));
         Ok(Self {
-            features_0: Conv2d::new(3, 48, 11, Conv2dParams::square(4, 5).with_relu(), f.pp("0"))?,
-            features_3: Conv2d::new(48, 128, 5, Conv2dParams::square(1, 2).with_relu(), f.pp("3"))?,
-            conv1: Conv2d::new(128, CONV12_CHANNELS, 3, same.with_relu(), vb.pp("conv1"))?,
-            conv2: Conv2d::new(CONV12_CHANNELS, CONV12_CHANNELS, 3, same.with_relu(), vb.pp("conv2"))?,
+            features_0: Conv2d::new(3, 48, 11, conv(4, 5).with_relu(), f.pp("0"))?,
+            features_3: Conv2d::new(48, 128, 5, conv(1, 2).with_relu(), f.pp("3"))?,
+            conv1: Conv2d::new(128, CONV12_CHANNELS, 3, conv(1, 1).with_relu(), vb.pp("conv1"))?,
+            conv2: Conv2d::new(CONV12_CHANNELS, CONV12_CHANNELS, 3, conv(1, 1).with_relu(), vb.pp("conv2"))?,
             // No fused ReLU: BA-AlexNet gates conv3's output before its ReLU.
-            conv3: Conv2d::new(CONV12_CHANNELS, CONV3_CHANNELS, 3, same, vb.pp("conv3"))?,
-            classifier_0: linear(flat, 2048, c.pp("0"))?,
+            conv3: Conv2d::new(CONV12_CHANNELS, CONV3_CHANNELS, 3, conv(1, 1), vb.pp("conv3"))?,
+            classifier_0: dense(flat, 2048, c.pp("0"))?,
             classifier_2: Dropout::new(config.dropout, rng_for(config.dropout_seed, "classifier.2"))?,
-            classifier_3: linear(2048, 2048, c.pp("3"))?,
+            classifier_3: dense(2048, 2048, c.pp("3"))?,
             classifier_5: Dropout::new(config.dropout, rng_for(config.dropout_seed, "classifier.5"))?,
-            classifier_6: linear(2048, config.num_classes, c.pp("6"))?,
+            classifier_6: dense(2048, config.num_classes, c.pp("6"))?,
         })
     }
 

@@ -4,14 +4,16 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::init::pytorch_default;
-use crate::ops;
+use crate::ops::{self, Precision};
 
 /// A fully connected layer with parameters `weight` (out, in) and `bias` (out), for inputs
-/// (batch, in); it runs as one op, [`ops::linear`], with or without the ReLU after it.
+/// (batch, in); it runs as one op, [`ops::linear`], with or without the ReLU after it, in f32
+/// unless [`Linear::with_precision`] says otherwise.
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: Tensor,
     bias: Tensor,
+    precision: Precision,
 }
 
 impl Linear {
@@ -25,6 +27,11 @@ impl Linear {
         &self.bias
     }
 
+    /// The same layer with its product's operands in `precision` (mixed precision for bf16).
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Self { precision, ..self }
+    }
+
     /// Weights and biases.
     pub fn parameter_count(&self) -> usize {
         self.weight.elem_count() + self.bias.elem_count()
@@ -32,13 +39,13 @@ impl Linear {
 
     /// `relu(x W^T + b)`: the layer and the ReLU after it, as one op.
     pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
-        ops::linear(x, &self.weight, &self.bias, true)
+        ops::linear(x, &self.weight, &self.bias, true, self.precision)
     }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::linear(x, &self.weight, &self.bias, false)
+        ops::linear(x, &self.weight, &self.bias, false, self.precision)
     }
 }
 
@@ -48,7 +55,7 @@ pub fn linear(in_features: usize, out_features: usize, vb: VarBuilder) -> Result
     let init = pytorch_default(in_features);
     let weight = vb.get_with_hints((out_features, in_features), "weight", init)?;
     let bias = vb.get_with_hints(out_features, "bias", init)?;
-    Ok(Linear { weight, bias })
+    Ok(Linear { weight, bias, precision: Precision::F32 })
 }
 
 #[cfg(test)]

@@ -27,8 +27,9 @@ use super::conv_groups::{
     DyOrder, GroupOutputGrad,
 };
 #[cfg(feature = "cuda")]
-use super::cuda::{conv2d as cuda, f32_view};
+use super::cuda::{conv2d as cuda, f32_view, to_bf16};
 use super::im2col::ConvGeometry;
+use super::Precision;
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
 
@@ -41,17 +42,24 @@ pub struct Conv2dParams {
     pub padding: (usize, usize),
     /// Whether a ReLU follows the bias.
     pub relu: bool,
+    /// The number format of the products' operands (f32, or bf16 for mixed precision).
+    pub precision: Precision,
 }
 
 impl Conv2dParams {
     /// The same stride and padding along both axes, no activation.
     pub fn square(stride: usize, padding: usize) -> Self {
-        Self { stride: (stride, stride), padding: (padding, padding), relu: false }
+        Self { stride: (stride, stride), padding: (padding, padding), relu: false, precision: Precision::F32 }
     }
 
     /// The same parameters followed by a ReLU.
     pub fn with_relu(self) -> Self {
         Self { relu: true, ..self }
+    }
+
+    /// The same parameters with the products' operands in `precision`.
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Self { precision, ..self }
     }
 
     pub(crate) fn geometry(&self, x: &[usize], w: &[usize]) -> Result<ConvGeometry> {
@@ -88,7 +96,12 @@ impl Conv2dParams {
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, params: Conv2dParams) -> Result<Tensor> {
     let g = params.geometry(x.dims(), weight.dims())?;
     let bias = bias_or_zeros(bias, &g, x)?;
-    x.contiguous()?.apply_op3(&weight.contiguous()?, &bias, Conv2dForward(params))
+    let op = |x: &Tensor, w: &Tensor| x.contiguous()?.apply_op3(&w.contiguous()?, &bias, Conv2dForward(params));
+    if x.device().is_cpu() {
+        params.precision.on_cpu(x, weight, op)
+    } else {
+        op(x, weight)
+    }
 }
 
 /// `bias` checked against the convolution's output channels and made contiguous, or zeros
@@ -161,8 +174,11 @@ impl CustomOp3 for Conv2dForward {
     ) -> Result<(CudaStorage, Shape)> {
         let g = self.0.geometry(xl.dims(), wl.dims())?;
         let (name, dev) = (self.name(), xs.device());
-        let inputs = (f32_view(name, xs, xl)?, f32_view(name, ws, wl)?, f32_view(name, bs, bl)?);
-        let out = cuda::forward(dev, &g, self.0.relu, inputs)?;
+        let (x, w, bias) = (f32_view(name, xs, xl)?, f32_view(name, ws, wl)?, f32_view(name, bs, bl)?);
+        let out = match self.0.precision {
+            Precision::F32 => cuda::forward(dev, &g, self.0.relu, (x, w, bias))?,
+            Precision::Bf16 => cuda::forward(dev, &g, self.0.relu, (x, to_bf16(dev, &w)?.slice(..), bias))?,
+        };
         Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from((g.b, g.cout, g.oh, g.ow))))
     }
 
@@ -177,7 +193,7 @@ impl CustomOp3 for Conv2dForward {
         let g = self.0.geometry(x.dims(), w.dims())?;
         #[cfg(feature = "cuda")]
         if x.device().is_cuda() {
-            return cuda_backward(&g, self.0.relu, (x, w, b), res, grad.contiguous()?);
+            return cuda_backward(&g, self.0, (x, w, b), res, grad.contiguous()?);
         }
         cpu_backward(self.name(), &g, (x, w, b), (grad, res), &MaskedOutputGrad { g, relu: self.0.relu })
     }
@@ -215,17 +231,23 @@ impl GroupOutputGrad for MaskedOutputGrad {
 }
 
 /// The backward pass on CUDA: the ReLU mask, the bias gradient and the input and weight
-/// gradients as one kernel or cuBLAS call each.
+/// gradients as one kernel or cuBLAS call each. Under mixed precision the output gradient is
+/// rounded to bf16 once, the operand of both products and what the bias gradient sums (as
+/// the CPU's emulation rounds it, `ops/precision.rs`).
 #[cfg(feature = "cuda")]
 fn cuda_backward(
     g: &ConvGeometry,
-    relu: bool,
+    params: Conv2dParams,
     (x, w, b): (&Tensor, &Tensor, &Tensor),
     res: &Tensor,
     grad: Tensor,
 ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
     use cuda_ops::{ChannelSums, Of, ProductGrad, ReluMask};
-    let dy = if relu { grad.apply_op2_no_bwd(res, &ReluMask)? } else { grad };
+    let dy = if params.relu { grad.apply_op2_no_bwd(res, &ReluMask)? } else { grad };
+    let dy = match params.precision {
+        Precision::F32 => dy,
+        Precision::Bf16 => dy.to_dtype(candle_core::DType::BF16)?,
+    };
     let db = if b.track_op() { Some(dy.apply_op1_no_bwd(&ChannelSums)?) } else { None };
     let dx = if x.track_op() { Some(dy.apply_op2_no_bwd(w, &ProductGrad(*g, Of::Input))?) } else { None };
     let dw = if w.track_op() { Some(dy.apply_op2_no_bwd(x, &ProductGrad(*g, Of::Weight))?) } else { None };
@@ -237,9 +259,10 @@ fn cuda_backward(
 #[cfg(feature = "cuda")]
 mod cuda_ops {
     use candle_core::backend::BackendStorage;
-    use candle_core::{CpuStorage, CudaStorage, CustomOp1, CustomOp2, Layout, Result, Shape};
+    use candle_core::{CpuStorage, CudaStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape};
+    use half::bf16;
 
-    use super::super::cuda::{conv2d as cuda, f32_view};
+    use super::super::cuda::{conv2d as cuda, f32_view, operand_view, to_bf16};
     use super::ConvGeometry;
 
     fn cpu_refused(name: &str) -> Result<(CpuStorage, Shape)> {
@@ -291,8 +314,11 @@ mod cuda_ops {
             let &[b, c, h, w] = l.dims() else {
                 candle_core::bail!("conv2d backward: expected a (b, c, h, w) gradient, got {:?}", l.dims());
             };
-            let dev = s.device();
-            let sums = cuda::channel_sums(dev, f32_view(self.name(), s, l)?, [b, c, h, w])?;
+            let (name, dev) = (self.name(), s.device());
+            let sums = match s.dtype() {
+                DType::BF16 => cuda::channel_sums::<bf16>(dev, operand_view(name, s, l)?, [b, c, h, w])?,
+                _ => cuda::channel_sums::<f32>(dev, f32_view(name, s, l)?, [b, c, h, w])?,
+            };
             Ok((CudaStorage::wrap_cuda_slice(sums, dev.clone()), Shape::from(c)))
         }
     }
@@ -329,10 +355,20 @@ mod cuda_ops {
             ol: &Layout,
         ) -> Result<(CudaStorage, Shape)> {
             let (g, name, dev) = (&self.0, self.name(), ds.device());
-            let (dy, other) = (f32_view(name, ds, dl)?, f32_view(name, os, ol)?);
-            let (grad, shape) = match self.1 {
-                Of::Input => (cuda::input_grad(dev, g, dy, other)?, Shape::from((g.b, g.c, g.h, g.w))),
-                Of::Weight => (cuda::weight_grad(dev, g, dy, other)?, Shape::from((g.cout, g.c, g.kh, g.kw))),
+            let other = f32_view(name, os, ol)?;
+            // The output gradient is f32, or bf16 under mixed precision; the weight is then
+            // rounded to bf16 too, the input is by the column kernel.
+            let grad = match (self.1, ds.dtype()) {
+                (Of::Input, DType::BF16) => {
+                    cuda::input_grad::<bf16>(dev, g, operand_view(name, ds, dl)?, to_bf16(dev, &other)?.slice(..))?
+                }
+                (Of::Input, _) => cuda::input_grad::<f32>(dev, g, f32_view(name, ds, dl)?, other)?,
+                (Of::Weight, DType::BF16) => cuda::weight_grad::<bf16>(dev, g, operand_view(name, ds, dl)?, other)?,
+                (Of::Weight, _) => cuda::weight_grad::<f32>(dev, g, f32_view(name, ds, dl)?, other)?,
+            };
+            let shape = match self.1 {
+                Of::Input => Shape::from((g.b, g.c, g.h, g.w)),
+                Of::Weight => Shape::from((g.cout, g.c, g.kh, g.kw)),
             };
             Ok((CudaStorage::wrap_cuda_slice(grad, dev.clone()), shape))
         }

@@ -48,8 +48,10 @@ pub fn conv2d_max_pool2d(
     let g = conv.geometry(x.dims(), weight.dims())?;
     pool.output_size(g.oh, g.ow)?;
     let bias = bias_or_zeros(bias, &g, x)?;
-    let op = ConvMaxPool { conv, pool, argmax: Arc::new(Mutex::new(None)) };
-    x.contiguous()?.apply_op3(&weight.contiguous()?, &bias, op)
+    conv.precision.on_cpu(x, weight, |x, w| {
+        let op = ConvMaxPool { conv, pool, argmax: Arc::new(Mutex::new(None)) };
+        x.contiguous()?.apply_op3(&w.contiguous()?, &bias, op)
+    })
 }
 
 struct ConvMaxPool {

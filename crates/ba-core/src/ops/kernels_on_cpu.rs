@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{Device, Tensor, Var};
+use half::bf16;
 use libloading::{Library, Symbol};
 use rand::Rng;
 
@@ -28,8 +29,24 @@ const SHIM: &str = r#"
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <algorithm>
 struct uint3 { unsigned x, y, z; };
+// cuda_bf16.h's type and conversions: round to nearest even, NaN kept quiet.
+struct __nv_bfloat16 { uint16_t bits; };
+static inline __nv_bfloat16 __float2bfloat16_rn(float v) {
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return {(uint16_t)((u >> 16) | 0x40u)};
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return {(uint16_t)(u >> 16)};
+}
+static inline float __bfloat162float(__nv_bfloat16 h) {
+    uint32_t u = (uint32_t)h.bits << 16;
+    float v;
+    memcpy(&v, &u, 4);
+    return v;
+}
 // Per test thread: the tests run in parallel.
 static thread_local uint3 threadIdx = {0, 0, 0}, blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
 #define __global__
@@ -98,7 +115,7 @@ fn geometry(
 
 /// AlexNet's first layer scaled down, and shapes with every stride and padding unequal.
 fn geometries() -> Vec<ConvGeometry> {
-    let p = |stride, padding| Conv2dParams { stride, padding, relu: false };
+    let p = |stride, padding| Conv2dParams { stride, padding, relu: false, precision: Default::default() };
     vec![
         geometry(2, 3, (23, 23), 4, (11, 11), p((4, 4), (2, 2))),
         geometry(3, 2, (9, 7), 3, (3, 2), p((2, 1), (0, 1))),
@@ -137,6 +154,58 @@ fn im2col_and_col2im_kernels_match_the_cpu_lowering() {
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
             assert!((a - b).abs() < 1e-5, "col2im {g:?}: element {i} is {a}, want {b}");
         }
+    }
+}
+
+#[test]
+fn bf16_operand_kernels_round_to_nearest_even_as_the_cpu_emulation() {
+    // Ties (1 + 2^-8 rounds down to even, 1 + 3 * 2^-8 up), the largest finite values, the
+    // smallest normal and subnormal ones, infinities, then ordinary values.
+    let special = [1.0 + 2f32.powi(-8), 1.0 + 3.0 * 2f32.powi(-8), -2.5, f32::MAX, f32::MIN, f32::MIN_POSITIVE];
+    let mut values = special.to_vec();
+    values.extend([1e-40, -1e-45, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0]);
+    values.extend(random(1000, 50));
+    let mut got = vec![bf16::ZERO; values.len()];
+    let to_bf16 = kernel::<unsafe extern "C" fn(*const f32, *mut bf16, usize)>("to_bf16");
+    // SAFETY: two buffers of `values.len()` elements.
+    unsafe { to_bf16(values.as_ptr(), got.as_mut_ptr(), values.len()) };
+    for (v, g) in values.iter().zip(&got) {
+        assert_eq!(g.to_bits(), bf16::from_f32(*v).to_bits(), "to_bf16({v:e})");
+    }
+    let mut nan = [bf16::ZERO];
+    // SAFETY: one value in, one out.
+    unsafe { to_bf16([f32::NAN].as_ptr(), nan.as_mut_ptr(), 1) };
+    assert!(nan[0].is_nan(), "to_bf16(NaN) is {:?}", nan[0]);
+
+    let im2col_bf16 = kernel::<unsafe extern "C" fn(*const f32, *mut bf16, ConvArgs, i32)>("im2col_bf16");
+    for g in geometries() {
+        let x = random(g.b * g.image(), 51);
+        let per_image = g.patch() * g.positions();
+        let mut want = vec![0.0; g.b * per_image];
+        for (i, col) in want.chunks_mut(per_image).enumerate() {
+            im2col(&g, &x[i * g.image()..][..g.image()], col);
+        }
+        let mut got = vec![bf16::NAN; want.len()];
+        // SAFETY: buffers of the sizes the kernel reads and writes for g.b images.
+        unsafe { im2col_bf16(x.as_ptr(), got.as_mut_ptr(), ConvArgs::of(&g).unwrap(), g.b as i32) };
+        assert!(got.iter().zip(&want).all(|(a, w)| *a == bf16::from_f32(*w)), "im2col_bf16 {g:?}");
+    }
+
+    // The bias gradient of mixed precision: f32 sums of the bf16 output gradient.
+    let (b, c, plane) = (3, 4, 10);
+    let dy: Vec<bf16> = random(b * c * plane, 52).into_iter().map(bf16::from_f32).collect();
+    let channel_sums = kernel::<unsafe extern "C" fn(*const bf16, *mut f32, i32, i32, i32)>("channel_sums_bf16");
+    let set_block = kernel::<unsafe extern "C" fn(u32)>("set_block");
+    for ch in 0..c {
+        let mut sums = vec![f32::NAN; c];
+        // SAFETY: one block per channel, as the GPU launch; `sums` has c values.
+        unsafe {
+            set_block(ch as u32);
+            channel_sums(dy.as_ptr(), sums.as_mut_ptr(), b as i32, c as i32, plane as i32);
+            set_block(0);
+        }
+        let want: f32 = (0..b).flat_map(|i| &dy[(i * c + ch) * plane..][..plane]).map(|v| v.to_f32()).sum();
+        assert!((sums[ch] - want).abs() < 1e-5, "channel {ch}: {}, want {want}", sums[ch]);
     }
 }
 

@@ -19,7 +19,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
 
 use super::im2col::{matmul_new, MatRef};
-use super::{contiguous_slice, Wanted};
+use super::{contiguous_slice, Precision, Wanted};
 
 /// The sizes of a linear layer's product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,15 +49,24 @@ impl LinearShape {
 }
 
 /// `relu?(x weight^T + bias)` for `x` (batch, in), `weight` (out, in) and `bias` (out), as
-/// `torch.nn.functional.linear` followed by an optional ReLU; differentiable in all three.
-pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor, relu: bool) -> Result<Tensor> {
+/// `torch.nn.functional.linear` followed by an optional ReLU, with the product's operands in
+/// `precision`; differentiable in all three.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor, relu: bool, precision: Precision) -> Result<Tensor> {
     LinearShape::of(x.dims(), weight.dims(), bias.dims())?;
     if x.device().is_cpu() {
-        return x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, Linear { relu });
+        let op =
+            |x: &Tensor, w: &Tensor| x.contiguous()?.apply_op3(&w.contiguous()?, &bias.contiguous()?, Linear { relu });
+        return precision.on_cpu(x, weight, op);
     }
     // `W x^T` rather than `x W^T`: the same products, but Candle's autograd then transposes
     // only batch-sized matrices, and the weight gradient comes out in the weight's own layout.
-    let y = weight.matmul(&x.t()?)?.t()?.broadcast_add(bias)?;
+    let y = match precision {
+        Precision::F32 => weight.matmul(&x.t()?)?,
+        // cuBLAS's bf16 product (f32 sums, bf16 result); its gradients come back through the
+        // casts, as under PyTorch's autocast.
+        Precision::Bf16 => weight.to_dtype(DType::BF16)?.matmul(&x.to_dtype(DType::BF16)?.t()?)?.to_dtype(x.dtype())?,
+    };
+    let y = y.t()?.broadcast_add(bias)?;
     if relu {
         y.relu()
     } else {
@@ -231,7 +240,7 @@ mod tests {
             let x = randn(&[batch, inputs], 1.0, seed);
             let (w, b) = (randn(&[outputs, inputs], 0.5, seed + 1), randn(&[outputs], 0.5, seed + 2));
             for relu in [false, true] {
-                let (y, grads) = run(|x, w, b| linear(x, w, b, relu).unwrap(), (&x, &w, &b));
+                let (y, grads) = run(|x, w, b| linear(x, w, b, relu, Precision::F32).unwrap(), (&x, &w, &b));
                 let (y_ref, grads_ref) = run(|x, w, b| by_candle_ops(x, w, b, relu), (&x, &w, &b));
                 assert_eq!(y.dims(), [batch, outputs]);
                 assert!(max_abs_diff(&y, &y_ref) < 1e-12, "output of {batch}x{inputs}->{outputs}, relu {relu}");
@@ -250,12 +259,13 @@ mod tests {
     fn the_relu_zeroes_negative_outputs_and_their_gradients() {
         let x = randn(&[6, 9], 1.0, 40);
         let (w, b) = (randn(&[11, 9], 0.5, 41), randn(&[11], 0.5, 42));
-        let (y, [dx, ..]) = run(|x, w, b| linear(x, w, b, true).unwrap(), (&x, &w, &b));
-        let (plain, _) = run(|x, w, b| linear(x, w, b, false).unwrap(), (&x, &w, &b));
+        let (y, [dx, ..]) = run(|x, w, b| linear(x, w, b, true, Precision::F32).unwrap(), (&x, &w, &b));
+        let (plain, _) = run(|x, w, b| linear(x, w, b, false, Precision::F32).unwrap(), (&x, &w, &b));
         let negatives = plain.lt(0.0).unwrap().to_dtype(DType::F64).unwrap().sum_all().unwrap();
         assert!(negatives.to_scalar::<f64>().unwrap() > 10.0, "the case must have negative outputs");
         assert!(max_abs_diff(&y, &plain.relu().unwrap()) < 1e-15);
-        let dx_masked = run(|x, w, b| linear(x, w, b, false).unwrap().relu().unwrap(), (&x, &w, &b)).1[0].clone();
+        let dx_masked =
+            run(|x, w, b| linear(x, w, b, false, Precision::F32).unwrap().relu().unwrap(), (&x, &w, &b)).1[0].clone();
         assert!(max_abs_diff(&dx, &dx_masked) < 1e-12);
     }
 
@@ -265,7 +275,7 @@ mod tests {
         let (w, b) = (randn(&[30, 40], 0.5, 51), randn(&[30], 0.5, 52));
         let on = |threads| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| run(|x, w, b| linear(x, w, b, true).unwrap(), (&x, &w, &b)))
+            pool.install(|| run(|x, w, b| linear(x, w, b, true, Precision::F32).unwrap(), (&x, &w, &b)))
         };
         let ((y1, g1), (y3, g3)) = (on(1), on(3));
         assert!(max_abs_diff(&y1, &y3) < 1e-12);
@@ -278,7 +288,12 @@ mod tests {
     fn an_input_without_gradient_gets_none() {
         let x = randn(&[3, 4], 1.0, 60).as_tensor().detach();
         let (w, b) = (randn(&[2, 4], 0.5, 61), randn(&[2], 0.5, 62));
-        let grads = linear(&x, w.as_tensor(), b.as_tensor(), false).unwrap().sum_all().unwrap().backward().unwrap();
+        let grads = linear(&x, w.as_tensor(), b.as_tensor(), false, Precision::F32)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         assert!(grads.get(&x).is_none());
         let dw = grads.get(w.as_tensor()).expect("weight gradient");
         // d(sum y)/dW[o, i] = sum over the batch of x[., i].
@@ -289,7 +304,9 @@ mod tests {
     #[test]
     fn mismatched_shapes_are_clear_errors() {
         let t = |dims: &[usize]| Tensor::zeros(dims, DType::F32, &Device::Cpu).unwrap();
-        let err = |x: &[usize], w: &[usize], b: &[usize]| linear(&t(x), &t(w), &t(b), false).unwrap_err().to_string();
+        let err = |x: &[usize], w: &[usize], b: &[usize]| {
+            linear(&t(x), &t(w), &t(b), false, Precision::F32).unwrap_err().to_string()
+        };
         assert!(err(&[2, 4], &[3, 5], &[3]).contains("expected input (batch, 5), got [2, 4]"));
         assert!(err(&[2, 5], &[3, 5], &[4]).contains("bias of shape [4] for 3 outputs"));
         assert!(err(&[2, 5, 1], &[3, 5], &[3]).contains("expected input (batch, in)"));

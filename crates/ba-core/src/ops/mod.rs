@@ -43,6 +43,7 @@ mod kernel_args;
 mod kernels_on_cpu;
 mod linear;
 mod max_pool2d;
+mod precision;
 mod sgd;
 mod space_to_depth;
 mod state;
@@ -57,6 +58,7 @@ pub use conv_max_pool::conv2d_max_pool2d;
 pub use gate_max_pool::gate_relu_max_pool2d;
 pub use linear::linear;
 pub use max_pool2d::{max_pool2d, MaxPool2dParams};
+pub use precision::Precision;
 pub use sgd::{sgd_update, SgdStep};
 pub use state::StateVector;
 

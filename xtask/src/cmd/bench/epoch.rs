@@ -62,12 +62,13 @@ pub fn run(args: EpochArgs, device: &Device) -> Result<()> {
     let workers = args.workers.unwrap_or_else(rayon::current_num_threads);
     let device_name = if device.is_cuda() { "cuda" } else { "cpu" };
     println!(
-        "One epoch: {} training images ({} cycled), batch {}, augmentation {:?}, mixup {}, on {device_name}\n",
+        "One epoch: {} training images ({} cycled), batch {}, augmentation {:?}, mixup {}, {} products, on {device_name}\n",
         args.images,
         recipe.data.display(),
         recipe.batch_size,
         recipe.augment,
         recipe.mixup_alpha.map_or("off".into(), |a| format!("alpha {a}")),
+        recipe.precision,
     );
     let mut rows = Vec::new();
     for &kind in &args.models {
@@ -94,6 +95,8 @@ pub fn run(args: EpochArgs, device: &Device) -> Result<()> {
             workers.to_string(),
             "--device".into(),
             device_name.into(),
+            "--precision".into(),
+            recipe.precision.name().into(),
         ];
         let torch = reference_lines(&args.python, "bench/torch_reference.py", &reference)
             .and_then(|mut lines| lines.pop())

@@ -1,4 +1,5 @@
-// CUDA kernels of ba-core's custom ops, f32. Each kernel is the device twin of a CPU loop in
+// CUDA kernels of ba-core's custom ops, f32 (and bf16 product operands for mixed precision:
+// the `_bf16` kernels read f32 and write the operands cuBLAS multiplies). Each kernel is the device twin of a CPU loop in
 // `src/ops/*.rs` and follows the same memory layouts:
 //   images (b, c, h, w) row-major; column matrices per image (c*kh*kw rows, oh*ow columns).
 // Matrix products are cuBLAS calls made from Rust (`src/ops/cuda.rs`); these kernels are the
@@ -6,6 +7,15 @@
 // any launch size covers any problem size.
 
 #include <stdint.h>
+#ifdef __CUDACC__
+#include <cuda_bf16.h>
+#endif
+
+// A value as the element type of a product operand: f32 as is, bf16 rounded to nearest even.
+__device__ inline float to_operand(float v, float*) { return v; }
+__device__ inline __nv_bfloat16 to_operand(float v, __nv_bfloat16*) { return __float2bfloat16_rn(v); }
+__device__ inline float from_operand(float v) { return v; }
+__device__ inline float from_operand(__nv_bfloat16 v) { return __bfloat162float(v); }
 
 #define GRID_STRIDE_LOOP(i, n) \
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (size_t)blockDim.x * gridDim.x)
@@ -16,7 +26,8 @@ struct ConvGeometry {
 
 // col[img][(ci*kh + ky)*kw + kx][oy*ow + ox] = x[img][ci][oy*sh + ky - ph][ox*sw + kx - pw],
 // zero outside the image, for `images` consecutive images.
-extern "C" __global__ void im2col_f32(const float* x, float* col, ConvGeometry g, int images) {
+template <typename T>
+__device__ void im2col(const float* x, T* col, ConvGeometry g, int images) {
     const size_t positions = (size_t)g.oh * g.ow;
     const size_t patch = (size_t)g.c * g.kh * g.kw;
     const size_t n = (size_t)images * patch * positions;
@@ -31,7 +42,22 @@ extern "C" __global__ void im2col_f32(const float* x, float* col, ConvGeometry g
         if (y >= 0 && y < g.h && xx >= 0 && xx < g.w) {
             v = x[((img * g.c + ci) * g.h + y) * g.w + xx];
         }
-        col[i] = v;
+        col[i] = to_operand(v, col);
+    }
+}
+
+extern "C" __global__ void im2col_f32(const float* x, float* col, ConvGeometry g, int images) {
+    im2col(x, col, g, images);
+}
+
+extern "C" __global__ void im2col_bf16(const float* x, __nv_bfloat16* col, ConvGeometry g, int images) {
+    im2col(x, col, g, images);
+}
+
+// out[i] = in[i] rounded to bf16 (nearest even): a product operand for mixed precision.
+extern "C" __global__ void to_bf16(const float* in, __nv_bfloat16* out, size_t n) {
+    GRID_STRIDE_LOOP(i, n) {
+        out[i] = __float2bfloat16_rn(in[i]);
     }
 }
 
@@ -79,14 +105,15 @@ extern "C" __global__ void relu_mask_f32(const float* grad, const float* result,
 
 // sums[ch] = sum of dy[img][ch][*] over images and the plane; one block per channel, a tree
 // reduction in shared memory (blockDim.x must be a power of two, at most 1024).
-extern "C" __global__ void channel_sums_f32(const float* dy, float* sums, int images, int channels, int plane) {
+template <typename T>
+__device__ void channel_sums(const T* dy, float* sums, int images, int channels, int plane) {
     __shared__ float partial[1024];
     const int ch = blockIdx.x;
     float acc = 0.0f;
     const size_t per_channel = (size_t)images * plane;
     for (size_t j = threadIdx.x; j < per_channel; j += blockDim.x) {
         const size_t img = j / plane, k = j % plane;
-        acc += dy[(img * channels + ch) * plane + k];
+        acc += from_operand(dy[(img * channels + ch) * plane + k]);
     }
     partial[threadIdx.x] = acc;
     __syncthreads();
@@ -95,6 +122,15 @@ extern "C" __global__ void channel_sums_f32(const float* dy, float* sums, int im
         __syncthreads();
     }
     if (threadIdx.x == 0) sums[ch] = partial[0];
+}
+
+extern "C" __global__ void channel_sums_f32(const float* dy, float* sums, int images, int channels, int plane) {
+    channel_sums(dy, sums, images, channels, plane);
+}
+
+// The sums of a gradient already rounded to bf16, the operand of mixed precision's products.
+extern "C" __global__ void channel_sums_bf16(const __nv_bfloat16* dy, float* sums, int images, int channels, int plane) {
+    channel_sums(dy, sums, images, channels, plane);
 }
 
 // total[j] += rows[k][j] for k < count, where rows are `count` consecutive vectors of n.

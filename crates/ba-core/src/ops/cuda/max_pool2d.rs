@@ -5,7 +5,7 @@ use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView};
 use candle_core::cuda_backend::CudaDevice;
 use candle_core::Result;
 
-use super::{alloc_f32, elementwise, launch};
+use super::{alloc, elementwise, launch};
 use crate::ops::kernel_args::PoolArgs;
 use crate::ops::MaxPool2dParams;
 
@@ -18,7 +18,7 @@ pub(crate) fn forward(
     (oh, ow): (usize, usize),
 ) -> Result<(CudaSlice<f32>, CudaSlice<u32>)> {
     let (g, planes, n) = (PoolArgs::of(params, (h, w), (oh, ow))?, b * c, b * c * oh * ow);
-    let mut out = alloc_f32(dev, n)?;
+    let mut out = alloc::<f32>(dev, n)?;
     // SAFETY: the kernel writes every index before any read.
     let mut argmax = unsafe { dev.alloc::<u32>(n) }?;
     launch!(dev, "max_pool_f32", elementwise(n), &x, &mut out, &mut argmax, &g, &planes)?;
@@ -36,7 +36,7 @@ pub(crate) fn backward(
     (oh, ow): (usize, usize),
 ) -> Result<CudaSlice<f32>> {
     let (g, planes) = (PoolArgs::of(params, (h, w), (oh, ow))?, b * c);
-    let mut dx = alloc_f32(dev, planes * h * w)?;
+    let mut dx = alloc::<f32>(dev, planes * h * w)?;
     launch!(dev, "max_pool_backward_f32", elementwise(planes * h * w), &grad, argmax, &mut dx, &g, &planes)?;
     Ok(dx)
 }

@@ -1,15 +1,23 @@
 //! What the ops' `cuda_fwd` share: loading and launching the kernels of `cuda/kernels.cu`
 //! (compiled to PTX by `build.rs`), views of f32 storage, and row-major matrix products on
-//! cuBLAS.
+//! cuBLAS with f32 or bf16 operands.
 
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig, StridedBatchedConfig};
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DevicePtrMut, LaunchConfig};
-use candle_core::cuda_backend::{CudaDevice, WrapErr};
+use std::ffi::c_void;
+
+use candle_core::cuda_backend::cudarc::cublas::result::gemm_strided_batched_ex;
+use candle_core::cuda_backend::cudarc::cublas::sys::{
+    cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t,
+};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaSlice, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
+};
+use candle_core::cuda_backend::{CudaDType, CudaDevice, WrapErr};
 use candle_core::{CudaStorage, DType, Layout, Result};
 
 use super::blas::Product;
 use super::kernel_args::int;
+use half::bf16;
 
 mod ptx {
     include!(concat!(env!("OUT_DIR"), "/ptx.rs"));
@@ -57,8 +65,18 @@ pub(crate) fn f32_view<'a>(op: &str, storage: &'a CudaStorage, layout: &Layout) 
     if storage.dtype() != DType::F32 {
         candle_core::bail!("{op}: on CUDA only f32 is supported, got {:?}", storage.dtype());
     }
+    operand_view(op, storage, layout)
+}
+
+/// The contiguous values of `storage` under `layout` as operands of type `T`, or an error
+/// naming `op`.
+pub(crate) fn operand_view<'a, T: Operand>(
+    op: &str,
+    storage: &'a CudaStorage,
+    layout: &Layout,
+) -> Result<CudaView<'a, T>> {
     match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(storage.as_cuda_slice::<f32>()?.slice(start..end)),
+        Some((start, end)) => Ok(storage.as_cuda_slice::<T>()?.slice(start..end)),
         None => candle_core::bail!("{op}: the input must be contiguous, got strides {:?}", layout.stride()),
     }
 }
@@ -78,45 +96,89 @@ pub(crate) fn f32_view_mut<'a>(
     }
 }
 
-/// A new f32 buffer of `n` values on `dev`, every value written by the kernel that fills it.
-pub(crate) fn alloc_f32(dev: &CudaDevice, n: usize) -> Result<CudaSlice<f32>> {
+/// A new buffer of `n` values on `dev`, every value written by the kernel that fills it.
+pub(crate) fn alloc<T: DeviceRepr>(dev: &CudaDevice, n: usize) -> Result<CudaSlice<T>> {
     // SAFETY: callers launch a kernel or product that writes every element before any read.
-    unsafe { dev.alloc::<f32>(n) }
+    unsafe { dev.alloc::<T>(n) }
+}
+
+/// An element type of matrix-product operands; results are always f32 (f32 sums).
+pub(crate) trait Operand: DeviceRepr + CudaDType {
+    /// cuBLAS's name for the type.
+    const DATA_TYPE: cudaDataType_t;
+    /// The suffix of the kernels that write or read operands of this type (`im2col_bf16`).
+    const KERNELS: &'static str;
+}
+
+impl Operand for f32 {
+    const DATA_TYPE: cudaDataType_t = cudaDataType_t::CUDA_R_32F;
+    const KERNELS: &'static str = "f32";
+}
+
+/// Mixed precision's operands (`ops::Precision::Bf16`): tensor-core products.
+impl Operand for bf16 {
+    const DATA_TYPE: cudaDataType_t = cudaDataType_t::CUDA_R_16BF;
+    const KERNELS: &'static str = "bf16";
+}
+
+/// `values` rounded to bf16 (nearest even), a product operand of mixed precision.
+pub(crate) fn to_bf16(dev: &CudaDevice, values: &CudaView<'_, f32>) -> Result<CudaSlice<bf16>> {
+    let n = values.len();
+    let mut out = alloc::<bf16>(dev, n)?;
+    launch!(dev, "to_bf16", elementwise(n), values, &mut out, &n)?;
+    Ok(out)
 }
 
 /// Runs `product` (`ops/blas.rs`) for `batch` entries on cuBLAS: `out_i = op(left_i) *
-/// op(right_i)`, each `out_i` overwritten.
-pub(crate) fn matmul<C: DevicePtrMut<f32>>(
+/// op(right_i)`, each `out_i` overwritten, with f32 sums and results whatever the operands'
+/// type `T`.
+pub(crate) fn matmul<T: Operand, C: DevicePtrMut<f32>>(
     dev: &CudaDevice,
     product: &Product,
-    (left, right): (&CudaView<'_, f32>, &CudaView<'_, f32>),
+    (left, right): (&CudaView<'_, T>, &CudaView<'_, T>),
     out: &mut C,
     batch: usize,
 ) -> Result<()> {
     let call = product.call();
     let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
     let int = |v| int("matmul", v);
-    let gemm = GemmConfig {
-        transa: op(call.transpose_a),
-        transb: op(call.transpose_b),
-        m: int(call.m)?,
-        n: int(call.n)?,
-        k: int(call.k)?,
-        alpha: 1.0f32,
-        lda: int(call.lda)?,
-        ldb: int(call.ldb)?,
-        beta: 0.0,
-        ldc: int(call.ldc)?,
-    };
-    let config = StridedBatchedConfig {
-        gemm,
-        batch_size: int(batch)?,
-        stride_a: call.stride_a as i64,
-        stride_b: call.stride_b as i64,
-        stride_c: call.stride_c as i64,
-    };
+    let (alpha, beta) = (1.0f32, 0.0f32);
+    let (blas, stream) = (dev.cublas_handle(), dev.cuda_stream());
+    // cuBLAS is column-major: the row-major product `left * right` is `right^T * left^T` there,
+    // which `Product::call` has already arranged.
+    let (a, _a_read) = right.device_ptr(&stream);
+    let (b, _b_read) = left.device_ptr(&stream);
+    let (c, _c_written) = out.device_ptr_mut(&stream);
     // SAFETY: the callers pass buffers holding `batch` entries of the product's shapes at its
-    // strides (`cuda/conv2d.rs` sizes them from the same geometry).
-    unsafe { dev.cublas_handle().gemm_strided_batched(config, right, left, out) }.w()?;
+    // strides (`cuda/conv2d.rs` sizes them from the same geometry); the scalars are f32 as
+    // the compute type requires.
+    unsafe {
+        gemm_strided_batched_ex(
+            *blas.handle(),
+            op(call.transpose_a),
+            op(call.transpose_b),
+            int(call.m)?,
+            int(call.n)?,
+            int(call.k)?,
+            (&alpha as *const f32).cast(),
+            a as *const c_void,
+            T::DATA_TYPE,
+            int(call.lda)?,
+            call.stride_a as i64,
+            b as *const c_void,
+            T::DATA_TYPE,
+            int(call.ldb)?,
+            call.stride_b as i64,
+            (&beta as *const f32).cast(),
+            c as *mut c_void,
+            cudaDataType_t::CUDA_R_32F,
+            int(call.ldc)?,
+            call.stride_c as i64,
+            int(batch)?,
+            cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        )
+    }
+    .w()?;
     Ok(())
 }
