@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use ba_core::init::SeededVarMap;
 use ba_core::model::{ImageClassifier, ParameterCount};
+use ba_core::ops::Precision;
 use ba_core::rng::{derive_seed, rng_for};
 use ba_data::transforms::mixup::Mixup;
 use ba_data::transforms::{notebook_train_pipeline, simple_train_pipeline, test_pipeline, Transform};
@@ -308,6 +309,12 @@ pub fn train_model(
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let vars = VarMap::new();
     let vb = SeededVarMap::builder(&vars, rng_for(recipe.seed, "init"), DType::F32, device);
+    if recipe.precision == Precision::Bf16 && device.is_cpu() {
+        tracing::warn!(
+            model = kind.name(),
+            "bf16 on the CPU is an emulation for checking accuracy (operands rounded, f32 products): slower than f32"
+        );
+    }
     let config =
         ModelConfig { precision: recipe.precision, ..ModelConfig::cifar10(derive_seed(recipe.seed, "dropout")) };
     let model = kind.build(config, vb)?;
