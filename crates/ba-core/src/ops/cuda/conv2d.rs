@@ -1,8 +1,9 @@
 //! The convolution on CUDA: the same per-image lowering as the CPU path (`ops/conv2d.rs`),
 //! with the column matrices of a chunk of images built by one kernel and multiplied by one
 //! strided-batched cuBLAS product. The products' operands are f32, or bf16 for mixed precision
-//! (`T` = `half::bf16`: the column kernel writes bf16, the weight and the output gradient are
-//! rounded by `to_bf16`); their sums and results are f32 either way.
+//! (`T` = `half::bf16`: the column kernel writes bf16, the weight is rounded by `to_bf16` and
+//! the output gradient by the backward pass's caller); their sums and results are f32 either
+//! way.
 
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView};
 use candle_core::cuda_backend::CudaDevice;
