@@ -1,6 +1,6 @@
 //! Both models built for mixed precision (`Precision::Bf16`, emulated on the CPU) against the
-//! same models in f32: the same parameters, a loss that moves by about a bf16 rounding, and
-//! gradients for every parameter. The layers' own bf16 arithmetic is checked op by op in
+//! same models in f32: logits that move by about a bf16 rounding, and gradients for every
+//! parameter. The layers' own bf16 arithmetic is checked op by op in
 //! ba-core (`ops/precision.rs`).
 
 use ba_core::init::SeededVarMap;
@@ -19,23 +19,34 @@ fn build(kind: ModelKind, precision: Precision) -> (VarMap, Box<dyn ImageClassif
     (vars, model)
 }
 
+/// Fixed images with values spread over [-1, 1) (a sine hash), so that a failure reproduces.
+fn images(n: usize) -> Tensor {
+    let values: Vec<f32> = (0..n * 3 * 128 * 128).map(|i| ((i as f32 * 12.9898).sin() * 43_758.547).fract()).collect();
+    Tensor::from_vec(values, (n, 3, 128, 128), &Device::Cpu).unwrap()
+}
+
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
 #[test]
-fn mixed_precision_moves_the_loss_by_about_a_bf16_rounding_and_trains_every_parameter() {
-    let images = Tensor::randn(0f32, 1.0, (4, 3, 128, 128), &Device::Cpu).unwrap();
+fn mixed_precision_moves_the_logits_by_about_a_bf16_rounding_and_trains_every_parameter() {
+    let images = images(4);
     let labels = Tensor::new(&[1u32, 4, 4, 9], &Device::Cpu).unwrap();
     for kind in ModelKind::ALL {
-        let mut losses = Vec::new();
+        let mut logits = Vec::new();
         for precision in Precision::ALL {
             let (vars, model) = build(kind, precision);
+            logits.push(model.forward_t(&images, false).unwrap());
             let loss = cross_entropy(&model.forward_t(&images, true).unwrap(), &labels).unwrap();
             let grads = loss.backward().unwrap();
             for (name, var) in vars.data().lock().unwrap().iter() {
                 let is_statistic = name.ends_with("running_mean") || name.ends_with("running_var");
                 assert!(is_statistic || grads.get(var).is_some(), "{kind} {precision}: no gradient for {name}");
             }
-            losses.push(loss.to_scalar::<f32>().unwrap());
         }
-        let relative = (losses[1] - losses[0]).abs() / losses[0];
-        assert!(relative > 1e-6 && relative < 1e-2, "{kind}: losses {losses:?} differ by {relative:e} relative");
+        // One bf16 rounding is 2^-9 (2e-3) relative; eight layers of them stay well under 5%.
+        let relative = max_abs(&(&logits[1] - &logits[0]).unwrap()) / max_abs(&logits[0]);
+        assert!(relative > 1e-4 && relative < 5e-2, "{kind}: bf16 logits differ from f32 by {relative:e} relative");
     }
 }
