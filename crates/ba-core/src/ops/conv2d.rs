@@ -450,6 +450,26 @@ mod tests {
         check_against_candle((5, 3, 15, 15), (4, 3, 5, 5), p(1, 2).with_relu());
     }
 
+    #[test]
+    fn a_weight_updated_in_place_is_transformed_again() {
+        // The forward pass reuses Winograd's transformed weight while the weight is unchanged
+        // (`weight_cache.rs`); an optimizer step changes it in place, at the same address.
+        use crate::ops::{sgd_update, SgdStep, StateVector};
+        let x = Tensor::randn(0f32, 1.0, (2, 8, 7, 7), &Device::Cpu).unwrap();
+        let w = Var::from_tensor(&Tensor::randn(0f32, 0.3, (6, 8, 3, 3), &Device::Cpu).unwrap()).unwrap();
+        let params = Conv2dParams::square(1, 1);
+        let run = |w: &Tensor| conv2d(&x, w, None, params).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let before = run(w.as_tensor());
+        assert_eq!(run(w.as_tensor()), before, "an unchanged weight gives the same output");
+        let step = SgdStep { lr: 0.1, momentum: 0.0, dampening: 0.0, nesterov: false, weight_decay: 0.0 };
+        let grad = Tensor::ones((6, 8, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        sgd_update(w.as_tensor(), &grad, &mut StateVector::default(), step).unwrap();
+        let after = run(w.as_tensor());
+        assert_ne!(after, before);
+        // A copy of the updated weight lives elsewhere and was never seen: computed afresh.
+        assert_eq!(after, run(&w.as_tensor().copy().unwrap()));
+    }
+
     /// The error of the f32 convolution of `x` by `w` (given in f64) against the f64 one,
     /// relative to the output's scale: ours and Candle's direct convolution's.
     fn f32_errors(x: &Var, w: &Var, padding: usize) -> (f64, f64) {

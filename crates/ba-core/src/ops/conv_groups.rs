@@ -15,6 +15,8 @@
 //! 25-35% faster than im2col; the 7x7 layers 15-30% faster by F(4x4, 3x3) than by F(2x2,
 //! 3x3), which had been 10-30% faster than im2col.
 
+use std::sync::Arc;
+
 use rayon::iter::Either;
 use rayon::prelude::*;
 
@@ -25,7 +27,7 @@ use super::winograd_plan::WinogradPlan;
 use candle_core::backend::BackendStorage;
 use candle_core::{DType, Result, Storage, Tensor, WithDType};
 
-use super::{contiguous_slice, Wanted};
+use super::{contiguous_slice, weight_cache, Wanted};
 
 /// Columns a group's column matrix should reach at least.
 const GROUP_COLUMNS: usize = 256;
@@ -189,15 +191,19 @@ pub(crate) enum ConvWeights<'a, T> {
     Direct(&'a [T]),
     /// The weight transformed for Winograd's algorithm, transposed (see
     /// [`WinogradPlan::transform_weights`]).
-    Winograd(Box<WinogradPlan>, Vec<T>),
+    Winograd(Box<WinogradPlan>, Arc<Vec<T>>),
 }
 
 impl<'a, T: WithDType> ConvWeights<'a, T> {
-    /// The weight `w` of the convolution `g`, transformed once per call where its groups
-    /// run by Winograd's algorithm.
+    /// The weight `w` of the convolution `g`, transformed where its groups run by Winograd's
+    /// algorithm: once per call, or taken from the previous call while `w` is unchanged
+    /// ([`weight_cache`]).
     pub(crate) fn new(g: &ConvGeometry, w: &'a [T]) -> Self {
         match WinogradPlan::of(g) {
-            Some(plan) => Self::Winograd(Box::new(plan), plan.transform_weights(w, true)),
+            Some(plan) => {
+                let u_t = weight_cache::transformed(plan.for_any_batch(), w, |w| plan.transform_weights(w, true));
+                Self::Winograd(Box::new(plan), u_t)
+            }
             None => Self::Direct(w),
         }
     }

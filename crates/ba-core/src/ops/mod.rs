@@ -49,6 +49,7 @@ mod space_to_depth;
 mod state;
 #[cfg(test)]
 mod test_support;
+mod weight_cache;
 mod winograd;
 mod winograd_plan;
 

@@ -22,7 +22,7 @@ use candle_core::WithDType;
 use super::im2col::ConvGeometry;
 
 /// A strided convolution `outer` as the stride-1 convolution `inner` of its block images.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SpaceToDepth {
     outer: ConvGeometry,
     /// The stride-1 convolution of the block images, with the same batch and output.
@@ -49,6 +49,12 @@ impl SpaceToDepth {
     fn block_channel(&self, channel: usize) -> (usize, (usize, usize)) {
         let s = self.s;
         (channel / (s * s), (channel / s % s, channel % s))
+    }
+
+    /// The same rewrite for a batch of any size.
+    pub(crate) fn for_any_batch(self) -> Self {
+        let unbatched = |g: ConvGeometry| ConvGeometry { b: 0, ..g };
+        Self { outer: unbatched(self.outer), inner: unbatched(self.inner), ..self }
     }
 
     /// Values of one outer image.

@@ -10,7 +10,7 @@ use super::winograd::{Algorithm, Images, Output, OutputGrad};
 
 /// A convolution run by Winograd's algorithm: `algorithm` on the convolution `inner`, which is
 /// the convolution itself or, through `blocks`, its rewrite with stride 1.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct WinogradPlan {
     algorithm: Algorithm,
     inner: ConvGeometry,
@@ -32,6 +32,11 @@ impl WinogradPlan {
                 })
             }),
         }
+    }
+
+    /// The same plan for a batch of any size: what its weight transform depends on.
+    pub(crate) fn for_any_batch(&self) -> Self {
+        Self { inner: ConvGeometry { b: 0, ..self.inner }, blocks: self.blocks.map(|b| b.for_any_batch()), ..*self }
     }
 
     /// Tiles of one image.
