@@ -124,6 +124,16 @@ fn geometries() -> Vec<ConvGeometry> {
     ]
 }
 
+/// The column matrices of every image of `x`, one after another, by the CPU lowering.
+fn batch_columns(g: &ConvGeometry, x: &[f32]) -> Vec<f32> {
+    let per_image = g.patch() * g.positions();
+    let mut cols = vec![0.0; g.b * per_image];
+    for (i, col) in cols.chunks_mut(per_image).enumerate() {
+        im2col(g, &x[i * g.image()..][..g.image()], col);
+    }
+    cols
+}
+
 type Im2col = unsafe extern "C" fn(*const f32, *mut f32, ConvArgs, i32);
 
 #[test]
@@ -131,11 +141,8 @@ fn im2col_and_col2im_kernels_match_the_cpu_lowering() {
     let (to_cols, from_cols) = (kernel::<Im2col>("im2col_f32"), kernel::<Im2col>("col2im_f32"));
     for g in geometries() {
         let x = random(g.b * g.image(), 1);
+        let want = batch_columns(&g, &x);
         let per_image = g.patch() * g.positions();
-        let mut want = vec![0.0; g.b * per_image];
-        for (i, col) in want.chunks_mut(per_image).enumerate() {
-            im2col(&g, &x[i * g.image()..][..g.image()], col);
-        }
         let mut got = vec![f32::NAN; want.len()];
         // SAFETY: buffers of the sizes the kernel reads and writes for g.b images.
         unsafe { to_cols(x.as_ptr(), got.as_mut_ptr(), ConvArgs::of(&g).unwrap(), g.b as i32) };
@@ -180,11 +187,7 @@ fn bf16_operand_kernels_round_to_nearest_even_as_the_cpu_emulation() {
     let im2col_bf16 = kernel::<unsafe extern "C" fn(*const f32, *mut bf16, ConvArgs, i32)>("im2col_bf16");
     for g in geometries() {
         let x = random(g.b * g.image(), 51);
-        let per_image = g.patch() * g.positions();
-        let mut want = vec![0.0; g.b * per_image];
-        for (i, col) in want.chunks_mut(per_image).enumerate() {
-            im2col(&g, &x[i * g.image()..][..g.image()], col);
-        }
+        let want = batch_columns(&g, &x);
         let mut got = vec![bf16::NAN; want.len()];
         // SAFETY: buffers of the sizes the kernel reads and writes for g.b images.
         unsafe { im2col_bf16(x.as_ptr(), got.as_mut_ptr(), ConvArgs::of(&g).unwrap(), g.b as i32) };

@@ -16,6 +16,8 @@ use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::sync::Arc;
 
+use candle_core::WithDType;
+
 /// Layers whose transformed weights are kept: AlexNet has five convolutions, all by Winograd.
 const ENTRIES: usize = 8;
 
@@ -43,7 +45,7 @@ thread_local! {
 /// `transform(weight)`, the transform described by `what` (everything it depends on besides
 /// the weight), from the cache when the cached transform at this weight's address is the
 /// same `what` and was made from the same weight value for value; else computed and stored.
-pub(crate) fn transformed<T: Copy + 'static, K: PartialEq + 'static>(
+pub(crate) fn transformed<T: WithDType, K: PartialEq + 'static>(
     what: K,
     weight: &[T],
     transform: impl FnOnce(&[T]) -> Vec<T>,
@@ -79,8 +81,8 @@ pub(crate) fn transformed<T: Copy + 'static, K: PartialEq + 'static>(
 
 /// The bytes of `values`, so that equality is bitwise (a NaN equals itself, 0.0 differs from
 /// -0.0).
-fn bytes<T: Copy>(values: &[T]) -> &[u8] {
-    // SAFETY: the callers' T are f32 and f64, plain values without padding; the slice covers
+fn bytes<T: WithDType>(values: &[T]) -> &[u8] {
+    // SAFETY: Candle's element types are plain numbers without padding bytes; the slice covers
     // exactly the memory of `values` and lives as long as it.
     unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
 }
