@@ -8,9 +8,9 @@
 //! - computes `y^T = W x^T` (W row-major, `x^T` read in place: the fast layouts for a
 //!   batch-wide `n`) and adds the bias and the ReLU while transposing `y^T` into `y`;
 //! - in its backward pass masks the output gradient by the ReLU, sums it into the bias
-//!   gradient, and runs the weight gradient `dW = dY^T x` and the input gradient `dX = dY W`
-//!   side by side, each GEMM on half of rayon's threads: the two products have the same size,
-//!   and a product with a batch-sized dimension splits poorly over threads.
+//!   gradient, and runs the weight gradient `dW = dY^T x` as one product, then the input
+//!   gradient `dX = dY W` a block of the weight's rows at a time (see [`input_grad`]), each on
+//!   all of rayon's threads.
 //!
 //! On other devices it is Candle's own ops, arranged so that no parameter-sized matrix is
 //! transposed (see [`linear`]).
@@ -18,7 +18,9 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
 
-use super::im2col::{matmul_new, MatRef};
+use rayon::prelude::*;
+
+use super::im2col::{matmul, matmul_new, MatRef};
 use super::{contiguous_slice, Precision, Wanted};
 
 /// The sizes of a linear layer's product.
@@ -150,20 +152,33 @@ fn forward<T: WithDType>(s: LinearShape, (x, w, bias): (&[T], &[T], &[T]), relu:
     let w_rows = MatRef { data: w, row_stride: inputs, col_stride: 1 };
     let x_t = MatRef { data: x, row_stride: 1, col_stride: inputs };
     let y_t = matmul_new(rayon::current_num_threads(), (outputs, batch, inputs), (w_rows, x_t));
-    // Transposed a block of outputs at a time: one output at a time writes `batch` values a
-    // power of two apart, which all fall into one L1 set.
+    transpose_map(&y_t, batch, |output, v| {
+        let v = v + bias[output];
+        if relu && v < T::zero() {
+            T::zero()
+        } else {
+            v
+        }
+    })
+}
+
+/// The transpose of `src` (rows x `cols`, row-major) with `f(row, value)` applied to each
+/// value.
+fn transpose_map<T: WithDType>(src: &[T], cols: usize, f: impl Fn(usize, T) -> T) -> Vec<T> {
+    let rows = src.len() / cols;
+    // A block of rows at a time: one row at a time writes `cols` values a power of two apart
+    // (for the classifier), which all fall into one L1 set.
     const BLOCK: usize = 16;
-    let mut y = vec![T::zero(); batch * outputs];
-    for (block, (rows, bias)) in y_t.chunks(BLOCK * batch).zip(bias.chunks(BLOCK)).enumerate() {
-        for (i, y_row) in y.chunks_exact_mut(outputs).enumerate() {
-            let dst = &mut y_row[block * BLOCK..][..bias.len()];
-            for (j, (d, &b)) in dst.iter_mut().zip(bias).enumerate() {
-                let v = rows[j * batch + i] + b;
-                *d = if relu && v < T::zero() { T::zero() } else { v };
+    let mut dst = vec![T::zero(); src.len()];
+    for (block, block_rows) in src.chunks(BLOCK * cols).enumerate() {
+        let first = block * BLOCK;
+        for (j, dst_row) in dst.chunks_exact_mut(rows).enumerate() {
+            for (r, d) in dst_row[first..][..block_rows.len() / cols].iter_mut().enumerate() {
+                *d = f(first + r, block_rows[r * cols + j]);
             }
         }
     }
-    y
+    dst
 }
 
 /// The input, weight and bias gradients that are `wanted`, from the output gradient and the
@@ -184,28 +199,42 @@ fn backward<T: WithDType>(
         }
         db
     });
-    let threads = rayon::current_num_threads();
-    let (dw_threads, dx_threads) = match (wanted.dw, wanted.dx) {
-        (true, true) => (threads.div_ceil(2), (threads / 2).max(1)),
-        _ => (threads, threads),
-    };
-    let weight_grad = || {
-        wanted.dw.then(|| {
-            let dy_t = MatRef { data: &dy[..], row_stride: 1, col_stride: outputs };
-            let x_rows = MatRef { data: x, row_stride: inputs, col_stride: 1 };
-            matmul_new(dw_threads, (outputs, inputs, batch), (dy_t, x_rows))
-        })
-    };
-    let input_grad = || {
-        wanted.dx.then(|| {
-            let dy_rows = MatRef { data: &dy[..], row_stride: outputs, col_stride: 1 };
-            let w_rows = MatRef { data: w, row_stride: inputs, col_stride: 1 };
-            matmul_new(dx_threads, (batch, inputs, outputs), (dy_rows, w_rows))
-        })
-    };
-    let (dw, dx) = rayon::join(weight_grad, input_grad);
-    (dx, dw, db)
+    let weight_grad = wanted.dw.then(|| {
+        let dy_t = MatRef { data: &dy[..], row_stride: 1, col_stride: outputs };
+        let x_rows = MatRef { data: x, row_stride: inputs, col_stride: 1 };
+        matmul_new(rayon::current_num_threads(), (outputs, inputs, batch), (dy_t, x_rows))
+    });
+    let input_grad = wanted.dx.then(|| input_grad(s, &dy, w));
+    (input_grad, weight_grad, db)
 }
+
+/// `dX = dY W` (batch, in), computed as `dX^T = W^T dY^T` over blocks of the weight's rows:
+/// rayon's threads take ranges of inputs, and each sums the products of
+/// [`WEIGHT_ROWS_PER_PRODUCT`] weight rows at a time.
+///
+/// As one product, `gemm` reads `W^T` a column at a time, `in` values apart; at the
+/// classifier's 2048 inputs (8 KiB, a power of two) those reads collide in the caches and
+/// the TLB, and the product ran at half the forward pass's speed at batch 32
+/// (`docs/benchmarks.md`). A block of rows is one contiguous stretch of the weight.
+fn input_grad<T: WithDType>(s: LinearShape, dy: &[T], w: &[T]) -> Vec<T> {
+    let LinearShape { batch, inputs, outputs } = s;
+    let inputs_per_task = inputs.div_ceil(rayon::current_num_threads()).next_multiple_of(16);
+    let mut dx_t = vec![T::zero(); inputs * batch];
+    dx_t.par_chunks_mut(inputs_per_task * batch).enumerate().for_each(|(task, dst)| {
+        let (first_input, rows) = (task * inputs_per_task, dst.len() / batch);
+        for (block, first_output) in (0..outputs).step_by(WEIGHT_ROWS_PER_PRODUCT).enumerate() {
+            let depth = WEIGHT_ROWS_PER_PRODUCT.min(outputs - first_output);
+            let w_t = MatRef { data: &w[first_output * inputs + first_input..], row_stride: 1, col_stride: inputs };
+            let dy_t = MatRef { data: &dy[first_output..], row_stride: 1, col_stride: outputs };
+            matmul((rows, batch, depth), dst, block > 0, (w_t, dy_t), false);
+        }
+    });
+    transpose_map(&dx_t, batch, |_, v| v)
+}
+
+/// Weight rows per product in [`input_grad`]: 64 rows of 2048 inputs are 512 KiB, a
+/// quarter of a core's L2.
+const WEIGHT_ROWS_PER_PRODUCT: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -234,8 +263,13 @@ mod tests {
 
     #[test]
     fn values_and_gradients_match_candle_ops() {
-        // Odd sizes, batch 1, and a batch wider than the layer.
-        for (case, &(batch, inputs, outputs)) in [(4, 7, 5), (1, 33, 17), (37, 8, 3), (16, 64, 96)].iter().enumerate() {
+        // Odd sizes, batch 1, a batch wider than the layer, and more outputs than the input
+        // gradient's block of weight rows (two full blocks and a partial one).
+        for (case, &(batch, inputs, outputs)) in
+            [(4, 7, 5), (1, 33, 17), (37, 8, 3), (16, 64, 96), (5, 50, 2 * WEIGHT_ROWS_PER_PRODUCT + 22)]
+                .iter()
+                .enumerate()
+        {
             let seed = 10 * case as u64;
             let x = randn(&[batch, inputs], 1.0, seed);
             let (w, b) = (randn(&[outputs, inputs], 0.5, seed + 1), randn(&[outputs], 0.5, seed + 2));
@@ -271,8 +305,10 @@ mod tests {
 
     #[test]
     fn gradients_agree_on_one_thread_and_several() {
+        // Three threads take 16, 16 and 8 of the 40 inputs; the outputs make two blocks.
         let x = randn(&[9, 40], 1.0, 50);
-        let (w, b) = (randn(&[30, 40], 0.5, 51), randn(&[30], 0.5, 52));
+        let (w, b) =
+            (randn(&[WEIGHT_ROWS_PER_PRODUCT + 30, 40], 0.5, 51), randn(&[WEIGHT_ROWS_PER_PRODUCT + 30], 0.5, 52));
         let on = |threads| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| run(|x, w, b| linear(x, w, b, true, Precision::F32).unwrap(), (&x, &w, &b)))
