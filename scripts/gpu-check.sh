@@ -53,23 +53,43 @@ report=$(mktemp)
     echo
 } > "$report"
 
+# Each stage runs even when an earlier one failed (a GPU machine is a scarce, timed loan: one
+# failing test should not cost the epoch timings); the script fails at the end.
+failed=0
+# Runs test binary $1 (stage $2), prints the tail of its output (all of it on failure) and
+# adds a line to the report.
+run_tests() {
+    local log start
+    log=$(mktemp)
+    start=$SECONDS
+    if "$bin/$1" --test-threads 1 > "$log" 2>&1; then
+        tail -5 "$log"
+        echo "- $2: all passed ($((SECONDS - start)) s)" >> "$report"
+    else
+        cat "$log"
+        echo "- $2: FAILED ($((SECONDS - start)) s): $(grep -c '^test .* FAILED$' "$log") test(s), output above" >> "$report"
+        failed=1
+    fi
+    rm -f "$log"
+}
+
 echo "== 1/3 ba-core ops on the GPU against the CPU"
-start=$SECONDS
-"$bin/cuda_ops" --test-threads 1 2>&1 | tail -15
-echo "- ops: all passed ($((SECONDS - start)) s)" >> "$report"
+run_tests cuda_ops "ops"
 
 echo "== 2/3 a training step of both models on the GPU against the CPU"
-start=$SECONDS
-"$bin/cuda_step" --test-threads 1 2>&1 | tail -5
-echo "- training step: passed ($((SECONDS - start)) s)" >> "$report"
+run_tests cuda_step "training step"
 echo >> "$report"
 
 echo "== 3/3 one epoch of the full recipe, ours and PyTorch's, on the GPU: f32, then mixed precision"
 for precision in f32 bf16; do
-    "$bin/xtask" --device cuda bench epoch --images 50000 --batch-size 128 --lr 1e-4 --mixup-alpha 1.5 \
-        --precision "$precision" --data "$data" --python "$python" | tee -a "$report"
+    if ! "$bin/xtask" --device cuda bench epoch --images 50000 --batch-size 128 --lr 1e-4 --mixup-alpha 1.5 \
+        --precision "$precision" --data "$data" --python "$python" | tee -a "$report"; then
+        echo "- epoch ($precision): FAILED, output above" >> "$report"
+        failed=1
+    fi
 done
 
 echo
 cat "$report"
 if [ -n "${OUT:-}" ]; then cp "$report" "$OUT/gpu-check.md"; fi
+exit "$failed"
