@@ -27,6 +27,7 @@ use super::winograd_plan::WinogradPlan;
 use candle_core::backend::BackendStorage;
 use candle_core::{DType, Result, Storage, Tensor, WithDType};
 
+use super::scratch::{scratch, Scratch};
 use super::{contiguous_slice, weight_cache, Wanted};
 
 /// Columns a group's column matrix should reach at least.
@@ -80,7 +81,7 @@ pub(crate) fn for_each_group<T: WithDType + Default>(
     f: impl Fn(usize, usize, &mut [T], &mut [T], bool) + Sync,
 ) {
     let chunk = per_image * group;
-    let call = |(index, out): (usize, &mut [T]), scratch: &mut Vec<T>, parallel| {
+    let call = |(index, out): (usize, &mut [T]), scratch: &mut Scratch<T>, parallel| {
         f(index * group, out.len() / per_image, out, scratch, parallel)
     };
     let groups = out.len().div_ceil(chunk);
@@ -88,10 +89,10 @@ pub(crate) fn for_each_group<T: WithDType + Default>(
         out.par_chunks_mut(chunk)
             .enumerate()
             .with_min_len(groups_per_thread(groups))
-            .for_each_init(|| vec![T::default(); scratch_len], |scratch, item| call(item, scratch, false));
+            .for_each_init(|| scratch(scratch_len), |buffer, item| call(item, buffer, false));
     } else {
-        let mut scratch = vec![T::default(); scratch_len];
-        out.chunks_mut(chunk).enumerate().for_each(|item| call(item, &mut scratch, true));
+        let mut buffer = scratch(scratch_len);
+        out.chunks_mut(chunk).enumerate().for_each(|item| call(item, &mut buffer, true));
     }
 }
 
@@ -374,7 +375,7 @@ struct Partial<T> {
     dw: Vec<T>,
     db: Vec<T>,
     dy: Vec<T>,
-    col: Vec<T>,
+    col: Scratch<T>,
 }
 
 impl<T: WithDType> Partial<T> {
@@ -417,7 +418,7 @@ fn backward_by_groups<T: WithDType + Default>(
     let scratch_len = by_winograd.map_or(patch * group * p, |plan| plan.scratch_len(group));
     // `dy` is sized on first use: a pooled gradient that Winograd's transform scatters itself
     // needs none.
-    let partial = || Partial { dw: zeros(weight_len), db: zeros(g.cout), dy: Vec::new(), col: zeros(scratch_len) };
+    let partial = || Partial { dw: zeros(weight_len), db: zeros(g.cout), dy: Vec::new(), col: scratch(scratch_len) };
     let run = |mut acc: Partial<T>, index: usize, dx: Option<&mut [T]>, parallel: bool| {
         let (first, images) = (index * group, group.min(g.b - index * group));
         let n = images * p;

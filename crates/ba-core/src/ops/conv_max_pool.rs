@@ -29,6 +29,7 @@ use super::conv_groups::{
 };
 use super::im2col::ConvGeometry;
 use super::max_pool2d::{PlaneWindows, PooledGrad};
+use super::scratch::{scratch, Scratch};
 use super::winograd::Output;
 use super::{contiguous_slice, conv2d, max_pool2d, Conv2dParams, MaxPool2dParams};
 
@@ -95,13 +96,13 @@ impl ConvMaxPool {
         // Winograd's algorithm pools its channels-last output itself; im2col's output is
         // pooled plane by plane.
         let planar = !matches!(w, ConvWeights::Winograd(..));
-        let scratch = || {
+        let buffers = || {
             let zeros = |n| vec![T::zero(); n];
             let (conv, phases) = if planar { (g.cout * group * p, window.phases_len()) } else { (0, 0) };
-            (zeros(conv_scratch_len(g, group)), zeros(conv), zeros(phases))
+            (scratch(conv_scratch_len(g, group)), zeros(conv), zeros(phases))
         };
         let run =
-            |index: usize, (out, idx): (&mut [T], &mut [u32]), buffers: &mut (Vec<T>, Vec<T>, Vec<T>), parallel| {
+            |index: usize, (out, idx): (&mut [T], &mut [u32]), buffers: &mut (Scratch<T>, Vec<T>, Vec<T>), parallel| {
                 let (col, conv, phases) = buffers;
                 let (first, images) = (index * group, out.len() / s.pooled_image());
                 let x = &x[first * g.image()..][..images * g.image()];
@@ -124,9 +125,9 @@ impl ConvMaxPool {
         if spread_groups(groups) {
             let pieces = out.par_chunks_mut(chunk).zip(idx.par_chunks_mut(chunk)).enumerate();
             let pieces = pieces.with_min_len(groups_per_thread(groups));
-            pieces.for_each_init(scratch, |buffers, (index, chunks)| run(index, chunks, buffers, false));
+            pieces.for_each_init(buffers, |buffers, (index, chunks)| run(index, chunks, buffers, false));
         } else {
-            let mut buffers = scratch();
+            let mut buffers = buffers();
             for (index, chunks) in out.chunks_mut(chunk).zip(idx.chunks_mut(chunk)).enumerate() {
                 run(index, chunks, &mut buffers, true);
             }

@@ -44,6 +44,7 @@ mod kernels_on_cpu;
 mod linear;
 mod max_pool2d;
 mod precision;
+mod scratch;
 mod sgd;
 mod space_to_depth;
 mod state;

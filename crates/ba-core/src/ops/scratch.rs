@@ -1,0 +1,170 @@
+//! Scratch buffers kept for reuse and handed out again without clearing.
+//!
+//! A convolution's group scratch (Winograd's transformed input and output, im2col's columns,
+//! the gradient of block images) is megabytes, and every value of it is written before it is
+//! read. Allocated with `vec![0; n]` for every call (once per thread), its clearing was 5% of
+//! a batch-32 inference profile (`memset`, docs/benchmarks.md). Here a dropped buffer goes
+//! back to a short list of free buffers, and the next request of no more bytes takes it as it
+//! is. The list is shared by all threads: a buffer taken on a worker thread is often dropped
+//! on another (a parallel fold's running sums are merged and dropped by the caller), and
+//! lists per thread emptied the workers' and filled the caller's.
+//!
+//! In this crate's unit tests every buffer handed out is filled with NaN first, so that a
+//! read before a write fails the ops' tests instead of passing on zeros.
+
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::sync::Mutex;
+
+use candle_core::WithDType;
+
+/// Buffers of 8-byte words (the widest alignment of Candle's element types) free for reuse.
+struct FreeList(Vec<Vec<u64>>);
+
+impl FreeList {
+    /// Removes and returns the smallest buffer of at least `words` words, if any.
+    fn take(&mut self, words: usize) -> Option<Vec<u64>> {
+        let buffers = &mut self.0;
+        let best = (0..buffers.len()).filter(|&i| buffers[i].len() >= words).min_by_key(|&i| buffers[i].len());
+        best.map(|i| buffers.swap_remove(i))
+    }
+
+    /// Adds `buffer`; beyond `kept_at_most` buffers, removes and returns the smallest.
+    fn give(&mut self, buffer: Vec<u64>, kept_at_most: usize) -> Option<Vec<u64>> {
+        let buffers = &mut self.0;
+        buffers.push(buffer);
+        if buffers.len() <= kept_at_most {
+            return None;
+        }
+        let smallest = (0..buffers.len()).min_by_key(|&i| buffers[i].len())?;
+        Some(buffers.swap_remove(smallest))
+    }
+}
+
+/// The list [`scratch`] uses.
+static FREE: Mutex<FreeList> = Mutex::new(FreeList(Vec::new()));
+
+/// Runs `f` on `list`. A panic elsewhere while it was held left it consistent: each use is
+/// one scan, push or removal.
+fn with_list<R>(list: &Mutex<FreeList>, f: impl FnOnce(&mut FreeList) -> R) -> R {
+    f(&mut list.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+}
+
+/// Free buffers kept: two per thread of rayon's pool (a forward group's and a backward
+/// group's) and two more.
+fn kept_at_most() -> usize {
+    2 * rayon::current_num_threads() + 2
+}
+
+/// `len` values of `T` whose contents are unspecified (left from an earlier use, or zero);
+/// the storage goes back to the free list when dropped.
+pub(crate) struct Scratch<T> {
+    words: Vec<u64>,
+    len: usize,
+    home: &'static Mutex<FreeList>,
+    values: PhantomData<T>,
+}
+
+/// A scratch buffer of `len` values: the smallest free buffer that is large enough, or a new
+/// one.
+pub(crate) fn scratch<T: WithDType>(len: usize) -> Scratch<T> {
+    scratch_from(&FREE, len)
+}
+
+/// [`scratch`] from the free list `home`.
+fn scratch_from<T: WithDType>(home: &'static Mutex<FreeList>, len: usize) -> Scratch<T> {
+    const { assert!(align_of::<T>() <= align_of::<u64>()) };
+    let words_needed = (len * size_of::<T>()).div_ceil(size_of::<u64>());
+    let words = with_list(home, |free| free.take(words_needed)).unwrap_or_else(|| vec![0; words_needed]);
+    let buffer = Scratch { words, len, home, values: PhantomData };
+    #[cfg(test)]
+    let buffer = {
+        let mut buffer = buffer;
+        buffer.fill(T::from_f64(f64::NAN));
+        buffer
+    };
+    buffer
+}
+
+impl<T> Deref for Scratch<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        // SAFETY: `words` holds at least `len * size_of::<T>()` bytes, aligned for `T` (checked
+        // in `scratch`), initialised, and every bit pattern is a value of Candle's element
+        // types (integers and IEEE floats).
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast(), self.len) }
+    }
+}
+
+impl<T> DerefMut for Scratch<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`; the slice borrows `self` mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr().cast(), self.len) }
+    }
+}
+
+impl<T> Drop for Scratch<T> {
+    fn drop(&mut self) {
+        let words = std::mem::take(&mut self.words);
+        let kept_at_most = kept_at_most();
+        // Freed outside the lock.
+        let dropped = with_list(self.home, |free| free.give(words, kept_at_most));
+        drop(dropped);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sizes(list: &FreeList) -> Vec<usize> {
+        let mut sizes: Vec<usize> = list.0.iter().map(Vec::len).collect();
+        sizes.sort_unstable();
+        sizes
+    }
+
+    #[test]
+    fn the_smallest_buffer_that_fits_is_taken() {
+        let mut list = FreeList([50, 10, 30].map(|n| vec![0; n]).into());
+        assert_eq!(list.take(25).map(|b| b.len()), Some(30));
+        assert_eq!(list.take(51), None);
+        assert_eq!(list.take(10).map(|b| b.len()), Some(10));
+        assert_eq!(sizes(&list), [50]);
+    }
+
+    #[test]
+    fn beyond_the_bound_the_smallest_buffer_is_let_go() {
+        let mut list = FreeList(Vec::new());
+        for n in [50, 10, 30] {
+            assert_eq!(list.give(vec![0; n], 3), None);
+        }
+        assert_eq!(list.give(vec![0; 20], 3).map(|b| b.len()), Some(10));
+        assert_eq!(list.give(vec![0; 5], 3).map(|b| b.len()), Some(5));
+        assert_eq!(sizes(&list), [20, 30, 50]);
+    }
+
+    #[test]
+    fn a_dropped_buffer_is_handed_out_again_to_a_request_it_fits() {
+        // A list of this test's own: the ops of the tests running beside it use the shared one.
+        let home: &'static Mutex<FreeList> = Box::leak(Box::new(Mutex::new(FreeList(Vec::new()))));
+        let first = scratch_from::<f32>(home, 1000);
+        let address = first.as_ptr() as usize;
+        drop(first);
+        assert_eq!(with_list(home, |list| sizes(list)), [500]);
+        // A smaller request of another type takes the same storage; a larger one cannot.
+        let second = scratch_from::<f64>(home, 400);
+        assert_eq!((second.as_ptr() as usize, second.len()), (address, 400));
+        let larger = scratch_from::<f32>(home, 1001);
+        assert_ne!(larger.as_ptr() as usize, address);
+        drop((second, larger));
+        assert_eq!(with_list(home, |list| sizes(list)), [500, 501]);
+    }
+
+    #[test]
+    fn in_unit_tests_every_value_handed_out_is_nan() {
+        let buffer = scratch::<f64>(37);
+        assert_eq!(buffer.len(), 37);
+        assert!(buffer.iter().all(|v| v.is_nan()));
+    }
+}
