@@ -165,6 +165,9 @@ fn forward<T: WithDType>(s: LinearShape, (x, w, bias): (&[T], &[T], &[T]), relu:
 /// The transpose of `src` (rows x `cols`, row-major) with `f(row, value)` applied to each
 /// value.
 fn transpose_map<T: WithDType>(src: &[T], cols: usize, f: impl Fn(usize, T) -> T) -> Vec<T> {
+    if src.is_empty() {
+        return Vec::new();
+    }
     let rows = src.len() / cols;
     // A block of rows at a time: one row at a time writes `cols` values a power of two apart
     // (for the classifier), which all fall into one L1 set.
@@ -194,7 +197,7 @@ fn backward<T: WithDType>(
     let dy: Vec<T> = grad.iter().zip(res).map(|(&g, &r)| if !relu || r > T::zero() { g } else { T::zero() }).collect();
     let db = wanted.db.then(|| {
         let mut db = vec![T::zero(); outputs];
-        for row in dy.chunks_exact(outputs) {
+        for row in dy.chunks_exact(outputs.max(1)) {
             db.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
         }
         db
@@ -220,7 +223,7 @@ fn input_grad<T: WithDType>(s: LinearShape, dy: &[T], w: &[T]) -> Vec<T> {
     let LinearShape { batch, inputs, outputs } = s;
     let inputs_per_task = inputs.div_ceil(rayon::current_num_threads()).next_multiple_of(16);
     let mut dx_t = vec![T::zero(); inputs * batch];
-    dx_t.par_chunks_mut(inputs_per_task * batch).enumerate().for_each(|(task, dst)| {
+    dx_t.par_chunks_mut((inputs_per_task * batch).max(1)).enumerate().for_each(|(task, dst)| {
         let (first_input, rows) = (task * inputs_per_task, dst.len() / batch);
         for (block, first_output) in (0..outputs).step_by(WEIGHT_ROWS_PER_PRODUCT).enumerate() {
             let depth = WEIGHT_ROWS_PER_PRODUCT.min(outputs - first_output);
@@ -335,6 +338,27 @@ mod tests {
         // d(sum y)/dW[o, i] = sum over the batch of x[., i].
         let expected = x.sum_keepdim(0).unwrap().broadcast_as((2, 4)).unwrap();
         assert!(max_abs_diff(dw, &expected) < 1e-12);
+    }
+
+    #[test]
+    fn empty_batches_and_layers_give_empty_results() {
+        for (batch, inputs, outputs) in [(0, 4, 3), (2, 0, 3), (2, 4, 0)] {
+            let x = randn(&[batch, inputs], 1.0, 70);
+            let (w, b) = (randn(&[outputs, inputs], 0.5, 71), randn(&[outputs], 0.5, 72));
+            let y = linear(x.as_tensor(), w.as_tensor(), b.as_tensor(), true, Precision::F32).unwrap();
+            assert_eq!(y.dims(), [batch, outputs]);
+            if inputs == 0 {
+                // Every output is relu(bias).
+                let expected = b.as_tensor().relu().unwrap().broadcast_as((batch, outputs)).unwrap();
+                assert!(max_abs_diff(&y, &expected) < 1e-15);
+            }
+            let grads = y.sum_all().unwrap().backward().unwrap();
+            for v in [&x, &w, &b] {
+                if let Some(g) = grads.get(v.as_tensor()) {
+                    assert_eq!(g.dims(), v.dims());
+                }
+            }
+        }
     }
 
     #[test]
