@@ -91,8 +91,9 @@ impl<T> Deref for Scratch<T> {
 
     fn deref(&self) -> &[T] {
         // SAFETY: `words` holds at least `len * size_of::<T>()` bytes, aligned for `T` (checked
-        // in `scratch`), initialised, and every bit pattern is a value of Candle's element
-        // types (integers and IEEE floats).
+        // in `scratch_from`, the only constructor, which also bounds `T` by Candle's element
+        // types), initialised, and every bit pattern is a value of those types (integers and
+        // IEEE floats).
         unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast(), self.len) }
     }
 }
