@@ -432,10 +432,11 @@ mod tests {
 
     #[test]
     fn winograd_layers_match_candle() {
-        // 3x3 and 5x5 kernels with stride 1 run by Winograd's F(2x2, 3x3) and F(2x2, 5x5): odd
-        // and even maps (tiles past the edge), rectangular ones, padding 0 to 2, a map of one
-        // row, channel counts that fill one vector block, then more than one with a partial
-        // last block.
+        // 3x3 and 5x5 kernels with stride 1 run by Winograd's F(2x2, 3x3), F(4x4, 3x3), F(2x2,
+        // 5x5) and F(3x3, 5x5), whichever multiplies least: odd and even maps (tiles past the
+        // edge), rectangular ones, padding 0 to 2, a map of one row, channel counts that fill
+        // one vector block, then more than one with a partial last block. Of the 5x5 cases
+        // below, the 4x7 output runs by F(2x2, 5x5), the others by F(3x3, 5x5).
         let p = Conv2dParams::square;
         for k in [3, 5] {
             check_against_candle((2, 3, 5, 5), (4, 3, k, k), p(1, 1).with_relu());
@@ -446,6 +447,10 @@ mod tests {
             check_against_candle((3, 16, 7, 7), (16, 16, k, k), p(1, 1).with_relu());
             check_against_candle((2, 37, 7, 7), (21, 37, k, k), p(1, 1).with_relu());
         }
+        // 4x4 outputs run by F(2x2, 5x5) (144 multiplies per channel pair against 196), with
+        // one vector block of channels and with a partial second one.
+        check_against_candle((2, 3, 4, 4), (4, 3, 5, 5), p(1, 2).with_relu());
+        check_against_candle((2, 37, 4, 4), (21, 37, 5, 5), p(1, 2));
         // features.3's map, in groups of images side by side with a smaller last group.
         check_against_candle((5, 3, 15, 15), (4, 3, 5, 5), p(1, 2).with_relu());
     }
@@ -487,12 +492,14 @@ mod tests {
         // The f32 error of each algorithm at an AlexNet shape, against Candle's direct
         // convolution's: F(2x2, 3x3) (which runs 3x3 kernels on 5x5 maps) only adds, subtracts
         // and halves, as close as direct convolution gets; F(4x4, 3x3) (conv2: 192 -> 192
-        // channels at 7x7) and F(2x2, 5x5) (features.3: 48 -> 128 at 15x15) evaluate at 1/2 and
-        // -2 as well, which costs some accuracy, bounded here.
+        // channels at 7x7) and F(2x2, 5x5) (features.3's channels, 48 -> 128, at a 4x4 map)
+        // evaluate at 1/2 and -2 as well, and F(3x3, 5x5) (features.3: 15x15) at -1/2, -2 and
+        // 3/2, which costs some accuracy, bounded here.
         let cases = [
             ("F(2x2, 3x3)", [2, 192, 5, 5], [192, 192, 3, 3], 1, 4.0),
             ("F(4x4, 3x3)", [2, 192, 7, 7], [192, 192, 3, 3], 1, 10.0),
-            ("F(2x2, 5x5)", [2, 48, 15, 15], [128, 48, 5, 5], 2, 5.0),
+            ("F(2x2, 5x5)", [8, 48, 4, 4], [128, 48, 5, 5], 2, 5.0),
+            ("F(3x3, 5x5)", [2, 48, 15, 15], [128, 48, 5, 5], 2, 10.0),
         ];
         for (seed, (name, x_dims, w_dims, padding, bound)) in (11..).step_by(2).zip(cases) {
             let (ours, direct) = f32_errors(&randn(&x_dims, 1.0, seed), &randn(&w_dims, 0.03, seed + 1), padding);

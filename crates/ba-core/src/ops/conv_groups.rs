@@ -10,10 +10,11 @@
 //!
 //! The 3x3 and 5x5 layers with stride 1 run each group by Winograd's minimal filtering
 //! instead of im2col ([`super::winograd`]): a^2 GEMMs of (tiles x c) by (c x cout), 3.06x fewer
-//! multiplies at 7x7 (F(4x4, 3x3)) and 2.44x fewer at 15x15 (F(2x2, 5x5)). Measured in one
+//! multiplies at 7x7 (F(4x4, 3x3)) and 4.6x fewer at 15x15 (F(3x3, 5x5)). Measured in one
 //! process, alternating, batch 128, on the AVX-512 VM: the 5x5 layer's forward and backward
-//! 25-35% faster than im2col; the 7x7 layers 15-30% faster by F(4x4, 3x3) than by F(2x2,
-//! 3x3), which had been 10-30% faster than im2col.
+//! 25-35% faster by F(2x2, 5x5) than by im2col, and by F(3x3, 5x5) 20% and 30% faster again;
+//! the 7x7 layers 15-30% faster by F(4x4, 3x3) than by F(2x2, 3x3), which had been 10-30%
+//! faster than im2col.
 
 use std::sync::Arc;
 
@@ -33,20 +34,14 @@ use super::{contiguous_slice, weight_cache, Wanted};
 /// Columns a group's column matrix should reach at least.
 const GROUP_COLUMNS: usize = 256;
 
-/// Tiles a group of a Winograd convolution should reach at least: the rows of each of its
-/// GEMMs. 96 makes groups of six images at 7x7 (16 tiles each), as for im2col, and of two at
-/// the 5x5 layer's 15x15 (64 tiles each); at that layer groups of one or two images ran
-/// equally fast, groups of four 15-25% slower (alternating in one process).
-const GROUP_TILES: usize = 96;
-
 /// Images per group for the convolution `g`, at most the batch: for Winograd's algorithm
-/// enough for [`GROUP_TILES`] tiles; else one where an image has 128 positions or more, or
-/// enough for [`GROUP_COLUMNS`] columns (six at 7x7). The batch is then cut into groups of
-/// equal size as near as may be: 32 images in groups of 24 would leave one thread 24 images
-/// and the other 8, so they make two groups of 16.
+/// enough for [`WinogradPlan::group_tiles`] tiles; else one where an image has 128 positions
+/// or more, or enough for [`GROUP_COLUMNS`] columns (six at 7x7). The batch is then cut into
+/// groups of equal size as near as may be: 32 images in groups of 24 would leave one thread
+/// 24 images and the other 8, so they make two groups of 16.
 pub(crate) fn images_per_group(g: &ConvGeometry) -> usize {
     let (per_image, wanted) = match WinogradPlan::of(g) {
-        Some(plan) => (plan.tiles_per_image(), GROUP_TILES),
+        Some(plan) => (plan.tiles_per_image(), plan.group_tiles()),
         None if g.positions() >= 128 => return 1,
         None => (g.positions(), GROUP_COLUMNS),
     };

@@ -1,7 +1,7 @@
 //! Convolutions with stride 1 by Winograd's minimal filtering (Lavin and Gray, "Fast
 //! Algorithms for Convolutional Neural Networks", CVPR 2016): F(4x4, 3x3) or F(2x2, 3x3) for
-//! 3x3 kernels and F(2x2, 5x5) for 5x5 ones, forward and backward, for one group of images at
-//! a time (see [`super::conv_groups`]).
+//! 3x3 kernels and F(3x3, 5x5) or F(2x2, 5x5) for 5x5 ones, forward and backward, for one
+//! group of images at a time (see [`super::conv_groups`]).
 //!
 //! The output is cut into m x m tiles; each reads an a x a tile of the zero-padded input, a =
 //! m + r - 1 for r x r kernels. With the input tile transformed to `V = B^T d B` and the kernel
@@ -15,13 +15,19 @@
 //! - F(2x2, 3x3): 16 per 4 outputs, 2.25x fewer (1.72x at 7x7). Its transforms only add,
 //!   subtract and halve, so that f32 keeps its accuracy; it runs where F(4x4, 3x3) would not
 //!   multiply less (maps of 5x5 and smaller).
-//! - F(2x2, 5x5): 36 per 4 outputs against 100, 2.78x fewer (2.44x at the 15x15 map, an 8x8
-//!   grid of tiles covering 16x16).
+//! - F(3x3, 5x5): 49 per 9 outputs against 225, 4.6x fewer; at the 15x15 map, whose 5x5 grid
+//!   of tiles covers it exactly, 1225 against 5625.
+//! - F(2x2, 5x5): 36 per 4 outputs against 100, 2.78x fewer (2.44x at 15x15, an 8x8 grid of
+//!   tiles covering 16x16); it runs where F(3x3, 5x5) would not multiply less (maps of 4x4
+//!   outputs and some smaller). Before F(3x3, 5x5) it ran features.3, whose forward pass now
+//!   takes 20% less time and its backward pass 30% less (batch 32 and 128, alternating).
 //!
 //! The six-point algorithms evaluate at 0, 1, -1, 1/2, -2 and infinity (see
-//! [`SIX_POINT_BT`]); their f32 error, relative to the output's scale, is 3.4e-6 (F(4x4, 3x3)
-//! at conv2's shape) and 1.6e-6 (F(2x2, 5x5) at features.3's), against direct convolution's
-//! 5e-7 to 7e-7 (`conv2d`'s tests bound both). cuDNN and oneDNN use F(4x4, 3x3) likewise.
+//! [`SIX_POINT_BT`]), F(3x3, 5x5) at 0, 1, -1, -2, -1/2, 3/2 and infinity ([`F35`]); their
+//! f32 error, relative to the output's scale, is 3.4e-6 (F(4x4, 3x3) at conv2's shape), 4.0e-6
+//! (F(3x3, 5x5) at features.3's) and 1.6e-6 (F(2x2, 5x5) at features.3's channels), against
+//! direct convolution's 4e-7 to 7e-7 (`conv2d`'s tests bound both). cuDNN and oneDNN use
+//! F(4x4, 3x3) likewise.
 //!
 //! The backward pass is the exact adjoint of those steps:
 //! - `dM = A dY A^T` per tile (outputs beyond the map have no gradient);
@@ -49,6 +55,8 @@ pub(crate) enum Algorithm {
     F4x3,
     /// F(2x2, 5x5), for 5x5 kernels.
     F2x5,
+    /// F(3x3, 5x5), for 5x5 kernels.
+    F3x5,
 }
 
 /// `$body` with the type `$w` standing for the [`Minimal`] algorithm `$algorithm` names.
@@ -67,21 +75,41 @@ macro_rules! by_algorithm {
                 type $w = F25;
                 $body
             }
+            Algorithm::F3x5 => {
+                type $w = F35;
+                $body
+            }
         }
     };
 }
 
 impl Algorithm {
     /// The algorithm the convolution `g` runs by, if any: 3x3 or 5x5 kernels with stride 1,
-    /// any padding. 3x3 kernels run by F(4x4, 3x3) where it multiplies less than F(2x2, 3x3)
-    /// (at 7x7, 144 multiplies per channel pair against 256, 15-30% faster), else by F(2x2,
-    /// 3x3), which is also the more accurate.
+    /// any padding. Each kernel size runs by its larger tiles where they multiply less (3x3
+    /// at 7x7: F(4x4, 3x3), 144 multiplies per channel pair against 256, 15-30% faster; 5x5
+    /// at 15x15: F(3x3, 5x5), 1225 against 2304), else by the smaller, which are also the more
+    /// accurate.
     pub(crate) fn of(g: &ConvGeometry) -> Option<Self> {
         match (g.kh, g.kw, g.stride) {
             (3, 3, (1, 1)) if multiplies::<F43>(g) < multiplies::<F23>(g) => Some(Self::F4x3),
             (3, 3, (1, 1)) => Some(Self::F2x3),
+            (5, 5, (1, 1)) if multiplies::<F35>(g) < multiplies::<F25>(g) => Some(Self::F3x5),
             (5, 5, (1, 1)) => Some(Self::F2x5),
             _ => None,
+        }
+    }
+
+    /// Tiles a group of images should reach at least: the rows of each of its GEMMs. 96
+    /// makes groups of 24 images at 7x7 (4 tiles each) and of two at the first layer's
+    /// 32x32 block images (64 each). F(3x3, 5x5) takes 48, groups of two images at 15x15
+    /// (25 tiles each), whose transformed input and output (1.7 MB) fit a core's 2 MB L2
+    /// cache: against groups of four, its forward pass ran 5-15% faster and its backward
+    /// pass 0-10% (features.3, batch 32 and 128, alternating in one process). At 7x7, groups
+    /// of 8 to 24 images ran equally fast.
+    pub(crate) fn group_tiles(self) -> usize {
+        match self {
+            Self::F3x5 => 48,
+            Self::F2x3 | Self::F4x3 | Self::F2x5 => 96,
         }
     }
 
@@ -153,8 +181,8 @@ impl Algorithm {
     }
 }
 
-/// The longest line of a transformed tile (F(2x2, 5x5)'s 6).
-const MAX_ALPHA: usize = 6;
+/// The longest line of a transformed tile (F(3x3, 5x5)'s 7).
+const MAX_ALPHA: usize = 7;
 
 /// One line of a tile along either axis; a transform reads and writes only as many of its
 /// values as its side has.
@@ -228,10 +256,10 @@ struct F23;
 impl Minimal for F23 {
     const M: usize = 2;
     const R: usize = 3;
-    const G: Matrix = matrix([[1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.5, 0.0], [0.5, -0.5, 0.5, 0.0], [0.0, 0.0, 1.0, 0.0]]);
+    const G: Matrix = padded([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]]);
     const BT: Matrix =
-        matrix([[1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, -1.0, 1.0, 0.0], [0.0, 1.0, 0.0, -1.0]]);
-    const AT: Matrix = matrix([[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0], [0.0; 4], [0.0; 4]]);
+        padded([[1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, -1.0, 1.0, 0.0], [0.0, 1.0, 0.0, -1.0]]);
+    const AT: Matrix = padded([[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]]);
 }
 
 /// `B^T` of the algorithms with six points, 0, 1, -1, 1/2, -2 and infinity ([`F43`], [`F25`]).
@@ -240,14 +268,14 @@ impl Minimal for F23 {
 /// times smaller than 2 and -2 for both algorithms (a simulation in numpy; Barabasz et al.,
 /// "Error Analysis and Improving the Accuracy of Winograd Convolution", 2020, find the same).
 /// Every entry is exact in binary floating point.
-const SIX_POINT_BT: Matrix = [
+const SIX_POINT_BT: Matrix = padded([
     [1.0, -1.5, -2.0, 1.5, 1.0, 0.0],
     [0.0, -1.0, 0.5, 2.5, 1.0, 0.0],
     [0.0, 1.0, -2.5, 0.5, 1.0, 0.0],
     [0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
     [0.0, 0.5, -1.0, -0.5, 1.0, 0.0],
     [0.0, 1.0, -1.5, -2.0, 1.5, 1.0],
-];
+]);
 
 /// F(4x4, 3x3) at the six points of [`SIX_POINT_BT`].
 struct F43;
@@ -255,23 +283,21 @@ struct F43;
 impl Minimal for F43 {
     const M: usize = 4;
     const R: usize = 3;
-    const G: Matrix = [
-        [1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
-        [1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, 0.0, 0.0, 0.0],
-        [-1.0 / 3.0, 1.0 / 3.0, -1.0 / 3.0, 0.0, 0.0, 0.0],
-        [-16.0 / 15.0, -8.0 / 15.0, -4.0 / 15.0, 0.0, 0.0, 0.0],
-        [1.0 / 15.0, -2.0 / 15.0, 4.0 / 15.0, 0.0, 0.0, 0.0],
-        [0.0, 0.0, 1.0, 0.0, 0.0, 0.0],
-    ];
+    const G: Matrix = padded([
+        [1.0, 0.0, 0.0],
+        [1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0],
+        [-1.0 / 3.0, 1.0 / 3.0, -1.0 / 3.0],
+        [-16.0 / 15.0, -8.0 / 15.0, -4.0 / 15.0],
+        [1.0 / 15.0, -2.0 / 15.0, 4.0 / 15.0],
+        [0.0, 0.0, 1.0],
+    ]);
     const BT: Matrix = SIX_POINT_BT;
-    const AT: Matrix = [
+    const AT: Matrix = padded([
         [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
         [0.0, 1.0, -1.0, 0.5, -2.0, 0.0],
         [0.0, 1.0, 1.0, 0.25, 4.0, 0.0],
         [0.0, 1.0, -1.0, 0.125, -8.0, 1.0],
-        [0.0; 6],
-        [0.0; 6],
-    ];
+    ]);
 }
 
 /// F(2x2, 5x5) at the six points of [`SIX_POINT_BT`].
@@ -280,26 +306,64 @@ struct F25;
 impl Minimal for F25 {
     const M: usize = 2;
     const R: usize = 5;
-    const G: Matrix = [
-        [1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
-        [1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, 0.0],
-        [-1.0 / 3.0, 1.0 / 3.0, -1.0 / 3.0, 1.0 / 3.0, -1.0 / 3.0, 0.0],
-        [-16.0 / 15.0, -8.0 / 15.0, -4.0 / 15.0, -2.0 / 15.0, -1.0 / 15.0, 0.0],
-        [1.0 / 15.0, -2.0 / 15.0, 4.0 / 15.0, -8.0 / 15.0, 16.0 / 15.0, 0.0],
-        [0.0, 0.0, 0.0, 0.0, 1.0, 0.0],
-    ];
+    const G: Matrix = padded([
+        [1.0, 0.0, 0.0, 0.0, 0.0],
+        [1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0],
+        [-1.0 / 3.0, 1.0 / 3.0, -1.0 / 3.0, 1.0 / 3.0, -1.0 / 3.0],
+        [-16.0 / 15.0, -8.0 / 15.0, -4.0 / 15.0, -2.0 / 15.0, -1.0 / 15.0],
+        [1.0 / 15.0, -2.0 / 15.0, 4.0 / 15.0, -8.0 / 15.0, 16.0 / 15.0],
+        [0.0, 0.0, 0.0, 0.0, 1.0],
+    ]);
     const BT: Matrix = SIX_POINT_BT;
-    const AT: Matrix =
-        [[1.0, 1.0, 1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, 0.5, -2.0, 1.0], [0.0; 6], [0.0; 6], [0.0; 6], [0.0; 6]];
+    const AT: Matrix = padded([[1.0, 1.0, 1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, 0.5, -2.0, 1.0]]);
 }
 
-/// A 4x4 matrix within a [`Matrix`], zeros around it.
-const fn matrix(m: [[f64; 4]; 4]) -> Matrix {
+/// F(3x3, 5x5) at 0, 1, -1, -2, -1/2, 3/2 and infinity: 49 multiplies per 9 outputs against
+/// 225, 4.6x fewer; at the 15x15 map, a 5x5 grid of tiles covering it exactly, 1225 per
+/// channel pair against F(2x2, 5x5)'s 2304, and a transformed input and output 47% smaller.
+/// Of the sets of three points beside 0, 1 and -1 from +-2, +-1/2, +-1/4, +-4, +-3/2 and
+/// +-2/3, this one gave the smallest f32 error (a simulation in numpy at features.3's shape:
+/// 3.3e-6 of the output's scale, against 1.8e-6 for F(2x2, 5x5) and 2.7e-6 for F(4x4, 3x3)
+/// at 7x7); every entry of `B^T` and `A^T` is exact in binary floating point. The matrices
+/// are Toom-Cook's (`A^T` the powers of the points, `G` those over the products of the
+/// points' differences, `B^T` solved from them), as for [`F25`].
+struct F35;
+
+impl Minimal for F35 {
+    const M: usize = 3;
+    const R: usize = 5;
+    const G: Matrix = padded([
+        [2.0 / 3.0, 0.0, 0.0, 0.0, 0.0],
+        [-2.0 / 9.0, -2.0 / 9.0, -2.0 / 9.0, -2.0 / 9.0, -2.0 / 9.0],
+        [2.0 / 5.0, -2.0 / 5.0, 2.0 / 5.0, -2.0 / 5.0, 2.0 / 5.0],
+        [-2.0 / 63.0, 4.0 / 63.0, -8.0 / 63.0, 16.0 / 63.0, -32.0 / 63.0],
+        [-8.0 / 9.0, 4.0 / 9.0, -2.0 / 9.0, 1.0 / 9.0, -1.0 / 18.0],
+        [8.0 / 105.0, 4.0 / 35.0, 6.0 / 35.0, 9.0 / 35.0, 27.0 / 70.0],
+        [0.0, 0.0, 0.0, 0.0, 1.0],
+    ]);
+    const BT: Matrix = [
+        [1.5, 2.75, -2.5, -3.75, 1.0, 1.0, 0.0],
+        [0.0, -1.5, -4.25, -1.75, 2.0, 1.0, 0.0],
+        [0.0, 1.5, 1.25, -3.75, 0.0, 1.0, 0.0],
+        [0.0, 0.75, 1.0, -1.75, -1.0, 1.0, 0.0],
+        [0.0, 3.0, -0.5, -4.0, 0.5, 1.0, 0.0],
+        [0.0, -1.0, -2.5, 0.0, 2.5, 1.0, 0.0],
+        [0.0, 1.5, 2.75, -2.5, -3.75, 1.0, 1.0],
+    ];
+    const AT: Matrix = padded([
+        [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+        [0.0, 1.0, -1.0, -2.0, -0.5, 1.5, 0.0],
+        [0.0, 1.0, 1.0, 4.0, 0.25, 2.25, 1.0],
+    ]);
+}
+
+/// A matrix of `ROWS` x `COLUMNS` values within a [`Matrix`], zeros around it.
+const fn padded<const ROWS: usize, const COLUMNS: usize>(m: [[f64; COLUMNS]; ROWS]) -> Matrix {
     let mut full = [[0.0; MAX_ALPHA]; MAX_ALPHA];
     let mut i = 0;
-    while i < 4 {
+    while i < ROWS {
         let mut j = 0;
-        while j < 4 {
+        while j < COLUMNS {
             full[i][j] = m[i][j];
             j += 1;
         }
@@ -1016,6 +1080,7 @@ mod tests {
         computes_a_correlation::<F23>();
         computes_a_correlation::<F43>();
         computes_a_correlation::<F25>();
+        computes_a_correlation::<F35>();
     }
 
     /// `<T x, y> = <x, T^T y>` for each transform of `W` and its adjoint, random x and y.
@@ -1047,13 +1112,17 @@ mod tests {
         assert_eq!(Algorithm::of(&same_size(128, 7, 3)), Some(Algorithm::F4x3));
         // At 5x5 both multiply 144 times: the more accurate F(2x2, 3x3).
         assert_eq!(Algorithm::of(&same_size(128, 5, 3)), Some(Algorithm::F2x3));
-        assert_eq!(Algorithm::of(&same_size(128, 15, 5)), Some(Algorithm::F2x5));
+        // features.3's 15x15: F(3x3, 5x5), 1225 multiplies against 2304; at 4x4, 196 against
+        // 144, so F(2x2, 5x5).
+        assert_eq!(Algorithm::of(&same_size(128, 15, 5)), Some(Algorithm::F3x5));
+        assert_eq!(Algorithm::of(&same_size(128, 4, 5)), Some(Algorithm::F2x5));
         assert_eq!(Algorithm::of(&same_size(128, 15, 7)), None);
         // Groups of at least 96 tiles, as even as the batch allows: 4 tiles per 7x7 image, so
         // 24 images per group; 32 images make two groups of 16, not 24 and 8.
         assert_eq!(images_per_group(&same_size(128, 7, 3)), 22);
         assert_eq!(images_per_group(&same_size(32, 7, 3)), 16);
         assert_eq!(images_per_group(&same_size(5, 7, 3)), 5);
+        // F(3x3, 5x5) at 15x15: at least 48 tiles, two images of 25.
         assert_eq!(images_per_group(&same_size(128, 15, 5)), 2);
     }
 
@@ -1062,5 +1131,6 @@ mod tests {
         adjoints_are_transposes::<F23>();
         adjoints_are_transposes::<F43>();
         adjoints_are_transposes::<F25>();
+        adjoints_are_transposes::<F35>();
     }
 }

@@ -44,6 +44,11 @@ impl WinogradPlan {
         self.algorithm.tiles_per_image(&self.inner)
     }
 
+    /// Tiles a group should reach at least ([`Algorithm::group_tiles`]).
+    pub(crate) fn group_tiles(&self) -> usize {
+        self.algorithm.group_tiles()
+    }
+
     /// Values of one group's block images (none without the rewrite).
     fn block_images_len(&self, images: usize) -> usize {
         self.blocks.map_or(0, |_| images * self.inner.image())
