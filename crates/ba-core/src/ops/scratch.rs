@@ -9,6 +9,8 @@
 //! on another (a parallel fold's running sums are merged and dropped by the caller), and
 //! lists per thread emptied the workers' and filled the caller's.
 //!
+//! Every buffer's values start on a cache line ([`CACHE_LINE`]).
+//!
 //! In this crate's unit tests every buffer handed out is filled with NaN first, so that a
 //! read before a write fails the ops' tests instead of passing on zeros.
 
@@ -41,6 +43,18 @@ impl FreeList {
     }
 }
 
+/// Bytes of a cache line, where every buffer's values start: a vector of 16 f32 at any
+/// multiple of 16 values from the start (a whole block of channels) is then one line, not two.
+/// (glibc's `malloc` aligns to 16 bytes only.) The Winograd transforms move such blocks
+/// between their scratch buffers; copying a tile's 36 blocks took 310 ns misaligned against
+/// 130 aligned (a throwaway benchmark of the input transform's loads and stores at conv2's
+/// shape), and every convolution layer of AlexNet ran 3-20% faster aligned (forward and
+/// backward, batch 32 and 128, alternating in one process).
+const CACHE_LINE: usize = 64;
+
+/// Words a buffer holds beyond its values, so that they can start on a cache line.
+const ALIGN_WORDS: usize = CACHE_LINE / size_of::<u64>() - 1;
+
 /// The list [`scratch`] uses.
 static FREE: Mutex<FreeList> = Mutex::new(FreeList(Vec::new()));
 
@@ -60,6 +74,8 @@ fn kept_at_most() -> usize {
 /// the storage goes back to the free list when dropped.
 pub(crate) struct Scratch<T> {
     words: Vec<u64>,
+    /// Words skipped at the start of `words` so that the values start on a cache line.
+    offset: usize,
     len: usize,
     home: &'static Mutex<FreeList>,
     values: PhantomData<T>,
@@ -74,9 +90,10 @@ pub(crate) fn scratch<T: WithDType>(len: usize) -> Scratch<T> {
 /// [`scratch`] from the free list `home`.
 fn scratch_from<T: WithDType>(home: &'static Mutex<FreeList>, len: usize) -> Scratch<T> {
     const { assert!(align_of::<T>() <= align_of::<u64>()) };
-    let words_needed = (len * size_of::<T>()).div_ceil(size_of::<u64>());
+    let words_needed = (len * size_of::<T>()).div_ceil(size_of::<u64>()) + ALIGN_WORDS;
     let words = with_list(home, |free| free.take(words_needed)).unwrap_or_else(|| vec![0; words_needed]);
-    let buffer = Scratch { words, len, home, values: PhantomData };
+    let offset = (CACHE_LINE - words.as_ptr().addr() % CACHE_LINE) % CACHE_LINE / size_of::<u64>();
+    let buffer = Scratch { words, offset, len, home, values: PhantomData };
     #[cfg(test)]
     let buffer = {
         let mut buffer = buffer;
@@ -90,18 +107,18 @@ impl<T> Deref for Scratch<T> {
     type Target = [T];
 
     fn deref(&self) -> &[T] {
-        // SAFETY: `words` holds at least `len * size_of::<T>()` bytes, aligned for `T` (checked
-        // in `scratch_from`, the only constructor, which also bounds `T` by Candle's element
-        // types), initialised, and every bit pattern is a value of those types (integers and
-        // IEEE floats).
-        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast(), self.len) }
+        // SAFETY: past its first `offset` (at most `ALIGN_WORDS`) words, `words` holds at least
+        // `len * size_of::<T>()` bytes, aligned for `T` (both ensured in `scratch_from`, the
+        // only constructor, which also bounds `T` by Candle's element types), initialised, and
+        // every bit pattern is a value of those types (integers and IEEE floats).
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().add(self.offset).cast(), self.len) }
     }
 }
 
 impl<T> DerefMut for Scratch<T> {
     fn deref_mut(&mut self) -> &mut [T] {
         // SAFETY: as in `deref`; the slice borrows `self` mutably.
-        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr().cast(), self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr().add(self.offset).cast(), self.len) }
     }
 }
 
@@ -152,14 +169,29 @@ mod tests {
         let first = scratch_from::<f32>(home, 1000);
         let address = first.as_ptr() as usize;
         drop(first);
-        assert_eq!(with_list(home, |list| sizes(list)), [500]);
+        // 500 words of values and 7 to align them.
+        assert_eq!(with_list(home, |list| sizes(list)), [507]);
         // A smaller request of another type takes the same storage; a larger one cannot.
         let second = scratch_from::<f64>(home, 400);
         assert_eq!((second.as_ptr() as usize, second.len()), (address, 400));
         let larger = scratch_from::<f32>(home, 1001);
         assert_ne!(larger.as_ptr() as usize, address);
         drop((second, larger));
-        assert_eq!(with_list(home, |list| sizes(list)), [500, 501]);
+        assert_eq!(with_list(home, |list| sizes(list)), [507, 508]);
+    }
+
+    #[test]
+    fn every_buffer_starts_on_a_cache_line() {
+        // Fresh allocations of these sizes start 16 bytes past a line as often as not.
+        let home: &'static Mutex<FreeList> = Box::leak(Box::new(Mutex::new(FreeList(Vec::new()))));
+        let buffers: Vec<Scratch<f32>> = (1..40).map(|n| scratch_from::<f32>(home, n * 37)).collect();
+        for buffer in &buffers {
+            assert_eq!(buffer.as_ptr().addr() % CACHE_LINE, 0, "a buffer of {} values", buffer.len());
+        }
+        drop(buffers);
+        // Taken again from the list, a buffer of another type is aligned as well.
+        let again = scratch_from::<f64>(home, 100);
+        assert_eq!(again.as_ptr().addr() % CACHE_LINE, 0);
     }
 
     #[test]

@@ -44,6 +44,7 @@ use rayon::prelude::*;
 
 use super::im2col::{matmul, ConvGeometry, MatRef};
 use super::max_pool2d::{MaxPool2dParams, PooledGrad};
+use super::scratch::scratch;
 use super::space_to_depth::SpaceToDepth;
 
 /// The Winograd algorithm a convolution runs by.
@@ -736,7 +737,8 @@ pub(crate) enum Images<'a, T> {
 fn transform_input<T: WithDType, W: Minimal>(g: &ConvGeometry, x: Images<'_, T>, images: usize, v: &mut [T]) {
     let (tp, (rows, cols), c) = (tiles_per_image::<W>(g), padded_plane::<W>(g), g.c);
     let tiles = images * tp;
-    let mut padded = vec![T::zero(); rows * cols * c];
+    let mut padded = scratch::<T>(rows * cols * c);
+    padded.fill(T::zero());
     let (mut block, mut transformed) = (zero_block(), zero_block());
     for j in 0..images {
         let image = &mut padded[(g.padding.0 * cols + g.padding.1) * c..];
@@ -772,7 +774,7 @@ fn transform_input<T: WithDType, W: Minimal>(g: &ConvGeometry, x: Images<'_, T>,
 fn transform_input_grad<T: WithDType, W: Minimal>(g: &ConvGeometry, dv_t: &[T], images: usize, dx: &mut [T]) {
     let (tp, (rows, cols), c) = (tiles_per_image::<W>(g), padded_plane::<W>(g), g.c);
     let tiles = images * tp;
-    let mut padded = vec![T::zero(); rows * cols * c];
+    let mut padded = scratch::<T>(rows * cols * c);
     let (mut block, mut transformed) = (zero_block(), zero_block());
     for (j, image) in dx.chunks_exact_mut(g.image()).take(images).enumerate() {
         padded.fill(T::zero());
@@ -819,7 +821,7 @@ fn transform_output<T: WithDType, W: Minimal>(
 ) {
     let (tp, p, cout) = (tiles_per_image::<W>(g), g.positions(), g.cout);
     let (tiles, n) = (images * tp, images * p);
-    let mut image_out = vec![T::zero(); p * cout];
+    let mut image_out = scratch::<T>(p * cout);
     let (mut block, mut transformed) = (zero_block(), zero_block());
     for j in 0..images {
         for (q, ty, tx) in tiles_of::<W>(g) {
@@ -924,7 +926,8 @@ fn transform_output_grad<T: WithDType, W: Minimal>(
     let (tiles, n) = (images * tp, images * p);
     let (th, tw) = tile_grid::<W>(g);
     let cols = W::M * tw;
-    let mut image_grad = vec![T::zero(); W::M * th * cols * cout];
+    let mut image_grad = scratch::<T>(W::M * th * cols * cout);
+    image_grad.fill(T::zero());
     // Where each output position lies in the grid, for the scatter: a table, not a division
     // per value.
     let in_grid: Vec<usize> = match dy {
