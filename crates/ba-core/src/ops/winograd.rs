@@ -430,9 +430,34 @@ fn padded_plane<W: Minimal>(g: &ConvGeometry) -> (usize, usize) {
     (W::M * th + W::R - 1, W::M * tw + W::R - 1)
 }
 
-/// One tile of up to 6x6 values in [`LANES`] channels: value (r, s) of channel l of a tile
+/// One tile of up to 7x7 values in [`LANES`] channels: value (r, s) of channel l of a tile
 /// with `columns` columns at `[r * columns + s][l]`.
-type Block<T> = [[T; LANES]; MAX_ALPHA * MAX_ALPHA];
+type Block<T> = OnCacheLines<[[T; LANES]; MAX_ALPHA * MAX_ALPHA]>;
+
+/// `A` starting on a 64-byte cache line, so that each of its [`LANES`] blocks of f32 is one
+/// line. The transforms' blocks live on the stack, where an array of f32 is aligned to 4
+/// bytes only: misaligned by 8 bytes, one such block made a tile's input transform 25-35%
+/// slower (a throwaway benchmark of its loads, transform and stores at conv2's shape; whole
+/// training steps and inference alternating with the build before were equal within the
+/// machine's noise).
+#[repr(C, align(64))]
+struct OnCacheLines<A>(A);
+
+impl<A> std::ops::Deref for OnCacheLines<A> {
+    type Target = A;
+
+    #[inline(always)]
+    fn deref(&self) -> &A {
+        &self.0
+    }
+}
+
+impl<A> std::ops::DerefMut for OnCacheLines<A> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut A {
+        &mut self.0
+    }
+}
 
 /// One of a [`Minimal`] algorithm's transforms, applied along both axes of a tile by
 /// [`transform_block`].
@@ -617,7 +642,7 @@ impl<T: WithDType, W: Minimal> pulp::WithSimd for WeightGrad<'_, T, W> {
 /// A block of zeros, the transforms' working storage.
 #[inline(always)]
 fn zero_block<T: WithDType>() -> Block<T> {
-    [[T::zero(); LANES]; MAX_ALPHA * MAX_ALPHA]
+    OnCacheLines([[T::zero(); LANES]; MAX_ALPHA * MAX_ALPHA])
 }
 
 /// The blocks of at most [`LANES`] channels of `channels`: (first channel, channels).
@@ -680,7 +705,7 @@ impl Planes {
     /// square of [`LANES`] x [`LANES`] values, then written out one position at a time.
     #[inline(always)]
     fn copy_to_channels_last<T: WithDType>(&self, planar: &[T], last: &mut [T]) {
-        let mut square = [[T::zero(); LANES]; LANES];
+        let mut square = OnCacheLines([[T::zero(); LANES]; LANES]);
         for (from, to, (len, positions)) in self.blocks() {
             for l in 0..len {
                 let row = &planar[from + l * self.plane..][..positions];
@@ -698,7 +723,7 @@ impl Planes {
     /// position at a time, 16 stores to 16 planes cost half the 11x11 layer's output transform.)
     #[inline(always)]
     fn copy_from_channels_last<T: WithDType>(&self, last: &[T], planar: &mut [T]) {
-        let mut square = [[T::zero(); LANES]; LANES];
+        let mut square = OnCacheLines([[T::zero(); LANES]; LANES]);
         for (to, from, (len, positions)) in self.blocks() {
             for (i, lanes) in square.iter_mut().enumerate().take(positions) {
                 load_lanes(&last[from + i * self.channels..], len, lanes);
