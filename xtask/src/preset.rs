@@ -14,7 +14,7 @@ pub struct RecipeArgs {
     /// HF_HOME) [default: the sample committed in data/].
     #[arg(long, default_value = "data/cifar-10-sample")]
     pub data: PathBuf,
-    /// Epochs [default: 5 on the sample, 100 otherwise].
+    /// Epochs [default: 6 on the sample, 100 otherwise].
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Images per batch.
@@ -169,7 +169,7 @@ impl RecipeArgs {
         let recipe = Recipe {
             data: self.data.clone(),
             sample,
-            epochs: self.epochs.unwrap_or(if sample { 5 } else { 100 }),
+            epochs: self.epochs.unwrap_or(if sample { 6 } else { 100 }),
             batch_size: self.batch_size,
             lr: self.lr.unwrap_or(if sample { 1e-3 } else { 1e-4 }),
             optimizer: self.optimizer,
@@ -257,7 +257,7 @@ mod tests {
     fn sample_and_full_data_get_their_defaults() {
         let quick = recipe(&[]).unwrap();
         assert!(quick.sample);
-        assert_eq!((quick.epochs, quick.lr, quick.batch_size, quick.seed), (5, 1e-3, 128, 42));
+        assert_eq!((quick.epochs, quick.lr, quick.batch_size, quick.seed), (6, 1e-3, 128, 42));
         assert_eq!((quick.augment, quick.mixup_alpha), (Augment::Notebook, None));
         assert_eq!(recipe(&["--mixup-alpha", "0.4"]).unwrap().mixup_alpha, Some(0.4));
         let full = recipe(&["--data", "/data/cifar-10-binary.tar.gz"]).unwrap();
@@ -285,7 +285,7 @@ mod tests {
             (&["--label-smoothing", "1"][..], "--label-smoothing must be in [0, 1)"),
             (&["--mixup-alpha", "0"][..], "--mixup-alpha must be a positive number"),
             (&["--nesterov"][..], "--nesterov needs --optimizer sgd"),
-            (&["--warmup-epochs", "5"][..], "--warmup-epochs (5) must be fewer than --epochs (5)"),
+            (&["--warmup-epochs", "6"][..], "--warmup-epochs (6) must be fewer than --epochs (6)"),
             (&["--optimizer", "sgd", "--momentum", "1.5"][..], "--momentum must be in [0, 1)"),
         ] {
             let err = recipe(args).unwrap_err().to_string();
