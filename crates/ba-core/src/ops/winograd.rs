@@ -104,9 +104,10 @@ impl Algorithm {
     /// makes groups of 24 images at 7x7 (4 tiles each) and of two at the first layer's
     /// 32x32 block images (64 each). F(3x3, 5x5) takes 48, groups of two images at 15x15
     /// (25 tiles each), whose transformed input and output (1.7 MB) fit a core's 2 MB L2
-    /// cache: against groups of four, its forward pass ran 5-15% faster and its backward
-    /// pass 0-10% (features.3, batch 32 and 128, alternating in one process). At 7x7, groups
-    /// of 8 to 24 images ran equally fast.
+    /// cache: against groups of four, its forward pass ran 5-15% faster (eight pairs) and its
+    /// backward pass faster in four pairs, slower in two (features.3, batch 32 and 128,
+    /// alternating in one process). At 7x7, groups of 4 to 24 images ran equally fast, and
+    /// groups cut to fit 2 MB made the forward passes 6-15% slower.
     pub(crate) fn group_tiles(self) -> usize {
         match self {
             Self::F3x5 => 48,
