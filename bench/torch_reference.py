@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 # The networks themselves are the ones scripts/pytorch_reference.py checks against our weights.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "scripts"))
-from torch_models import AlexNet  # noqa: E402
+from torch_models import GATES, AlexNet  # noqa: E402
 
 
 def peak_rss_mib():
@@ -48,7 +48,7 @@ def batch(size):
 
 
 def step(args):
-    model = AlexNet(ba=args.model == "ba-alexnet")
+    model = AlexNet(gate=GATES[args.model])
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-5)
     images, targets = batch(args.batch)
@@ -72,7 +72,7 @@ def step(args):
 
 
 def infer(args):
-    model = AlexNet(ba=args.model == "ba-alexnet")
+    model = AlexNet(gate=GATES[args.model])
     model.eval()
     images, _ = batch(args.batch)
     times = []
@@ -165,7 +165,7 @@ def epoch(args):
     )
     train = loader(Images(images, labels, args.images, train_tf), True, True)
     val = loader(Images(test_images, test_labels, len(test_labels), test_tf), False, False)
-    model = AlexNet(ba=args.model == "ba-alexnet").to(device)
+    model = AlexNet(gate=GATES[args.model]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-5)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=len(train))
     beta = torch.distributions.Beta(args.mixup_alpha, args.mixup_alpha) if args.mixup_alpha > 0 else None
@@ -205,7 +205,7 @@ def epoch(args):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("what", choices=["step", "infer", "gemm", "epoch"])
-    p.add_argument("--model", default="ba-alexnet", choices=["alexnet", "ba-alexnet"])
+    p.add_argument("--model", default="ba-alexnet", choices=list(GATES))
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=7)

@@ -18,7 +18,7 @@ import sys
 import torch
 from safetensors.torch import load_file
 
-from torch_models import AlexNet
+from torch_models import GATES, AlexNet
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 INPUTS = ROOT / "target" / "pytorch-compat"
@@ -28,8 +28,8 @@ FIXTURE = ROOT / "crates" / "ba-train" / "tests" / "fixtures" / "pytorch_logits.
 def main():
     images = load_file(INPUTS / "input.safetensors")["images"].double()
     out = {"torch_version": torch.__version__}
-    for name, ba in [("alexnet", False), ("ba-alexnet", True)]:
-        model = AlexNet(ba=ba).double()
+    for name, gate in GATES.items():
+        model = AlexNet(gate=gate).double()
         state = {k: (v if v.dtype == torch.int64 else v.double()) for k, v in load_file(INPUTS / f"{name}.safetensors").items()}
         model.load_state_dict(state, strict=True)
         model.eval()

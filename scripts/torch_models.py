@@ -27,10 +27,15 @@ class BAModule(nn.Module):
         return self.generation(att)
 
 
-class AlexNet(nn.Module):
-    """The notebook's AlexNet for 128x128 input; with `ba=True` the gate is applied to conv3."""
+GATES = {"alexnet": None, "se-alexnet": "se", "ba-alexnet": "ba"}
 
-    def __init__(self, num_classes=10, ba=False):
+
+class AlexNet(nn.Module):
+    """The notebook's AlexNet for 128x128 input. `gate="ba"` bridges conv1 and conv2 into a gate
+    on conv3 (BA-AlexNet, the gate applied); `gate="se"` computes that gate from conv3 alone
+    (SE-AlexNet). `AlexNet(gate=GATES[name])` builds the model of a ba-models name."""
+
+    def __init__(self, num_classes=10, gate=None):
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(3, 48, 11, 4, 5), nn.ReLU(), nn.MaxPool2d(3, 2),
@@ -41,8 +46,12 @@ class AlexNet(nn.Module):
         self.conv3 = nn.Conv2d(192, 128, 3, padding=1)
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(3, 2)
-        if ba:
+        if gate == "ba":
             self.ba = BAModule([192, 192], 128, 16)
+        elif gate == "se":
+            self.se = BAModule([], 128, 16)
+        elif gate is not None:
+            raise ValueError(f"unknown gate {gate!r}")
         self.classifier = nn.Sequential(
             nn.Linear(128 * 3 * 3, 2048), nn.ReLU(), nn.Dropout(0.5),
             nn.Linear(2048, 2048), nn.ReLU(), nn.Dropout(0.5),
@@ -56,5 +65,7 @@ class AlexNet(nn.Module):
         x3 = self.conv3(x2)
         if hasattr(self, "ba"):
             x3 = x3 * self.ba([x1, x2], x3)
+        elif hasattr(self, "se"):
+            x3 = x3 * self.se([], x3)
         x = self.maxpool(self.relu(x3))
         return self.classifier(torch.flatten(x, 1))

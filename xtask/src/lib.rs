@@ -6,7 +6,9 @@
 
 pub mod allocator;
 mod cmd;
+mod comparison;
 mod device;
+mod estimate;
 mod machine;
 mod plot;
 mod preset;
@@ -40,9 +42,11 @@ pub struct Cli {
 enum Verb {
     /// Train one model and write its run folder.
     Train(cmd::train::Args),
-    /// Train AlexNet and BA-AlexNet under identical conditions and print the comparison.
+    /// Train several models (AlexNet and BA-AlexNet by default) under identical conditions and
+    /// print the comparison.
     Compare(cmd::compare::Args),
-    /// Rebuild the report of a comparison folder (tables, curves, prediction grids).
+    /// Rebuild the report of a comparison folder, or merge several comparison folders of the
+    /// same recipe and models (other seeds) into one report.
     Report(cmd::report::Args),
     /// Accuracy, loss, per-class accuracy and confusion matrix of weights on the test set.
     Eval(cmd::eval::Args),
@@ -65,10 +69,7 @@ impl Cli {
     pub fn check(&self) -> Result<Option<Recipe>> {
         match &self.verb {
             Verb::Train(args) if args.resume.is_none() => Ok(Some(args.recipe.recipe()?)),
-            Verb::Compare(args) if args.resume.is_none() => {
-                cmd::compare::seeds(args)?;
-                Ok(Some(args.recipe.recipe()?))
-            }
+            Verb::Compare(args) if args.resume.is_none() => Ok(Some(cmd::compare::comparison(args)?.recipe)),
             _ => Ok(None),
         }
     }

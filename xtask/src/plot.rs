@@ -13,10 +13,12 @@ pub type DrawResult = std::result::Result<(), Box<dyn std::error::Error + Send +
 /// Font family name every figure asks for.
 pub const FONT: &str = "sans-serif";
 
-/// Colour of a model in every figure: AlexNet blue, BA-AlexNet red (matplotlib's tab10).
+/// Colour of a model in every figure: AlexNet blue, SE-AlexNet orange, BA-AlexNet red
+/// (matplotlib's tab10).
 pub fn model_colour(model: &str) -> RGBColor {
     match model {
         "alexnet" => RGBColor(31, 119, 180),
+        "se-alexnet" => RGBColor(255, 127, 14),
         "ba-alexnet" => RGBColor(214, 39, 40),
         _ => RGBColor(44, 160, 44),
     }

@@ -14,15 +14,16 @@ pub struct RecipeArgs {
     /// HF_HOME) [default: the sample committed in data/].
     #[arg(long, default_value = "data/cifar-10-sample")]
     pub data: PathBuf,
-    /// Epochs [default: 6 on the sample, 100 otherwise].
+    /// Epochs [default: 8 on the sample (five minutes for the default comparison on two cores),
+    /// 100 otherwise, as the notebook].
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Images per batch.
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
-    /// Peak learning rate of Adam [default: 1e-3 on the sample, 1e-4 otherwise].
-    #[arg(long, allow_negative_numbers = true)]
-    pub lr: Option<f64>,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true)]
+    pub lr: f64,
     /// Optimizer: `adam` (coupled L2 decay, the notebook's), `adamw` (decoupled) or `sgd`.
     #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
     pub optimizer: OptimizerKind,
@@ -45,10 +46,9 @@ pub struct RecipeArgs {
     /// flip, rotation +-45) or `simple` (resize 130, random crop 128, flip).
     #[arg(long, value_enum, default_value_t = Augment::Notebook)]
     pub augment: Augment,
-    /// Batch-level mixup with Beta(alpha, alpha) weights [default: 1.5 as the notebook's
-    /// MixupImage; off on the sample, where two epochs are too few for it to pay off].
-    #[arg(long)]
-    pub mixup_alpha: Option<f64>,
+    /// Batch-level mixup with Beta(alpha, alpha) weights (the notebook's MixupImage).
+    #[arg(long, default_value_t = 1.5, allow_negative_numbers = true)]
+    pub mixup_alpha: f64,
     /// Trains without mixup.
     #[arg(long)]
     pub no_mixup: bool,
@@ -64,6 +64,12 @@ pub struct RecipeArgs {
     #[arg(long, default_value = "runs")]
     pub out: PathBuf,
 }
+
+/// Epochs of the default run on the committed sample: as many as fit the default comparison
+/// (two models) in five minutes on two cores in a slow hour (docs/results.md).
+pub const SAMPLE_EPOCHS: usize = 8;
+/// Epochs of the notebook's recipe.
+pub const NOTEBOOK_EPOCHS: usize = 100;
 
 /// Optimizers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -92,7 +98,7 @@ pub enum Augment {
 pub struct Recipe {
     /// Where the images come from.
     pub data: PathBuf,
-    /// Whether `data` is the committed sample (which selects the quick defaults).
+    /// Whether `data` is the committed sample (which selects the shorter default schedule).
     pub sample: bool,
     pub epochs: usize,
     pub batch_size: usize,
@@ -148,11 +154,18 @@ impl Recipe {
             Precision::F32 => "",
             Precision::Bf16 => ", mixed precision (bf16 products)",
         };
+        let decay = match (self.weight_decay, self.optimizer) {
+            (0.0, _) => String::new(),
+            (d, OptimizerKind::AdamW) => format!(" (decoupled decay {d})"),
+            (d, _) => format!(" (coupled L2 {d})"),
+        };
         format!(
-            "{} epochs, batch {}, {optimizer} lr {}, {warmup}{}, {augment} augmentation, {mixup}{precision}",
+            "{} epochs, batch {}, {optimizer} lr {}{decay}, {warmup}cosine per step, label smoothing {}, {}, \
+             {augment} augmentation, {mixup}{precision}",
             self.epochs,
             self.batch_size,
             self.lr,
+            self.label_smoothing,
             match seeds {
                 [one] => format!("seed {one}"),
                 many => format!("seeds {}", many.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")),
@@ -162,16 +175,16 @@ impl Recipe {
 }
 
 impl RecipeArgs {
-    /// The recipe: the notebook's on full data, a short higher-rate one on the sample, with
-    /// every explicit option applied. Invalid values are rejected before any work.
+    /// The recipe: the notebook's, over fewer epochs on the sample, with every explicit option
+    /// applied. Invalid values are rejected before any work.
     pub fn recipe(&self) -> Result<Recipe> {
         let sample = self.data.ends_with("data/cifar-10-sample");
         let recipe = Recipe {
             data: self.data.clone(),
             sample,
-            epochs: self.epochs.unwrap_or(if sample { 6 } else { 100 }),
+            epochs: self.epochs.unwrap_or(if sample { SAMPLE_EPOCHS } else { NOTEBOOK_EPOCHS }),
             batch_size: self.batch_size,
-            lr: self.lr.unwrap_or(if sample { 1e-3 } else { 1e-4 }),
+            lr: self.lr,
             optimizer: self.optimizer,
             momentum: self.momentum,
             nesterov: self.nesterov,
@@ -179,11 +192,7 @@ impl RecipeArgs {
             warmup_epochs: self.warmup_epochs,
             label_smoothing: self.label_smoothing,
             augment: self.augment,
-            mixup_alpha: match (self.no_mixup, self.mixup_alpha) {
-                (true, _) => None,
-                (false, Some(alpha)) => Some(alpha),
-                (false, None) => (!sample).then_some(1.5),
-            },
+            mixup_alpha: (!self.no_mixup).then_some(self.mixup_alpha),
             precision: self.precision,
             seed: self.seed,
         };
@@ -257,12 +266,23 @@ mod tests {
     fn sample_and_full_data_get_their_defaults() {
         let quick = recipe(&[]).unwrap();
         assert!(quick.sample);
-        assert_eq!((quick.epochs, quick.lr, quick.batch_size, quick.seed), (6, 1e-3, 128, 42));
-        assert_eq!((quick.augment, quick.mixup_alpha), (Augment::Notebook, None));
+        assert_eq!((quick.epochs, quick.lr, quick.batch_size, quick.seed), (SAMPLE_EPOCHS, 1e-4, 128, 42));
+        assert_eq!((quick.weight_decay, quick.label_smoothing, quick.optimizer), (1e-5, 0.1, OptimizerKind::Adam));
+        assert_eq!((quick.augment, quick.mixup_alpha, quick.warmup_epochs), (Augment::Notebook, Some(1.5), 0));
         assert_eq!(recipe(&["--mixup-alpha", "0.4"]).unwrap().mixup_alpha, Some(0.4));
         let full = recipe(&["--data", "/data/cifar-10-binary.tar.gz"]).unwrap();
+        assert!(!full.sample);
         assert_eq!((full.epochs, full.lr, full.weight_decay, full.label_smoothing), (100, 1e-4, 1e-5, 0.1));
         assert_eq!((full.augment, full.mixup_alpha), (Augment::Notebook, Some(1.5)));
+        // The sample's recipe is the notebook's but for the number of epochs.
+        let without_schedule = |r: &Recipe| {
+            let mut v = serde_json::to_value(r).unwrap();
+            for field in ["data", "sample", "epochs"] {
+                v.as_object_mut().unwrap().remove(field);
+            }
+            v
+        };
+        assert_eq!(without_schedule(&quick), without_schedule(&full));
         let plain = recipe(&["--no-mixup", "--augment", "simple"]).unwrap();
         assert_eq!((plain.augment, plain.mixup_alpha), (Augment::Simple, None));
         let custom = recipe(&["--epochs", "7", "--lr", "0.01", "--seed", "3", "--batch-size", "64"]).unwrap();
@@ -285,7 +305,7 @@ mod tests {
             (&["--label-smoothing", "1"][..], "--label-smoothing must be in [0, 1)"),
             (&["--mixup-alpha", "0"][..], "--mixup-alpha must be a positive number"),
             (&["--nesterov"][..], "--nesterov needs --optimizer sgd"),
-            (&["--warmup-epochs", "6"][..], "--warmup-epochs (6) must be fewer than --epochs (6)"),
+            (&["--warmup-epochs", "8"][..], "--warmup-epochs (8) must be fewer than --epochs (8)"),
             (&["--optimizer", "sgd", "--momentum", "1.5"][..], "--momentum must be in [0, 1)"),
         ] {
             let err = recipe(args).unwrap_err().to_string();

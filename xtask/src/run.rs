@@ -57,7 +57,7 @@ impl Setup {
         let recipe = args.recipe()?;
         let data = Cifar10::open(&recipe.data)?.into();
         check_batch_size(recipe.batch_size, &data, device)?;
-        let dir = run_dir(&args.out, name)?;
+        let dir = new_run_dir(&args.out, name)?;
         crate::write_json(&dir.join("recipe.json"), &recipe)?;
         Ok(Self { recipe, data, device: device.clone(), dir })
     }
@@ -144,7 +144,7 @@ impl RunSummary {
 }
 
 /// A new run folder `<out>/<prefix>-<n>`, numbered past the existing ones so no run is overwritten.
-fn run_dir(out: &Path, prefix: &str) -> Result<PathBuf> {
+pub fn new_run_dir(out: &Path, prefix: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for n in 1.. {
         let dir = out.join(format!("{prefix}-{n}"));

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use ba_core::init::SeededVarMap;
-use ba_core::model::{ImageClassifier, ParameterCount};
+use ba_core::model::ImageClassifier;
 use ba_core::rng::rng_for;
 use ba_data::transforms::{test_pipeline, Image, Transform};
 use ba_data::Split;
@@ -37,7 +37,6 @@ impl WeightsArgs {
 pub struct Trained {
     pub kind: ModelKind,
     pub model: Box<dyn ImageClassifier>,
-    pub count: ParameterCount,
     /// Where the weights live.
     pub device: Device,
     /// Owns the model's variables.
@@ -54,8 +53,7 @@ impl Trained {
         };
         let (vars, model) = fresh(kind, device)?;
         ba_train::checkpoint::load_weights(path, &vars)?;
-        let count = ParameterCount::of(&vars);
-        Ok(Self { kind, model, count, device: device.clone(), _vars: vars })
+        Ok(Self { kind, model, device: device.clone(), _vars: vars })
     }
 
     /// Class probabilities (B, 10) of a batch of normalised images, in evaluation mode.
@@ -80,9 +78,15 @@ fn recognise(path: &Path) -> Result<ModelKind> {
         .map(|(_, meta)| meta.tensors().into_keys().collect::<Vec<_>>())
         .map_err(|e| anyhow::anyhow!("{}: not a safetensors file ({e})", path.display()))?;
     if !names.iter().any(|n| n == "features.0.weight") {
-        bail!("{}: no features.0.weight, so not the weights of AlexNet or BA-AlexNet", path.display());
+        bail!("{}: no features.0.weight, so not the weights of AlexNet, SE-AlexNet or BA-AlexNet", path.display());
     }
-    Ok(if names.iter().any(|n| n.starts_with("ba.")) { ModelKind::BaAlexNet } else { ModelKind::AlexNet })
+    let has = |module: &str| names.iter().any(|n| n.starts_with(module));
+    Ok(match (has("ba."), has("se.")) {
+        (true, true) => bail!("{}: holds both a ba. and an se. gate, which no model has", path.display()),
+        (true, false) => ModelKind::BaAlexNet,
+        (false, true) => ModelKind::SeAlexNet,
+        (false, false) => ModelKind::AlexNet,
+    })
 }
 
 /// Images through the test transform (resize to 128x128, normalise), stacked into one batch.
@@ -159,6 +163,7 @@ impl Throughput {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ba_core::model::ParameterCount;
 
     #[test]
     fn top_k_ranks_by_probability_and_breaks_ties_by_class() {
@@ -177,7 +182,7 @@ mod tests {
             ba_train::checkpoint::save_weights(&vars, 0, &path).unwrap();
             assert_eq!(recognise(&path).unwrap(), kind);
             let trained = Trained::load(&path, None, &Device::Cpu).unwrap();
-            assert_eq!(trained.count, ParameterCount::of(&vars));
+            assert_eq!((trained.kind, ParameterCount::of(&trained._vars)), (kind, ParameterCount::of(&vars)));
         }
         // BA-AlexNet's weights hold AlexNet's, so loading them as AlexNet works; the reverse
         // names what is missing.

@@ -1,6 +1,7 @@
-//! The report verbs end to end, as a user runs them: `compare --seeds` writes the whole report
-//! folder, `eval`, `predict` and `summary` read what it wrote. Uses the 12-image fixture, so
-//! each command takes seconds.
+//! The report verbs end to end, as a user runs them: `compare --models --seeds` writes the
+//! whole report folder, `report` merges folders of single seeds into the same statistics,
+//! `eval`, `predict` and `summary` read what it wrote. Uses the 12-image fixture, so each
+//! command takes seconds.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -28,23 +29,67 @@ fn compare_with_two_seeds_then_eval_predict_and_summary() {
     let out = std::env::temp_dir().join(format!("xtask-verbs-{}", std::process::id()));
     let (data, out_arg) = (fixture().display().to_string(), out.display().to_string());
     let common = ["--data", &data, "--out", &out_arg, "--epochs", "2", "--batch-size", "4"];
-    let printed = stdout(&xtask(&[&["compare", "--seeds", "42,43"], &common[..]].concat()));
+    let models = ["--models", "alexnet,se-alexnet,ba-alexnet"];
+    let printed = stdout(&xtask(&[&["compare", "--seeds", "42,43"], &models[..], &common[..]].concat()));
     let dir = out.join("compare-1");
-    assert!(printed.contains("| ba-alexnet | 43 |") && printed.contains("over 2 seeds"), "{printed}");
-    assert!(printed.contains("interval of the mean difference"), "{printed}");
+    assert!(printed.contains("| se-alexnet | 43 |") && printed.contains("over 2 seeds"), "{printed}");
+    for pair in ["SE-AlexNet - AlexNet", "BA-AlexNet - AlexNet", "BA-AlexNet - SE-AlexNet"] {
+        assert!(printed.contains(&format!("interval of the mean difference {pair} in final val")), "{printed}");
+    }
     for file in [
         "report.md",
         "report.json",
         "curves.png",
         "curves.svg",
+        "differences.png",
+        "differences.svg",
         "predictions-alexnet.png",
+        "predictions-se-alexnet.png",
         "predictions-ba-alexnet.png",
+        "models.json",
+        "seeds.json",
+        "recipe.json",
+        "seed-43/se-alexnet/metrics.jsonl",
     ] {
         assert!(dir.join(file).is_file(), "{file} missing");
     }
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let read =
+        |path: PathBuf| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap() };
+    let report = read(dir.join("report.json"));
     assert_eq!(report["seeds"], serde_json::json!([42, 43]));
+    assert_eq!(report["pairs"].as_array().unwrap().len(), 3);
+
+    // The same two seeds run one per invocation and merged give the same rows and statistics.
+    for seed in ["42", "43"] {
+        stdout(&xtask(&[&["compare", "--seed", seed], &models[..], &common[..]].concat()));
+    }
+    let (single_42, single_43) = (out.join("compare-2"), out.join("compare-3"));
+    let (a, b) = (single_42.display().to_string(), single_43.display().to_string());
+    let printed = stdout(&xtask(&["report", &a, &b, "--out", &out_arg]));
+    assert!(printed.contains("merged seeds [42, 43] from 2 folders"), "{printed}");
+    let merged = read(out.join("merged-1/report.json"));
+    let without_timing = |runs: &serde_json::Value| -> Vec<serde_json::Value> {
+        let mut runs = runs.as_array().unwrap().clone();
+        for run in &mut runs {
+            let run = run.as_object_mut().unwrap();
+            for timing in ["seconds", "train_images_per_second", "test_pass_images_per_second"] {
+                assert!(run.remove(timing).is_some(), "{timing}");
+            }
+        }
+        runs
+    };
+    assert_eq!(without_timing(&merged["runs"]), without_timing(&report["runs"]));
+    assert_eq!(merged["pairs"], report["pairs"]);
+    for (m, r) in merged["models"].as_array().unwrap().iter().zip(report["models"].as_array().unwrap()) {
+        assert_eq!((&m["val_accuracy"], &m["train_accuracy"]), (&r["val_accuracy"], &r["train_accuracy"]));
+    }
+    // Rebuilt in place, the merged folder gives the same report; another recipe is refused.
+    stdout(&xtask(&["report", &out.join("merged-1").display().to_string()]));
+    assert_eq!(read(out.join("merged-1/report.json"))["pairs"], report["pairs"]);
+    stdout(&xtask(&[&["compare", "--seed", "44", "--lr", "0.001"], &models[..], &common[..]].concat()));
+    let other = out.join("compare-4").display().to_string();
+    let err = stderr(&xtask(&["report", &a, &other, "--out", &out_arg]));
+    assert!(err.contains("`lr` is 0.0001 in one and 0.001 in the other"), "{err}");
     let run =
         report["runs"].as_array().unwrap().iter().find(|r| r["model"] == "ba-alexnet" && r["seed"] == 42).unwrap();
 

@@ -1,7 +1,7 @@
 //! # ba-models
 //!
-//! AlexNet and BA-AlexNet for 3x128x128 images, as in the BA-Net CIFAR-10 notebook, built on
-//! [`ba_core`] layers through a `VarBuilder`. Weight names follow the PyTorch `state_dict` of
+//! AlexNet, BA-AlexNet and its ablation SE-AlexNet for 3x128x128 images, as in the BA-Net
+//! CIFAR-10 notebook, built on [`ba_core`] layers through a `VarBuilder`. Weight names follow the PyTorch `state_dict` of
 //! the same module tree (`features.0.weight`, `conv1.bias`, `ba.cur_fusion.2.running_var`,
 //! `classifier.6.weight`, ...), so checkpoints move between the two frameworks.
 //!
@@ -19,11 +19,11 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 mod alexnet;
-mod ba_alexnet;
+mod gated_alexnet;
 mod trunk;
 
 pub use alexnet::AlexNet;
-pub use ba_alexnet::BaAlexNet;
+pub use gated_alexnet::{Gate, GatedAlexNet};
 
 use std::fmt;
 use std::str::FromStr;
@@ -62,19 +62,34 @@ impl ModelConfig {
 pub enum ModelKind {
     /// Plain AlexNet (`alexnet`).
     AlexNet,
+    /// AlexNet with a squeeze-and-excitation gate on conv3, computed from conv3 alone
+    /// (`se-alexnet`): BA-AlexNet without the bridge.
+    SeAlexNet,
     /// AlexNet with a Bridge Attention gate on conv3 (`ba-alexnet`).
     BaAlexNet,
 }
 
 impl ModelKind {
-    /// Both architectures, baseline first.
-    pub const ALL: [ModelKind; 2] = [ModelKind::AlexNet, ModelKind::BaAlexNet];
+    /// Every architecture, baseline first.
+    pub const ALL: [ModelKind; 3] = [ModelKind::AlexNet, ModelKind::SeAlexNet, ModelKind::BaAlexNet];
+    /// The notebook's comparison: AlexNet and BA-AlexNet.
+    pub const NOTEBOOK: [ModelKind; 2] = [ModelKind::AlexNet, ModelKind::BaAlexNet];
 
     /// The command-line and file name of the architecture.
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::AlexNet => "alexnet",
+            ModelKind::SeAlexNet => "se-alexnet",
             ModelKind::BaAlexNet => "ba-alexnet",
+        }
+    }
+
+    /// The name in prose and tables: `AlexNet`, `SE-AlexNet`, `BA-AlexNet`.
+    pub fn title(self) -> &'static str {
+        match self {
+            ModelKind::AlexNet => "AlexNet",
+            ModelKind::SeAlexNet => "SE-AlexNet",
+            ModelKind::BaAlexNet => "BA-AlexNet",
         }
     }
 
@@ -82,7 +97,8 @@ impl ModelKind {
     pub fn build(self, config: ModelConfig, vb: VarBuilder) -> Result<Box<dyn ImageClassifier>> {
         Ok(match self {
             ModelKind::AlexNet => Box::new(AlexNet::new(config, vb)?),
-            ModelKind::BaAlexNet => Box::new(BaAlexNet::new(config, vb)?),
+            ModelKind::SeAlexNet => Box::new(GatedAlexNet::new(Gate::Squeeze, config, vb)?),
+            ModelKind::BaAlexNet => Box::new(GatedAlexNet::new(Gate::Bridge, config, vb)?),
         })
     }
 }
@@ -100,6 +116,6 @@ impl FromStr for ModelKind {
         ModelKind::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| format!("unknown model {s:?}: expected one of alexnet, ba-alexnet"))
+            .ok_or_else(|| format!("unknown model {s:?}: expected one of alexnet, se-alexnet, ba-alexnet"))
     }
 }

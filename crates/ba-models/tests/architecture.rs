@@ -37,10 +37,12 @@ const ALEXNET: &[(&str, &[usize])] = &[
     ("features.3.weight", &[128, 48, 5, 5]),
 ];
 
-fn ba_names() -> Vec<(String, Vec<usize>)> {
-    let mut v = vec![("ba.generation.1.weight".to_string(), vec![128, 8, 1, 1])];
-    for (prefix, inputs) in [("ba.pre_fusions.0", 192), ("ba.pre_fusions.1", 192), ("ba.cur_fusion", 128)] {
-        v.push((format!("{prefix}.1.weight"), vec![8, inputs, 1, 1]));
+/// The gate's variables under `module`, with a fusion branch for each of `branches`.
+fn gate_names(module: &str, branches: &[(&str, usize)]) -> Vec<(String, Vec<usize>)> {
+    let mut v = vec![(format!("{module}.generation.1.weight"), vec![128, 8, 1, 1])];
+    for (branch, inputs) in branches {
+        let prefix = format!("{module}.{branch}");
+        v.push((format!("{prefix}.1.weight"), vec![8, *inputs, 1, 1]));
         for stat in ["weight", "bias", "running_mean", "running_var"] {
             v.push((format!("{prefix}.2.{stat}"), vec![8]));
         }
@@ -64,28 +66,38 @@ fn ba_alexnet_adds_the_ba_module_and_counts_like_paddle_and_pytorch() {
     let model = build(ModelKind::BaAlexNet, &vars);
     assert_eq!(model.name(), "ba-alexnet");
     let mut want: Vec<_> = ALEXNET.iter().map(|(n, s)| (n.to_string(), s.to_vec())).collect();
-    want.extend(ba_names());
+    want.extend(gate_names("ba", &[("pre_fusions.0", 192), ("pre_fusions.1", 192), ("cur_fusion", 128)]));
     want.sort();
     assert_eq!(shapes(&vars), want);
     assert_eq!(ParameterCount::of(&vars), ParameterCount { total: 7_529_258, trainable: 7_529_210 });
 }
 
 #[test]
-fn both_models_start_from_the_same_trunk_weights() {
-    let (a, b) = (VarMap::new(), VarMap::new());
-    build(ModelKind::AlexNet, &a);
-    build(ModelKind::BaAlexNet, &b);
-    let (a, b) = (a.data().lock().unwrap(), b.data().lock().unwrap());
-    for (name, var) in a.iter() {
-        let diff = (var.as_tensor() - b[name].as_tensor())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert_eq!(diff, 0.0, "{name} differs");
+fn se_alexnet_adds_a_gate_on_conv3_alone() {
+    let vars = VarMap::new();
+    let model = build(ModelKind::SeAlexNet, &vars);
+    assert_eq!(model.name(), "se-alexnet");
+    let mut want: Vec<_> = ALEXNET.iter().map(|(n, s)| (n.to_string(), s.to_vec())).collect();
+    want.extend(gate_names("se", &[("cur_fusion", 128)]));
+    want.sort();
+    assert_eq!(shapes(&vars), want);
+    // 128 * 8 (cur_fusion) + 8 * 128 (generation) + 16 BN affine; + 16 running statistics.
+    assert_eq!(ParameterCount::of(&vars), ParameterCount { total: 7_526_122, trainable: 7_526_106 });
+}
+
+#[test]
+fn every_model_starts_from_the_same_trunk_weights() {
+    let alexnet = VarMap::new();
+    build(ModelKind::AlexNet, &alexnet);
+    let alexnet = alexnet.data().lock().unwrap();
+    for kind in [ModelKind::SeAlexNet, ModelKind::BaAlexNet] {
+        let gated = VarMap::new();
+        build(kind, &gated);
+        let gated = gated.data().lock().unwrap();
+        for (name, var) in alexnet.iter() {
+            let (a, b) = (var.as_tensor().flatten_all().unwrap(), gated[name].as_tensor().flatten_all().unwrap());
+            assert!(a.to_vec1::<f32>().unwrap() == b.to_vec1::<f32>().unwrap(), "{kind}: {name} differs");
+        }
     }
 }
 
@@ -105,18 +117,24 @@ fn forward_gives_logits_per_class_and_rejects_other_sizes() {
 
 #[test]
 fn the_gate_scales_conv3_output() {
-    // With zero generation weights the gate is sigmoid(0) = 1/2 for every channel, so BA-AlexNet
-    // must equal AlexNet with conv3's weight and bias halved. A model that computed the gate
-    // and dropped it (as the original notebook did) would equal the unhalved AlexNet instead.
+    // With zero generation weights the gate is sigmoid(0) = 1/2 for every channel, so a gated
+    // model must equal AlexNet with conv3's weight and bias halved. A model that computed the
+    // gate and dropped it (as the original notebook did) would equal the unhalved AlexNet.
+    for (kind, module) in [(ModelKind::BaAlexNet, "ba"), (ModelKind::SeAlexNet, "se")] {
+        gate_of_one_half_halves_conv3(kind, module);
+    }
+}
+
+fn gate_of_one_half_halves_conv3(kind: ModelKind, module: &str) {
     let ba_vars = VarMap::new();
-    let ba = build(ModelKind::BaAlexNet, &ba_vars);
+    let ba = build(kind, &ba_vars);
     let plain_vars = VarMap::new();
     let plain = build(ModelKind::AlexNet, &plain_vars);
     let x = images();
     let unhalved = plain.forward_t(&x, false).unwrap();
     {
         let ba_data = ba_vars.data().lock().unwrap();
-        let g = &ba_data["ba.generation.1.weight"];
+        let g = &ba_data[&format!("{module}.generation.1.weight")];
         g.set(&g.zeros_like().unwrap()).unwrap();
         let plain_data = plain_vars.data().lock().unwrap();
         for name in ["conv3.weight", "conv3.bias"] {
@@ -129,8 +147,8 @@ fn the_gate_scales_conv3_output() {
     let max_diff =
         |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     let scale = halved.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    assert!(max_diff(&gated, &halved) < 1e-5 * scale.max(1.0), "gated output differs from halved conv3");
-    assert!(max_diff(&gated, &unhalved) > 1e-3 * scale, "the gate had no effect");
+    assert!(max_diff(&gated, &halved) < 1e-5 * scale.max(1.0), "{kind}: gated output differs from halved conv3");
+    assert!(max_diff(&gated, &unhalved) > 1e-3 * scale, "{kind}: the gate had no effect");
 }
 
 #[test]
@@ -165,11 +183,16 @@ fn a_traced_pass_lists_every_layer_with_shapes_and_the_parameter_counts() {
         let last = rows.last().unwrap();
         assert_eq!((last.name.as_str(), last.output.clone()), ("classifier.6", vec![2, 10]));
         let kinds = |k: &str| rows.iter().filter(|r| r.kind == k).count();
-        let ba = kind == ModelKind::BaAlexNet;
-        assert_eq!(kinds("Conv2D"), 5 + if ba { 4 } else { 0 }, "{kind}");
-        assert_eq!((kinds("Linear"), kinds("MaxPool2D"), kinds("BatchNorm2D")), (3, 3, if ba { 3 } else { 0 }));
-        // Outside the BA branches, each layer takes the previous one's output.
-        let trunk: Vec<_> = rows.iter().filter(|r| !r.name.starts_with("ba.")).collect();
+        let branches = match kind {
+            ModelKind::AlexNet => 0,
+            ModelKind::SeAlexNet => 1,
+            ModelKind::BaAlexNet => 3,
+        };
+        let gate_convs = if branches > 0 { branches + 1 } else { 0 };
+        assert_eq!(kinds("Conv2D"), 5 + gate_convs, "{kind}");
+        assert_eq!((kinds("Linear"), kinds("MaxPool2D"), kinds("BatchNorm2D")), (3, 3, branches), "{kind}");
+        // Outside the gate's branches, each layer takes the previous one's output.
+        let trunk: Vec<_> = rows.iter().filter(|r| !r.name.starts_with("ba.") && !r.name.starts_with("se.")).collect();
         for pair in trunk.windows(2) {
             assert_eq!(pair[0].output, pair[1].input, "{kind}: {} -> {}", pair[0].name, pair[1].name);
         }

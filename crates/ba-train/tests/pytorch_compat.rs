@@ -25,7 +25,7 @@ fn reference_model(kind: ModelKind) -> (VarMap, Box<dyn ImageClassifier>) {
             Some((0..n).map(|i| 0.05 * (i % 7) as f32 - 0.1).collect())
         } else if name.ends_with("running_var") {
             Some((0..n).map(|i| 0.5 + 0.1 * (i % 5) as f32).collect())
-        } else if name.ends_with(".2.weight") && name.starts_with("ba.") {
+        } else if name.ends_with(".2.weight") && (name.starts_with("ba.") || name.starts_with("se.")) {
             Some((0..n).map(|i| 0.8 + 0.1 * (i % 4) as f32).collect())
         } else {
             None

@@ -1,23 +1,30 @@
-//! `cargo xtask compare`: trains AlexNet and BA-AlexNet under identical conditions, for one
-//! seed or several, and writes the report; `--resume` continues an interrupted comparison.
+//! `cargo xtask compare`: trains several models (AlexNet and BA-AlexNet by default) under
+//! identical conditions, for one seed or several, and writes the report; `--resume` continues
+//! an interrupted comparison.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use ba_models::ModelKind;
 use candle_core::Device;
 
+use crate::comparison::{run_folder, Comparison};
+use crate::estimate::Estimate;
 use crate::preset::RecipeArgs;
-use crate::report::{self, run_folder};
+use crate::report;
 use crate::run::{resume_hint, stop_on_ctrl_c, train_model, Control, Setup, CHECKPOINT};
 
 /// Arguments of `compare`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Continue the comparison in this folder: each model from its checkpoint, or from the
-    /// start if it had not begun (its recipe and seeds; other options are ignored).
+    /// start if it had not begun (its recipe, seeds and models; other options are ignored).
     #[arg(long, value_name = "RUN_DIR")]
     pub(crate) resume: Option<PathBuf>,
+    /// Models to compare: alexnet, se-alexnet (the gate on conv3 alone), ba-alexnet (the
+    /// bridge); every pair's paired difference is reported.
+    #[arg(long, value_delimiter = ',', default_values = ["alexnet", "ba-alexnet"])]
+    models: Vec<ModelKind>,
     /// Seeds to repeat the comparison with, e.g. 42,43,44 (paired: both models per seed)
     /// [default: --seed].
     #[arg(long, value_delimiter = ',', conflicts_with = "runs")]
@@ -29,34 +36,41 @@ pub struct Args {
     pub(crate) recipe: RecipeArgs,
 }
 
-/// The seeds of a comparison, stored beside its recipe.
-const SEEDS: &str = "seeds.json";
-
 pub fn run(args: Args, device: &Device) -> Result<()> {
-    let (setup, seeds) = match &args.resume {
-        Some(dir) => (Setup::resume(dir, device)?, read_seeds(dir)?),
+    let (setup, comparison) = match &args.resume {
+        Some(dir) => {
+            let setup = Setup::resume(dir, device)?;
+            let comparison = Comparison::read(dir)?;
+            (setup, comparison)
+        }
         None => {
-            let seeds = seeds(&args)?;
+            let comparison = comparison(&args)?;
             // recipe.json holds the first seed; each model's checkpoint its own.
-            let setup = Setup::new(&RecipeArgs { seed: seeds[0], ..args.recipe.clone() }, "compare", device)?;
-            crate::write_json(&setup.dir.join(SEEDS), &seeds)?;
-            (setup, seeds)
+            let setup =
+                Setup::new(&RecipeArgs { seed: comparison.recipe.seed, ..args.recipe.clone() }, "compare", device)?;
+            comparison.write_lists(&setup.dir)?;
+            (setup, comparison)
         }
     };
-    let (recipe, dir) = (&setup.recipe, &setup.dir);
+    let (recipe, dir, seeds) = (&setup.recipe, &setup.dir, &comparison.seeds);
     println!(
-        "training alexnet and ba-alexnet on {} images an epoch from {}: {}",
+        "training {} on {} images an epoch from {}: {}",
+        comparison.models.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "),
         setup.data.train.len() / recipe.batch_size * recipe.batch_size,
         recipe.data.display(),
-        recipe.describe_with_seeds(&seeds)
+        recipe.describe_with_seeds(seeds)
     );
+    if args.resume.is_none() {
+        let estimate = Estimate::measure(&comparison.models, seeds.len(), recipe, &setup.data, &setup.device)?;
+        println!("{}", estimate.describe());
+    }
     stop_on_ctrl_c()?;
-    for &seed in &seeds {
-        // One set of loaders per seed: both models see the same images, order and
-        // augmentation draws.
+    for &seed in seeds {
+        // One set of loaders per seed: every model sees the same images, order, augmentation
+        // and mixup draws.
         let loaders = setup.loaders(seed);
         let seed_recipe = crate::preset::Recipe { seed, ..recipe.clone() };
-        for kind in ModelKind::ALL {
+        for &kind in &comparison.models {
             let model_dir = run_folder(dir, seed, kind);
             if model_dir.join("final.safetensors").is_file() {
                 continue;
@@ -74,12 +88,17 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
         }
     }
     println!("measuring inference and drawing the report");
-    let report = report::write(dir, recipe, &seeds, &setup.data, &setup.device)?;
+    let report = report::write(dir, &comparison, &setup.data, &setup.device)?;
     report::print(&report, dir);
     Ok(())
 }
 
-/// Most seeds one comparison may ask for (each costs two training runs).
+/// The comparison the options ask for, checked before any work.
+pub(crate) fn comparison(args: &Args) -> Result<Comparison> {
+    Comparison::new(&args.recipe.recipe()?, seeds(args)?, &args.models)
+}
+
+/// Most seeds one comparison may ask for (each costs a training run per model).
 const MAX_SEEDS: usize = 1000;
 
 /// The seeds asked for: `--seeds`, or `--runs` from `--seed`, or `--seed` alone.
@@ -102,18 +121,6 @@ pub(crate) fn seeds(args: &Args) -> Result<Vec<u64>> {
     unique.dedup();
     if unique.len() != seeds.len() {
         bail!("--seeds repeats a seed: {seeds:?}");
-    }
-    Ok(seeds)
-}
-
-/// The seeds of the comparison in `dir`.
-pub fn read_seeds(dir: &Path) -> Result<Vec<u64>> {
-    let path = dir.join(SEEDS);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let seeds: Vec<u64> =
-        serde_json::from_str(&text).with_context(|| format!("{}: not a list of seeds", path.display()))?;
-    if seeds.is_empty() {
-        bail!("{}: no seeds", path.display());
     }
     Ok(seeds)
 }

@@ -13,7 +13,7 @@ use crate::trained::fresh;
 /// Arguments of `summary`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Architecture: alexnet or ba-alexnet.
+    /// Architecture: alexnet, se-alexnet or ba-alexnet.
     #[arg(long, default_value = "ba-alexnet")]
     model: ModelKind,
     /// Batch size of the traced input (Paddle's summary uses 1).
@@ -84,9 +84,11 @@ mod tests {
 
     #[test]
     fn the_table_lists_the_layers_and_the_notebook_totals() {
-        for (kind, total, trainable) in
-            [(ModelKind::AlexNet, 7_524_042, 7_524_042), (ModelKind::BaAlexNet, 7_529_258, 7_529_210)]
-        {
+        for (kind, total, trainable) in [
+            (ModelKind::AlexNet, 7_524_042, 7_524_042),
+            (ModelKind::SeAlexNet, 7_526_122, 7_526_106),
+            (ModelKind::BaAlexNet, 7_529_258, 7_529_210),
+        ] {
             let (vars, model) = fresh(kind, &Device::Cpu).unwrap();
             let input = Tensor::zeros((1, 3, INPUT_SIZE, INPUT_SIZE), DType::F32, &Device::Cpu).unwrap();
             let mut trace = Trace::on();
@@ -101,6 +103,7 @@ mod tests {
             assert!(text.contains(" features.0 (Conv2D)") && text.contains("[1, 3, 128, 128]"), "{text}");
             assert!(text.contains("Input size (MB): 0.19"), "3 x 128 x 128 floats");
             assert_eq!(text.contains("ba.generation.2 (Sigmoid)"), kind == ModelKind::BaAlexNet);
+            assert_eq!(text.contains("se.generation.2 (Sigmoid)"), kind == ModelKind::SeAlexNet);
         }
     }
 }

@@ -7,6 +7,7 @@ use ba_models::ModelKind;
 use ba_train::checkpoint::read_train_state;
 use candle_core::Device;
 
+use crate::estimate::Estimate;
 use crate::preset::RecipeArgs;
 use crate::run::{resume_hint, stop_on_ctrl_c, train_model, Control, Setup, CHECKPOINT};
 use crate::table::comparison_table;
@@ -14,7 +15,7 @@ use crate::table::comparison_table;
 /// Arguments of `train`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Architecture: alexnet or ba-alexnet.
+    /// Architecture: alexnet, se-alexnet or ba-alexnet.
     #[arg(long, default_value = "ba-alexnet")]
     model: ModelKind,
     /// Continue the run in this folder from its last checkpoint (its recipe and model; other
@@ -37,6 +38,10 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
         }
         None => (Setup::new(&args.recipe, &format!("train-{}", args.model), device)?, args.model),
     };
+    if args.resume.is_none() {
+        let estimate = Estimate::measure(&[model], 1, &setup.recipe, &setup.data, &setup.device)?;
+        println!("{}", estimate.describe());
+    }
     stop_on_ctrl_c()?;
     let control = Control { resume: args.resume.is_some(), pause_after: args.pause_after, ..Control::default() };
     let summary =

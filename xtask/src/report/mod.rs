@@ -1,40 +1,39 @@
 //! The comparison report of a `compare` folder: `report.md`, `report.json`, the learning
-//! curves and the prediction grids, all computed from the run folders' files (metrics and
-//! final weights), so `cargo xtask report` can rebuild them at any time.
+//! curves, the paired differences and the prediction grids, all computed from the run folders'
+//! files (metrics, and the first seed's final weights for the grids), so `cargo xtask report`
+//! can rebuild them at any time, also for folders merged from several comparisons.
 
 pub mod confusion;
 pub mod curves;
+pub mod differences;
 pub mod grid;
 pub mod stats;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use ba_core::model::ParameterCount;
 use ba_models::ModelKind;
 use ba_train::metrics::{read_metrics, read_step_records};
 use ba_train::EpochRecord;
 use candle_core::Device;
 use serde::Serialize;
 
+use crate::comparison::{run_folder, Comparison};
 use crate::machine::Machine;
 use crate::preset::Recipe;
 use crate::run::Data;
 use crate::table::thousands;
-use crate::trained::{split_batch, Throughput, Trained};
+use crate::trained::{fresh, split_batch, Throughput, Trained};
 use stats::{MeanStd, PairedDifference};
 
 /// Test images shown in each prediction grid.
 pub const GRID_IMAGES: usize = 18;
-/// Confidence level of the paired interval.
+/// Confidence level of the paired intervals.
 pub const CONFIDENCE: f64 = 0.95;
 /// Untimed and timed forward passes of the inference benchmark.
 const BENCH_WARMUP: usize = 3;
 const BENCH_REPEATS: usize = 11;
-
-/// The run folder of `kind` under `seed` in the comparison folder `dir`.
-pub fn run_folder(dir: &Path, seed: u64, kind: ModelKind) -> PathBuf {
-    dir.join(format!("seed-{seed}")).join(kind.name())
-}
 
 /// One trained model of the comparison. Every number but the inference benchmark and the
 /// parameter counts is read from its `metrics.jsonl`.
@@ -58,19 +57,41 @@ pub struct RunReport {
     /// Inference as the notebook measured it: the whole test set in evaluation mode, data
     /// loading included (the last epoch's evaluation pass).
     pub test_pass_images_per_second: f64,
-    /// Inference as a benchmark measures it: warm-up, then the median of repeated batches.
-    pub inference: Throughput,
     /// Seconds of training and evaluation, summed over epochs.
     pub seconds: f64,
 }
 
-/// Mean and standard deviation over seeds of one model's results.
+/// One model's results over seeds, and its inference speed on the machine that drew the report.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelStats {
     pub model: String,
+    pub parameters: usize,
+    pub trainable_parameters: usize,
     pub train_accuracy: MeanStd,
     pub val_accuracy: MeanStd,
     pub best_val_accuracy: MeanStd,
+    /// Inference as a benchmark measures it: warm-up, then the median of repeated batches
+    /// (the architecture's speed, measured once when the report is drawn).
+    pub inference: Throughput,
+}
+
+/// One model minus another, paired by seed.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairReport {
+    /// The model subtracted from (the later of the two in [`ModelKind::ALL`]).
+    pub model: String,
+    /// The model subtracted (the baseline of the pair).
+    pub baseline: String,
+    /// `BA-AlexNet - AlexNet`.
+    pub label: String,
+    /// Per seed, in the comparison's order: final val accuracy of `model` minus `baseline`'s.
+    pub val_accuracy_by_seed: Vec<f64>,
+    /// The mean of those differences and its interval.
+    pub val_accuracy: PairedDifference,
+    /// The same for the final train accuracy.
+    pub train_accuracy: PairedDifference,
+    /// Whether the val accuracy interval excludes zero, in words.
+    pub verdict: String,
 }
 
 /// Everything `report.md` shows, as `report.json`.
@@ -81,42 +102,62 @@ pub struct Report {
     pub train_images_per_epoch: usize,
     pub test_images: usize,
     pub machine: Machine,
-    /// Every model under every seed, AlexNet then BA-AlexNet per seed.
+    /// Every model under every seed, in the order of the models per seed.
     pub runs: Vec<RunReport>,
+    /// Per model, baseline first.
     pub models: Vec<ModelStats>,
-    /// BA-AlexNet minus AlexNet in final val accuracy, paired by seed.
-    pub val_accuracy_difference: PairedDifference,
-    /// The same for the final train accuracy.
-    pub train_accuracy_difference: PairedDifference,
-    /// Whether the val accuracy interval excludes zero, in words.
-    pub verdict: String,
+    /// Every pair of models, later minus earlier: for the three models SE - AlexNet,
+    /// BA - AlexNet, BA - SE.
+    pub pairs: Vec<PairReport>,
 }
 
-/// Reads the runs of the comparison in `dir`, measures inference, draws the figures and
-/// writes `report.md` and `report.json`.
-pub fn write(dir: &Path, recipe: &Recipe, seeds: &[u64], data: &Data, device: &Device) -> Result<Report> {
-    if seeds.is_empty() {
-        bail!("{}: a comparison needs at least one seed", dir.display());
-    }
+/// Reads the finished runs of the comparison in `dir` (`seed-N/<model>/metrics.jsonl`),
+/// measures each model's inference, draws the figures and writes `report.md` and
+/// `report.json`. The prediction grids need the first seed's `final.safetensors`; without
+/// them (a folder of metrics alone) the report has no grids.
+pub fn write(dir: &Path, comparison: &Comparison, data: &Data, device: &Device) -> Result<Report> {
+    let Comparison { recipe, seeds, models } = comparison;
     let bench_batch = split_batch(&data.test, 0..recipe.batch_size.min(data.test.len()), device)?;
     let mut runs = Vec::new();
     let mut histories = Vec::new();
     for &seed in seeds {
-        for kind in ModelKind::ALL {
+        for &kind in models {
             let folder = run_folder(dir, seed, kind);
             let metrics_path = folder.join("metrics.jsonl");
             let epochs = read_metrics(&metrics_path)?;
-            let steps = read_step_records(&metrics_path)?;
-            let trained = Trained::load(&folder.join("final.safetensors"), Some(kind), device)
-                .with_context(|| format!("{}: the run has no final weights (not finished?)", folder.display()))?;
-            let inference = Throughput::measure(trained.model.as_ref(), &bench_batch, BENCH_WARMUP, BENCH_REPEATS)?;
-            runs.push(run_report(&metrics_path, kind, seed, &epochs, &trained, inference)?);
-            if seed == seeds[0] {
-                let predictions = grid::predict_first(&trained, &data.test, GRID_IMAGES, device)?;
-                let path = dir.join(format!("predictions-{}.png", kind.name()));
-                grid::write(&path, kind.name(), &predictions, &data.classes)?;
+            if epochs.len() < recipe.epochs {
+                bail!(
+                    "{}: {} of {} epochs recorded, so the run has not finished (continue it with --resume)",
+                    metrics_path.display(),
+                    epochs.len(),
+                    recipe.epochs
+                );
             }
+            let steps = read_step_records(&metrics_path)?;
+            runs.push(run_report(&metrics_path, kind, seed, &epochs)?);
             histories.push((kind, seed, steps, epochs));
+        }
+    }
+    let mut stats = Vec::new();
+    for &kind in models {
+        let (vars, model) = fresh(kind, device)?;
+        let count = ParameterCount::of(&vars);
+        let inference = Throughput::measure(model.as_ref(), &bench_batch, BENCH_WARMUP, BENCH_REPEATS)?;
+        stats.push(model_stats(kind, count, inference, &runs));
+    }
+    for run in &mut runs {
+        if let Some(m) = stats.iter().find(|m| m.model == run.model) {
+            (run.parameters, run.trainable_parameters) = (m.parameters, m.trainable_parameters);
+        }
+    }
+    let grids = seeds[0];
+    let with_grids = models.iter().all(|&k| run_folder(dir, grids, k).join("final.safetensors").is_file());
+    if with_grids {
+        for &kind in models {
+            let trained = Trained::load(&run_folder(dir, grids, kind).join("final.safetensors"), Some(kind), device)?;
+            let predictions = grid::predict_first(&trained, &data.test, GRID_IMAGES, device)?;
+            let path = dir.join(format!("predictions-{}.png", kind.name()));
+            grid::write(&path, kind.name(), &predictions, &data.classes)?;
         }
     }
     let steps_per_epoch = recipe_steps_per_epoch(recipe, &histories[0].3);
@@ -131,9 +172,20 @@ pub fn write(dir: &Path, recipe: &Recipe, seeds: &[u64], data: &Data, device: &D
         })
         .collect();
     curves::write(dir, "curves", &curves)?;
-    let report = summarise(recipe, seeds, data, device, runs);
-    std::fs::write(dir.join("report.md"), markdown(&report))
-        .with_context(|| format!("writing {}/report.md", dir.display()))?;
+    let report = Report {
+        recipe: recipe.clone(),
+        seeds: seeds.clone(),
+        // The loader drops the last partial batch.
+        train_images_per_epoch: data.train.len() / recipe.batch_size * recipe.batch_size,
+        test_images: data.test.len(),
+        machine: Machine::this(device),
+        pairs: pairs(models, &runs),
+        models: stats,
+        runs,
+    };
+    differences::write(dir, "differences", &report)?;
+    std::fs::write(dir.join("report.md"), markdown(&report, with_grids))
+        .map_err(|e| anyhow::anyhow!("writing {}/report.md: {e}", dir.display()))?;
     crate::write_json(&dir.join("report.json"), &report)?;
     Ok(report)
 }
@@ -144,14 +196,7 @@ fn recipe_steps_per_epoch(recipe: &Recipe, epochs: &[EpochRecord]) -> usize {
     epochs.first().map_or(1, |e| (e.train.images / recipe.batch_size).max(1))
 }
 
-fn run_report(
-    metrics_path: &Path,
-    kind: ModelKind,
-    seed: u64,
-    epochs: &[EpochRecord],
-    trained: &Trained,
-    inference: Throughput,
-) -> Result<RunReport> {
+fn run_report(metrics_path: &Path, kind: ModelKind, seed: u64, epochs: &[EpochRecord]) -> Result<RunReport> {
     let Some(last) = epochs.last() else { bail!("{}: no epoch recorded", metrics_path.display()) };
     // The first epoch with the best accuracy, as training keeps it (only a strictly better
     // epoch replaces it).
@@ -161,8 +206,8 @@ fn run_report(
     Ok(RunReport {
         model: kind.name().to_string(),
         seed,
-        parameters: trained.count.total,
-        trainable_parameters: trained.count.trainable,
+        parameters: 0,
+        trainable_parameters: 0,
         epochs: epochs.len(),
         train_loss: last.train.loss,
         train_accuracy: last.train.accuracy,
@@ -172,63 +217,74 @@ fn run_report(
         best_epoch: best.epoch,
         train_images_per_second: train_images as f64 / train_seconds.max(1e-9),
         test_pass_images_per_second: last.val.images_per_second(),
-        inference,
         seconds: epochs.iter().map(|e| e.train.seconds + e.val.seconds).sum(),
     })
 }
 
-/// The statistics over seeds of finished runs (AlexNet, BA-AlexNet per seed).
-fn summarise(recipe: &Recipe, seeds: &[u64], data: &Data, device: &Device, runs: Vec<RunReport>) -> Report {
-    let of = |kind: ModelKind| runs.iter().filter(move |r| r.model == kind.name());
-    let models = ModelKind::ALL
-        .iter()
-        .map(|&kind| ModelStats {
-            model: kind.name().to_string(),
-            train_accuracy: MeanStd::of(&of(kind).map(|r| r.train_accuracy).collect::<Vec<_>>()),
-            val_accuracy: MeanStd::of(&of(kind).map(|r| r.val_accuracy).collect::<Vec<_>>()),
-            best_val_accuracy: MeanStd::of(&of(kind).map(|r| r.best_val_accuracy).collect::<Vec<_>>()),
-        })
-        .collect();
-    let paired = |field: fn(&RunReport) -> f64| {
-        let a: Vec<f64> = of(ModelKind::AlexNet).map(field).collect();
-        let b: Vec<f64> = of(ModelKind::BaAlexNet).map(field).collect();
-        PairedDifference::of(&a, &b, CONFIDENCE)
+fn model_stats(kind: ModelKind, count: ParameterCount, inference: Throughput, runs: &[RunReport]) -> ModelStats {
+    let of = |field: fn(&RunReport) -> f64| {
+        MeanStd::of(&runs.iter().filter(|r| r.model == kind.name()).map(field).collect::<Vec<_>>())
     };
-    let val_accuracy_difference = paired(|r| r.val_accuracy);
-    Report {
-        recipe: recipe.clone(),
-        seeds: seeds.to_vec(),
-        // The loader drops the last partial batch.
-        train_images_per_epoch: data.train.len() / recipe.batch_size * recipe.batch_size,
-        test_images: data.test.len(),
-        machine: Machine::this(device),
-        verdict: val_accuracy_difference.verdict("BA-AlexNet - AlexNet in final val accuracy"),
-        train_accuracy_difference: paired(|r| r.train_accuracy),
-        val_accuracy_difference,
-        models,
-        runs,
+    ModelStats {
+        model: kind.name().to_string(),
+        parameters: count.total,
+        trainable_parameters: count.trainable,
+        train_accuracy: of(|r| r.train_accuracy),
+        val_accuracy: of(|r| r.val_accuracy),
+        best_val_accuracy: of(|r| r.best_val_accuracy),
+        inference,
     }
 }
 
-/// Prints the tables and the verdict to the terminal.
+/// Every pair of `models`, later minus earlier, ordered by the later model then the earlier
+/// (SE - AlexNet, BA - AlexNet, BA - SE), paired by seed.
+fn pairs(models: &[ModelKind], runs: &[RunReport]) -> Vec<PairReport> {
+    let values = |kind: ModelKind, field: fn(&RunReport) -> f64| -> Vec<f64> {
+        runs.iter().filter(|r| r.model == kind.name()).map(field).collect()
+    };
+    let mut out = Vec::new();
+    for (j, &model) in models.iter().enumerate() {
+        for &baseline in &models[..j] {
+            let paired = |field: fn(&RunReport) -> f64| {
+                PairedDifference::of(&values(baseline, field), &values(model, field), CONFIDENCE)
+            };
+            let label = format!("{} - {}", model.title(), baseline.title());
+            let (a, b) = (values(baseline, |r| r.val_accuracy), values(model, |r| r.val_accuracy));
+            let val_accuracy = paired(|r| r.val_accuracy);
+            out.push(PairReport {
+                model: model.name().to_string(),
+                baseline: baseline.name().to_string(),
+                verdict: val_accuracy.verdict(&format!("{label} in final val accuracy")),
+                val_accuracy_by_seed: a.iter().zip(&b).map(|(a, b)| b - a).collect(),
+                val_accuracy,
+                train_accuracy: paired(|r| r.train_accuracy),
+                label,
+            });
+        }
+    }
+    out
+}
+
+/// Prints the tables and the verdicts to the terminal.
 pub fn print(report: &Report, dir: &Path) {
     println!("\n{}", results_table(report));
-    if report.seeds.len() > 1 {
-        println!("{}", seeds_table(report));
+    println!("{}", seeds_table(report));
+    for pair in &report.pairs {
+        println!("{}.", capitalise(&pair.verdict));
     }
-    println!("{}\n\nreport: {}", capitalise(&report.verdict), dir.join("report.md").display());
+    println!("\nreport: {}", dir.join("report.md").display());
 }
 
-/// The results table: one row per model and seed, then the differences.
+/// The results table: one row per model and seed, then each pair's difference per seed.
 pub fn results_table(report: &Report) -> String {
     let mut out = String::from(
         "| model | seed | train acc | val acc | parameters | trainable | best val acc (epoch) | final val loss \
-         | train img/s | inference img/s, test pass | inference img/s, median | time |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | train img/s | inference img/s, test pass | time |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in &report.runs {
         out += &format!(
-            "| {} | {} | {:.4} | {:.4} | {} | {} | {:.4} ({}) | {:.4} | {:.1} | {:.1} | {:.1} | {} |\n",
+            "| {} | {} | {:.4} | {:.4} | {} | {} | {:.4} ({}) | {:.4} | {:.1} | {:.1} | {} |\n",
             r.model,
             r.seed,
             r.train_accuracy,
@@ -240,90 +296,115 @@ pub fn results_table(report: &Report) -> String {
             r.val_loss,
             r.train_images_per_second,
             r.test_pass_images_per_second,
-            r.inference.median_images_per_second,
             duration(r.seconds),
         );
     }
-    let by_seed = |seed: u64| {
-        let find = |m: ModelKind| report.runs.iter().find(|r| r.seed == seed && r.model == m.name());
-        find(ModelKind::AlexNet).zip(find(ModelKind::BaAlexNet))
-    };
-    for &seed in &report.seeds {
-        if let Some((a, b)) = by_seed(seed) {
-            out += &format!(
-                "| **BA - AlexNet** | {seed} | {:+.4} | {:+.4} | {} | {} | {:+.4} | {:+.4} | | | | |\n",
-                b.train_accuracy - a.train_accuracy,
-                b.val_accuracy - a.val_accuracy,
-                signed_thousands(b.parameters as i64 - a.parameters as i64),
-                signed_thousands(b.trainable_parameters as i64 - a.trainable_parameters as i64),
-                b.best_val_accuracy - a.best_val_accuracy,
-                b.val_loss - a.val_loss,
-            );
+    let find = |seed: u64, model: &str| report.runs.iter().find(|r| r.seed == seed && r.model == model);
+    for pair in &report.pairs {
+        for &seed in &report.seeds {
+            if let (Some(a), Some(b)) = (find(seed, &pair.baseline), find(seed, &pair.model)) {
+                out += &format!(
+                    "| **{}** | {seed} | {:+.4} | {:+.4} | {} | {} | {:+.4} | {:+.4} | | | |\n",
+                    pair.label,
+                    b.train_accuracy - a.train_accuracy,
+                    b.val_accuracy - a.val_accuracy,
+                    signed_thousands(b.parameters as i64 - a.parameters as i64),
+                    signed_thousands(b.trainable_parameters as i64 - a.trainable_parameters as i64),
+                    b.best_val_accuracy - a.best_val_accuracy,
+                    b.val_loss - a.val_loss,
+                );
+            }
         }
     }
     out
 }
 
-/// Mean ± std over seeds, and the paired difference with its interval.
+/// Per model mean ± std over seeds and inference speed; per pair the mean paired difference
+/// with its interval.
 pub fn seeds_table(report: &Report) -> String {
-    let ms = |m: &MeanStd| format!("{:.4} ± {:.4}", m.mean, m.std);
+    let n = report.seeds.len();
+    let ms = |m: &MeanStd| if n > 1 { format!("{:.4} ± {:.4}", m.mean, m.std) } else { format!("{:.4}", m.mean) };
     let mut out = format!(
-        "| over {} seeds (mean ± std) | train acc | val acc | best val acc |\n|---|---:|---:|---:|\n",
-        report.seeds.len()
+        "| over {n} seed{} (mean ± std) | parameters (trainable) | train acc | val acc | best val acc \
+         | inference img/s, median |\n|---|---:|---:|---:|---:|---:|\n",
+        if n == 1 { "" } else { "s" }
     );
     for m in &report.models {
         out += &format!(
-            "| {} | {} | {} | {} |\n",
+            "| {} | {} ({}) | {} | {} | {} | {:.1} |\n",
             m.model,
+            thousands(m.parameters),
+            thousands(m.trainable_parameters),
             ms(&m.train_accuracy),
             ms(&m.val_accuracy),
-            ms(&m.best_val_accuracy)
+            ms(&m.best_val_accuracy),
+            m.inference.median_images_per_second,
         );
     }
     let interval = |d: &PairedDifference| match d.interval {
         Some((lo, hi)) => format!("{:+.4} [{lo:+.4}, {hi:+.4}]", d.difference.mean),
         None => format!("{:+.4} (one seed: no interval)", d.difference.mean),
     };
-    out += &format!(
-        "| **BA - AlexNet**, paired, {:.0}% t-interval | {} | {} | |\n",
-        report.val_accuracy_difference.confidence * 100.0,
-        interval(&report.train_accuracy_difference),
-        interval(&report.val_accuracy_difference)
-    );
+    for pair in &report.pairs {
+        out += &format!(
+            "| **{}**, paired, {:.0}% t-interval | | {} | {} | |  |\n",
+            pair.label,
+            pair.val_accuracy.confidence * 100.0,
+            interval(&pair.train_accuracy),
+            interval(&pair.val_accuracy)
+        );
+    }
     out
 }
 
-/// `report.md`.
-pub fn markdown(report: &Report) -> String {
+/// The title of `report.md`: the models compared.
+fn title(report: &Report) -> String {
+    let titles: Vec<&str> =
+        report.models.iter().filter_map(|m| m.model.parse::<ModelKind>().ok()).map(|k| k.title()).collect();
+    titles.join(" vs ")
+}
+
+/// `report.md`; `with_grids` when the prediction grids were drawn.
+pub fn markdown(report: &Report, with_grids: bool) -> String {
     let recipe = &report.recipe;
-    let over_seeds = if report.seeds.len() > 1 { format!("{}\n", seeds_table(report)) } else { String::new() };
+    let verdicts: String = report.pairs.iter().map(|p| format!("- {}.\n", capitalise(&p.verdict))).collect();
     let mut out = format!(
-        "# AlexNet vs BA-AlexNet on CIFAR-10\n\n\
+        "# {} on CIFAR-10\n\n\
          {} training images an epoch and {} test images from `{}`; {}.\n\n\
-         Machine: {}.\n\n## Results\n\n{}\n{over_seeds}{}.\n\n",
+         Machine: {}.\n\n## Results\n\n{}\n{}\n{verdicts}\n\
+         ![paired differences](differences.png)\n\n([SVG](differences.svg): each dot one seed's \
+         difference in final val accuracy; the bar the mean and its {:.0}% t-interval.)\n\n",
+        title(report),
         thousands(report.train_images_per_epoch),
         thousands(report.test_images),
         recipe.data.display(),
         recipe.describe_with_seeds(&report.seeds),
         report.machine.describe(),
+        seeds_table(report),
         results_table(report),
-        capitalise(&report.verdict),
+        CONFIDENCE * 100.0,
     );
     out += "Accuracies are fractions of the test set at the last epoch (best: the epoch kept as \
-            `best.safetensors`). Inference, test pass: the whole test set in evaluation mode with \
-            data loading, as the notebook timed it; median: a batch of ";
+            `best.safetensors`). The intervals cover seed-to-seed variation (initialisation, data \
+            order, augmentation, mixup and dropout draws, all fixed by the seed and shared by the \
+            models under one seed), not the sampling noise of the test set itself. Inference, test \
+            pass: the whole test set in evaluation mode with data loading, as the notebook timed \
+            it; median: a batch of ";
     out += &format!(
-        "{} test images, {} warm-up passes, then the median of {} timed passes. BA-AlexNet applies \
-         its gate to conv3's output; the notebook's computed the gate and discarded it \
-         (docs/notebook.md).\n\n",
-        report.runs.first().map_or(0, |r| r.inference.batch_size),
+        "{} test images, {} warm-up passes, then the median of {} timed passes, on the machine \
+         that drew this report. The gated models multiply conv3's output (AlexNet's fifth \
+         convolution) before its ReLU and max-pool; the notebook's BA-AlexNet computed the gate \
+         and discarded it (docs/notebook.md).\n\n",
+        report.models.first().map_or(0, |m| m.inference.batch_size),
         BENCH_WARMUP,
         BENCH_REPEATS
     );
     out += "## Learning curves\n\n![learning curves](curves.png)\n\n([SVG](curves.svg))\n\n";
-    out += &format!("## Predictions on the first {GRID_IMAGES} test images (seed {})\n\n", report.seeds[0]);
-    for kind in ModelKind::ALL {
-        out += &format!("![{0}](predictions-{0}.png)\n\n", kind.name());
+    if with_grids {
+        out += &format!("## Predictions on the first {GRID_IMAGES} test images (seed {})\n\n", report.seeds[0]);
+        for m in &report.models {
+            out += &format!("![{0}](predictions-{0}.png)\n\n", m.model);
+        }
     }
     out += "## Recipe\n\n| option | value |\n|---|---|\n";
     if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(recipe) {
@@ -364,7 +445,6 @@ mod tests {
     use super::*;
     use crate::run::test_util::{subset, tiny_setup};
     use crate::run::{train_model, Control, Loaders};
-    use crate::trained::fresh;
 
     #[test]
     fn durations_read_naturally() {
@@ -386,11 +466,11 @@ mod tests {
     }
 
     #[test]
-    fn a_two_seed_report_matches_the_metrics_files() {
+    fn a_two_seed_three_model_report_matches_the_metrics_files() {
         let (data, recipe) = data_and_recipe();
         let dir = std::env::temp_dir().join(format!("xtask-report-{}", std::process::id()));
-        let seeds = [5, 6];
-        for seed in seeds {
+        let comparison = Comparison::new(&recipe, vec![5, 6], &ModelKind::ALL).unwrap();
+        for &seed in &comparison.seeds {
             let seeded = Recipe { seed, ..recipe.clone() };
             let loaders = Loaders::new(&data, &seeded, &Device::Cpu);
             for kind in ModelKind::ALL {
@@ -398,12 +478,13 @@ mod tests {
                 train_model(kind, &loaders, &seeded, &Device::Cpu, &folder, Control::default()).unwrap();
             }
         }
-        write(&dir, &recipe, &seeds, &data, &Device::Cpu).unwrap();
+        write(&dir, &comparison, &data, &Device::Cpu).unwrap();
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
         let runs = json["runs"].as_array().unwrap();
-        assert_eq!(runs.len(), 4);
+        assert_eq!(runs.len(), 6);
         let mut val = std::collections::HashMap::<String, Vec<f64>>::new();
+        let mut train = std::collections::HashMap::<String, Vec<f64>>::new();
         for run in runs {
             let (model, seed) = (run["model"].as_str().unwrap(), run["seed"].as_u64().unwrap());
             let kind: ModelKind = model.parse().unwrap();
@@ -418,32 +499,79 @@ mod tests {
             assert_eq!(number("best_val_accuracy"), best);
             let seconds: f64 = epochs.iter().map(|e| e.train.seconds + e.val.seconds).sum();
             assert_eq!(number("seconds"), seconds);
-            let parameters = if kind == ModelKind::AlexNet { 7_524_042 } else { 7_529_258 };
+            let parameters = match kind {
+                ModelKind::AlexNet => 7_524_042,
+                ModelKind::SeAlexNet => 7_526_122,
+                ModelKind::BaAlexNet => 7_529_258,
+            };
             assert_eq!(run["parameters"].as_u64().unwrap(), parameters);
-            assert!(run["inference"]["median_images_per_second"].as_f64().unwrap() > 0.0);
             val.entry(model.to_string()).or_default().push(last.val.accuracy);
+            train.entry(model.to_string()).or_default().push(last.train.accuracy);
         }
         for model in json["models"].as_array().unwrap() {
             let values = &val[model["model"].as_str().unwrap()];
             assert_eq!(model["val_accuracy"]["mean"].as_f64().unwrap(), (values[0] + values[1]) / 2.0);
+            assert!(model["inference"]["median_images_per_second"].as_f64().unwrap() > 0.0);
         }
-        let diffs: Vec<f64> = (0..2).map(|i| val["ba-alexnet"][i] - val["alexnet"][i]).collect();
-        let mean = json["val_accuracy_difference"]["difference"]["mean"].as_f64().unwrap();
-        assert!((mean - (diffs[0] + diffs[1]) / 2.0).abs() < 1e-12);
-        assert!(json["val_accuracy_difference"]["interval"].is_array(), "two seeds give an interval");
+        // Every pair, later minus earlier, each against the per-seed differences of the files.
+        let pairs = json["pairs"].as_array().unwrap();
+        let labels: Vec<&str> = pairs.iter().map(|p| p["label"].as_str().unwrap()).collect();
+        assert_eq!(labels, ["SE-AlexNet - AlexNet", "BA-AlexNet - AlexNet", "BA-AlexNet - SE-AlexNet"]);
+        for pair in pairs {
+            let (model, baseline) = (pair["model"].as_str().unwrap(), pair["baseline"].as_str().unwrap());
+            let diffs: Vec<f64> = (0..2).map(|i| val[model][i] - val[baseline][i]).collect();
+            let by_seed: Vec<f64> = serde_json::from_value(pair["val_accuracy_by_seed"].clone()).unwrap();
+            assert_eq!(by_seed, diffs, "{model} - {baseline}");
+            let own = PairedDifference::of(&val[baseline], &val[model], CONFIDENCE);
+            let mean = pair["val_accuracy"]["difference"]["mean"].as_f64().unwrap();
+            assert!((mean - (diffs[0] + diffs[1]) / 2.0).abs() < 1e-12);
+            let interval: (f64, f64) = serde_json::from_value(pair["val_accuracy"]["interval"].clone()).unwrap();
+            assert_eq!(Some(interval), own.interval, "two seeds give the t-interval of the differences");
+            let half = 12.706204736174694 * (diffs[0] - diffs[1]).abs() / 2f64.sqrt() / 2f64.sqrt();
+            assert!((interval.1 - interval.0 - 2.0 * half).abs() < 1e-9, "{interval:?}");
+            let train_mean = pair["train_accuracy"]["difference"]["mean"].as_f64().unwrap();
+            let train_diffs: Vec<f64> = (0..2).map(|i| train[model][i] - train[baseline][i]).collect();
+            assert!((train_mean - (train_diffs[0] + train_diffs[1]) / 2.0).abs() < 1e-12);
+        }
         for (file, size) in [
             ("curves.png", (1400, 900)),
+            ("differences.png", differences::size(3)),
             ("predictions-alexnet.png", grid::grid_size(GRID_IMAGES)),
+            ("predictions-se-alexnet.png", grid::grid_size(GRID_IMAGES)),
             ("predictions-ba-alexnet.png", grid::grid_size(GRID_IMAGES)),
         ] {
             let image = image::open(dir.join(file)).unwrap();
             assert_eq!((image.width(), image.height()), size, "{file}");
         }
         let svg = std::fs::read_to_string(dir.join("curves.svg")).unwrap();
-        assert!(svg.contains("<svg") && svg.contains("ba-alexnet train"), "the SVG has the legend");
+        assert!(svg.contains("<svg") && svg.contains("se-alexnet train"), "the SVG has the legend");
         assert!(svg.contains("one line per seed"));
+        let svg = std::fs::read_to_string(dir.join("differences.svg")).unwrap();
+        for label in labels {
+            assert!(svg.contains(label), "the difference figure names {label}");
+        }
         let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
-        assert!(md.contains("| alexnet | 5 |") && md.contains("over 2 seeds") && md.contains("![learning curves]"));
+        assert!(md.contains("# AlexNet vs SE-AlexNet vs BA-AlexNet on CIFAR-10"), "{md}");
+        assert!(md.contains("| se-alexnet | 5 |") && md.contains("over 2 seeds") && md.contains("![learning curves]"));
+        assert!(md.contains("**BA-AlexNet - SE-AlexNet**, paired") && md.contains("![paired differences]"));
+        assert!(md.contains("![se-alexnet](predictions-se-alexnet.png)"));
+
+        // Without weights (a folder of metrics, as committed under docs/results) the report is
+        // the same but for the grids; an unfinished run is named.
+        for seed in [5, 6] {
+            for kind in ModelKind::ALL {
+                for file in ["final.safetensors", "best.safetensors", "checkpoint.safetensors"] {
+                    let _ = std::fs::remove_file(run_folder(&dir, seed, kind).join(file));
+                }
+            }
+        }
+        let again = write(&dir, &comparison, &data, &Device::Cpu).unwrap();
+        assert_eq!(serde_json::to_value(&again.runs).unwrap(), json["runs"]);
+        assert_eq!(serde_json::to_value(&again.pairs).unwrap(), json["pairs"]);
+        assert!(!std::fs::read_to_string(dir.join("report.md")).unwrap().contains("## Predictions"));
+        let longer = Comparison { recipe: Recipe { epochs: 3, ..comparison.recipe.clone() }, ..comparison.clone() };
+        let err = write(&dir, &longer, &data, &Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains("seed-5/alexnet/metrics.jsonl: 2 of 3 epochs recorded"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
