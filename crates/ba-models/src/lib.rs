@@ -65,7 +65,8 @@ pub enum ModelKind {
     /// AlexNet with a squeeze-and-excitation gate on conv3, computed from conv3 alone
     /// (`se-alexnet`): BA-AlexNet without the bridge.
     SeAlexNet,
-    /// AlexNet with a Bridge Attention gate on conv3 (`ba-alexnet`).
+    /// AlexNet with a Bridge Attention gate on conv3 (AlexNet's fifth convolution), bridged
+    /// from conv1 and conv2 (`ba-alexnet`).
     BaAlexNet,
 }
 

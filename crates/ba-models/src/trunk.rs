@@ -1,4 +1,4 @@
-//! The layers AlexNet and BA-AlexNet share: everything but the gate.
+//! The layers AlexNet, SE-AlexNet and BA-AlexNet share: everything but the gate.
 
 use ba_core::nn::{linear, Conv2d, Dropout, Linear};
 use ba_core::ops::{gate_relu_max_pool2d, max_pool2d, Conv2dParams, MaxPool2dParams};
@@ -9,7 +9,7 @@ use candle_nn::VarBuilder;
 
 use crate::{ModelConfig, INPUT_SIZE};
 
-/// Channels of conv3's output, the tensor the BA gate multiplies.
+/// Channels of conv3's output, the tensor the gates multiply.
 pub(crate) const CONV3_CHANNELS: usize = 128;
 /// Channels of conv1's and conv2's outputs, the feature maps the BA gate bridges.
 pub(crate) const CONV12_CHANNELS: usize = 192;
@@ -20,7 +20,8 @@ fn pool() -> MaxPool2dParams {
     MaxPool2dParams::square(3, 2)
 }
 
-/// `features` (conv 11/4 and conv 5 with ReLU and max-pool), conv1..conv3, `classifier`.
+/// `features` (conv 11/4 and conv 5 with ReLU and max-pool), conv1..conv3 (AlexNet's third to fifth
+/// convolutions), `classifier`.
 #[derive(Debug)]
 pub(crate) struct Trunk {
     features_0: Conv2d,

@@ -347,7 +347,7 @@ pub fn seeds_table(report: &Report) -> String {
     };
     for pair in &report.pairs {
         out += &format!(
-            "| **{}**, paired, {:.0}% t-interval | | {} | {} | |  |\n",
+            "| **{}**, paired, {:.0}% t-interval | | {} | {} | | |\n",
             pair.label,
             pair.val_accuracy.confidence * 100.0,
             interval(&pair.train_accuracy),
