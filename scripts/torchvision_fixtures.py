@@ -40,6 +40,41 @@ def jitter(img, steps):
     return img
 
 
+# The notebook's pipelines as torchvision's own Compose (on tensors, so no ToTensor).
+NOTEBOOK_TRAIN = T.Compose([
+    T.Resize((130, 130)),
+    T.ColorJitter(0.5, 0.5, 0.5),
+    T.RandomResizedCrop(128, scale=(0.4, 1.0)),
+    T.RandomHorizontalFlip(),
+    T.RandomRotation(45),
+    T.Normalize(MEAN, STD),
+])
+NOTEBOOK_TEST = T.Compose([T.Resize((128, 128)), T.Normalize(MEAN, STD)])
+JITTER_INDEX = {"brightness": 0, "contrast": 1, "saturation": 2}
+
+
+def notebook_train(img, steps, box, flip, angle):
+    """NOTEBOOK_TRAIN on `img` with its random draws fixed: each transform's own get_params (and
+    the flip's torch.rand) is replaced for the call, so the Compose, its order and its fixed
+    parameters (sizes, normalisation) are torchvision's."""
+    order = [JITTER_INDEX[op] for op, _ in steps] + [3]
+    factors = {op: f for op, f in steps}
+    classes = (T.ColorJitter, T.RandomResizedCrop, T.RandomRotation)
+    saved = [vars(c)["get_params"] for c in classes], torch.rand
+    T.ColorJitter.get_params = staticmethod(
+        lambda *_: (torch.tensor(order), factors["brightness"], factors["contrast"], factors["saturation"], None)
+    )
+    T.RandomResizedCrop.get_params = staticmethod(lambda *_: tuple(box))
+    T.RandomRotation.get_params = staticmethod(lambda *_: angle)
+    torch.rand = lambda *_, **__: torch.tensor([0.0 if flip else 1.0])
+    try:
+        return NOTEBOOK_TRAIN(img)
+    finally:
+        for c, get_params in zip(classes, saved[0]):
+            c.get_params = get_params
+        torch.rand = saved[1]
+
+
 def main():
     tensors, cases = {}, []
 
@@ -54,12 +89,12 @@ def main():
         tensors[src] = img
         r130 = F.resize(img, [130, 130], BILINEAR, antialias=True)
         steps = [["contrast", 0.8], ["brightness", 1.2], ["saturation", 0.6]]
-        box, angle = [7, 12, 95, 110], -33.3
-        out = F.resized_crop(jitter(r130, steps), *box, [128, 128], BILINEAR, antialias=True)
-        out = F.normalize(F.rotate(F.hflip(out), angle, NEAREST, fill=[0.0, 0.0, 0.0]), MEAN, STD)
-        case(f"{src}_pipeline", "pipeline", src, out, steps=steps, box=box, angle=angle)
+        box, angle, flip = [7, 12, 95, 110], -33.3, k == 0
+        out = notebook_train(img, steps, box, flip, angle)
+        case(f"{src}_pipeline", "pipeline", src, out, steps=steps, box=box, flip=flip, angle=angle)
         if k > 0:
             continue
+        case(f"{src}_test_pipeline", "test_pipeline", src, NOTEBOOK_TEST(img))
         case(f"{src}_resize130", "resize", src, r130, size=[130, 130])
         r64 = F.resize(img, [64, 64], BILINEAR, antialias=True)
         r48 = F.resize(img, [48, 48], BILINEAR, antialias=True)

@@ -3,8 +3,9 @@
 //! float images in [0, 1]; ours works on the 0..=255 scale, hence the factor 255).
 
 use ba_data::transforms::{
-    adjust_brightness, horizontal_flip, resized_crop, rotate, ColorJitter, Image, JitterParams, JitterStep, Normalize,
-    RandomResizedCrop, Resize, Transform,
+    adjust_brightness, horizontal_flip, notebook_train_pipeline, resized_crop, rotate, test_pipeline, ColorJitter,
+    Compose, CropBox, Drawn, Image, JitterParams, JitterStep, Normalize, RandomHorizontalFlip, RandomResizedCrop,
+    RandomRotation, Resize, Transform,
 };
 use rand::SeedableRng;
 use safetensors::SafeTensors;
@@ -87,13 +88,22 @@ fn ours(fx: &Fixture, case: &Value) -> Image {
         }
         "rotate" => rotate(&input, case["angle"].as_f64().unwrap()),
         "normalize" => return Normalize::imagenet().apply(input, &mut rng),
+        // The production pipelines with the fixture's draws, against torchvision's Compose of
+        // the notebook with the same draws: a change of order, size or normalisation fails.
         "pipeline" => {
-            let resized = Resize { height: 130, width: 130 }.apply(input, &mut rng);
-            let jittered = ColorJitter::apply_with(&steps(case), resized);
-            let mut cropped = resized_crop(&jittered, window(case), (128, 128));
-            horizontal_flip(&mut cropped);
-            let rotated = rotate(&cropped, case["angle"].as_f64().unwrap());
-            return Normalize::imagenet().apply(rotated, &mut rng);
+            let (top, left, height, width) = window(case);
+            let drawn = [
+                Drawn::Nothing,
+                Drawn::Jitter(steps(case)),
+                Drawn::Crop(CropBox { top, left, height, width }),
+                Drawn::Flip(case["flip"].as_bool().unwrap()),
+                Drawn::Rotation(case["angle"].as_f64().unwrap()),
+                Drawn::Nothing,
+            ];
+            return notebook_train_pipeline(128).apply_each_drawn(input, &drawn).unwrap();
+        }
+        "test_pipeline" => {
+            return test_pipeline(128).apply_each_drawn(input, &[Drawn::Nothing, Drawn::Nothing]).unwrap()
         }
         op => panic!("unknown op {op}"),
     };
@@ -121,7 +131,7 @@ fn every_transform_matches_torchvision() {
             // Nearest-neighbour sampling with the same f32 grid arithmetic: identical pixels.
             "rotate" | "hflip" => 0.0,
             // Normalised values (up to about 2.6 in size).
-            "normalize" | "pipeline" => 10.0 * TOLERANCE,
+            "normalize" | "pipeline" | "test_pipeline" => 10.0 * TOLERANCE,
             _ => TOLERANCE,
         };
         assert!(max <= tolerance, "{name}: max difference {max} > {tolerance}");
@@ -139,6 +149,44 @@ fn a_changed_transform_is_caught() {
     let want = fx.image(case["name"].as_str().unwrap());
     let max = got.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs() / 255.0).fold(0.0, f32::max);
     assert!(max > 10.0 * TOLERANCE, "{max}");
+}
+
+#[test]
+fn a_pipeline_in_another_order_is_refused() {
+    // The fixture's draws fit the notebook's order only: jitter and crop swapped, or flip and
+    // rotation, make a step receive another transform's parameters.
+    let drawn = [
+        Drawn::Nothing,
+        Drawn::Jitter(JitterParams(vec![JitterStep::Contrast(0.8)])),
+        Drawn::Crop(CropBox { top: 1, left: 2, height: 100, width: 90 }),
+        Drawn::Flip(true),
+        Drawn::Rotation(10.0),
+        Drawn::Nothing,
+    ];
+    let image = || Image { height: 32, width: 32, data: vec![100.0; 3 * 32 * 32] };
+    assert_eq!(notebook_train_pipeline(128).apply_each_drawn(image(), &drawn).map(|i| i.width), Ok(128));
+    let swapped_crop = Compose(vec![
+        Box::new(Resize { height: 130, width: 130 }),
+        Box::new(RandomResizedCrop::new(128, (0.4, 1.0))),
+        Box::new(ColorJitter::new(0.5, 0.5, 0.5)),
+        Box::new(RandomHorizontalFlip { p: 0.5 }),
+        Box::new(RandomRotation { degrees: 45.0 }),
+        Box::new(Normalize::imagenet()),
+    ]);
+    let err = swapped_crop.apply_each_drawn(image(), &drawn).unwrap_err();
+    assert!(err.starts_with("transform 2 of 6 does not take Jitter"), "{err}");
+    let swapped_flip = Compose(vec![
+        Box::new(Resize { height: 130, width: 130 }),
+        Box::new(ColorJitter::new(0.5, 0.5, 0.5)),
+        Box::new(RandomResizedCrop::new(128, (0.4, 1.0))),
+        Box::new(RandomRotation { degrees: 45.0 }),
+        Box::new(RandomHorizontalFlip { p: 0.5 }),
+        Box::new(Normalize::imagenet()),
+    ]);
+    let err = swapped_flip.apply_each_drawn(image(), &drawn).unwrap_err();
+    assert!(err.starts_with("transform 4 of 6 does not take Flip(true)"), "{err}");
+    let err = notebook_train_pipeline(128).apply_each_drawn(image(), &drawn[..5]).unwrap_err();
+    assert_eq!(err, "5 parameter sets for a pipeline of 6 transforms");
 }
 
 #[test]

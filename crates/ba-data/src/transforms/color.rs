@@ -4,7 +4,7 @@
 use rand::seq::SliceRandom;
 use rand::Rng as _;
 
-use super::{Image, Transform, PIXEL_MAX};
+use super::{Drawn, Image, Transform, PIXEL_MAX};
 use crate::Rng;
 
 /// ITU-R 601-2 luma weights, as `rgb_to_grayscale` uses them.
@@ -77,6 +77,13 @@ impl Transform for ColorJitter {
     fn apply(&self, image: Image, rng: &mut Rng) -> Image {
         let params = self.sample(rng);
         Self::apply_with(&params, image)
+    }
+
+    fn apply_drawn(&self, image: Image, drawn: &Drawn) -> Option<Image> {
+        match drawn {
+            Drawn::Jitter(params) => Some(Self::apply_with(params, image)),
+            _ => None,
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 use rand::Rng as _;
 
 use super::resample::resized_crop;
-use super::{Image, Transform};
+use super::{Drawn, Image, Transform};
 use crate::Rng;
 
 /// A crop window in pixels.
@@ -74,6 +74,13 @@ impl Transform for RandomResizedCrop {
         let window = self.sample(image.height, image.width, rng);
         self.apply_with(window, &image)
     }
+
+    fn apply_drawn(&self, image: Image, drawn: &Drawn) -> Option<Image> {
+        match drawn {
+            Drawn::Crop(window) => Some(self.apply_with(*window, &image)),
+            _ => None,
+        }
+    }
 }
 
 /// `RandomCrop(size)`: a uniformly placed `size` x `size` window (no padding).
@@ -89,15 +96,36 @@ impl Transform for RandomCrop {
         assert!(s <= h && s <= w, "RandomCrop({s}) of a {h}x{w} image");
         let top = rng.random_range(0..=h - s);
         let left = rng.random_range(0..=w - s);
-        let mut data = Vec::with_capacity(3 * s * s);
-        for c in 0..3 {
-            let p = image.plane(c);
-            for y in top..top + s {
-                data.extend_from_slice(&p[y * w + left..y * w + left + s]);
-            }
-        }
-        Image { height: s, width: s, data }
+        crop(&image, CropBox { top, left, height: s, width: s })
     }
+
+    fn apply_drawn(&self, image: Image, drawn: &Drawn) -> Option<Image> {
+        match drawn {
+            Drawn::Crop(window) if (window.height, window.width) == (self.size, self.size) => {
+                Some(crop(&image, *window))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The pixels of `window` (`F.crop`); the window must lie inside the image.
+pub fn crop(image: &Image, window: CropBox) -> Image {
+    let CropBox { top, left, height, width } = window;
+    assert!(
+        top + height <= image.height && left + width <= image.width,
+        "{window:?} of a {}x{} image",
+        image.height,
+        image.width
+    );
+    let mut data = Vec::with_capacity(3 * height * width);
+    for c in 0..3 {
+        let p = image.plane(c);
+        for y in top..top + height {
+            data.extend_from_slice(&p[y * image.width + left..y * image.width + left + width]);
+        }
+    }
+    Image { height, width, data }
 }
 
 /// Mirrors every row in place (`F.hflip`).
@@ -120,6 +148,18 @@ impl Transform for RandomHorizontalFlip {
         }
         image
     }
+
+    fn apply_drawn(&self, mut image: Image, drawn: &Drawn) -> Option<Image> {
+        match drawn {
+            Drawn::Flip(flip) => {
+                if *flip {
+                    horizontal_flip(&mut image);
+                }
+                Some(image)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// `RandomRotation(degrees)`: an angle uniform in `[-degrees, degrees]`, counter-clockwise about
@@ -141,6 +181,13 @@ impl Transform for RandomRotation {
     fn apply(&self, image: Image, rng: &mut Rng) -> Image {
         let angle = self.sample(rng);
         rotate(&image, angle)
+    }
+
+    fn apply_drawn(&self, image: Image, drawn: &Drawn) -> Option<Image> {
+        match drawn {
+            Drawn::Rotation(angle) => Some(rotate(&image, *angle)),
+            _ => None,
+        }
     }
 }
 
@@ -215,6 +262,24 @@ mod tests {
         assert_eq!(flipped.data[0], crop.data[2]);
         let kept = RandomHorizontalFlip { p: 0.0 }.apply(crop.clone(), &mut rng());
         assert_eq!(kept, crop);
+    }
+
+    #[test]
+    fn drawn_parameters_replay_the_random_transforms() {
+        let img = image(5, 5, |c, y, x| (c * 100 + y * 10 + x) as f32);
+        let window = CropBox { top: 1, left: 2, height: 3, width: 3 };
+        let cropped = RandomCrop { size: 3 }.apply_drawn(img.clone(), &Drawn::Crop(window)).unwrap();
+        assert_eq!((cropped.data[0], cropped.data[8], cropped.data[9]), (12.0, 34.0, 112.0));
+        assert_eq!(cropped, crop(&img, window));
+        let wide = CropBox { width: 4, ..window };
+        assert_eq!(RandomCrop { size: 3 }.apply_drawn(img.clone(), &Drawn::Crop(wide)), None, "another size");
+        assert_eq!(RandomCrop { size: 3 }.apply_drawn(img.clone(), &Drawn::Flip(true)), None);
+        let flip = RandomHorizontalFlip { p: 0.5 };
+        assert_eq!(flip.apply_drawn(img.clone(), &Drawn::Flip(false)).unwrap(), img);
+        assert_eq!(flip.apply_drawn(img.clone(), &Drawn::Flip(true)).unwrap().data[0], 4.0);
+        let rotation = RandomRotation { degrees: 45.0 };
+        assert_eq!(rotation.apply_drawn(img.clone(), &Drawn::Rotation(30.0)).unwrap(), rotate(&img, 30.0));
+        assert_eq!(rotation.apply_drawn(img, &Drawn::Nothing), None);
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //!
 //! Images travel as [`Image`]: three f32 planes with values on the 0..=255 scale until
 //! [`Normalize`]. Every random transform splits into a public `sample` (draws the parameters:
-//! crop box, angle, factors) and `apply_with` (deterministic given them), so each can be checked
-//! against torchvision with the same parameters. Batch-level mixup lives in [`mixup`].
+//! crop box, angle, factors) and `apply_with` (deterministic given them), and every transform
+//! takes its parameters as a [`Drawn`] value too ([`Transform::apply_drawn`]), so each, and a
+//! whole pipeline in its own order ([`Compose::apply_each_drawn`]), can be checked against
+//! torchvision with the same parameters. Batch-level mixup lives in [`mixup`].
 
 mod color;
 mod geometry;
@@ -16,7 +18,7 @@ use crate::Rng;
 
 pub use color::{adjust_brightness, adjust_contrast, adjust_saturation, ColorJitter, JitterParams, JitterStep};
 pub use geometry::{
-    horizontal_flip, rotate, CropBox, RandomCrop, RandomHorizontalFlip, RandomResizedCrop, RandomRotation,
+    crop, horizontal_flip, rotate, CropBox, RandomCrop, RandomHorizontalFlip, RandomResizedCrop, RandomRotation,
 };
 pub use resample::{resized_crop, Resize};
 
@@ -56,18 +58,57 @@ impl Image {
     }
 }
 
+/// The parameters one application of a transform draws.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Drawn {
+    /// A transform that draws nothing (resize, normalise).
+    Nothing,
+    /// The order and factors of a colour jitter.
+    Jitter(JitterParams),
+    /// The window of a (resized) crop.
+    Crop(CropBox),
+    /// Whether a random flip flips.
+    Flip(bool),
+    /// A rotation's angle in degrees.
+    Rotation(f64),
+}
+
 /// One step of a pipeline; `rng` supplies its randomness, if any.
 pub trait Transform: Send + Sync {
     /// Transforms `image`.
     fn apply(&self, image: Image, rng: &mut Rng) -> Image;
+
+    /// Transforms `image` with the parameters `drawn` instead of drawing them; `None` when
+    /// `drawn` is not the kind this transform draws.
+    fn apply_drawn(&self, image: Image, drawn: &Drawn) -> Option<Image>;
 }
 
 /// Transforms applied in order.
 pub struct Compose(pub Vec<Box<dyn Transform>>);
 
+impl Compose {
+    /// Applies each transform with its own entry of `drawn`, in order: the pipeline with fixed
+    /// parameters, as a reference implementation would be run. Fails, naming the step, when
+    /// `drawn` has another length or a step another kind of parameters (a pipeline whose order
+    /// changed).
+    pub fn apply_each_drawn(&self, image: Image, drawn: &[Drawn]) -> Result<Image, String> {
+        if drawn.len() != self.0.len() {
+            return Err(format!("{} parameter sets for a pipeline of {} transforms", drawn.len(), self.0.len()));
+        }
+        self.0.iter().zip(drawn).enumerate().try_fold(image, |img, (i, (t, d))| {
+            t.apply_drawn(img, d).ok_or_else(|| format!("transform {} of {} does not take {d:?}", i + 1, drawn.len()))
+        })
+    }
+}
+
 impl Transform for Compose {
     fn apply(&self, image: Image, rng: &mut Rng) -> Image {
         self.0.iter().fold(image, |img, t| t.apply(img, rng))
+    }
+
+    /// A pipeline takes one parameter set per step: see [`Compose::apply_each_drawn`].
+    fn apply_drawn(&self, _image: Image, _drawn: &Drawn) -> Option<Image> {
+        None
     }
 }
 
@@ -108,6 +149,13 @@ impl Transform for Normalize {
     fn apply(&self, mut image: Image, _rng: &mut Rng) -> Image {
         self.apply_in_place(&mut image);
         image
+    }
+
+    fn apply_drawn(&self, mut image: Image, drawn: &Drawn) -> Option<Image> {
+        (drawn == &Drawn::Nothing).then(|| {
+            self.apply_in_place(&mut image);
+            image
+        })
     }
 }
 

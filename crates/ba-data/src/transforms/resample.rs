@@ -5,7 +5,7 @@
 //! Written by hand because the image crates resample u8 images (and round between passes),
 //! while this pipeline stays in f32 as torchvision's tensor path does.
 
-use super::{Image, Transform};
+use super::{Drawn, Image, Transform};
 use crate::Rng;
 
 /// The source pixels and normalised weights of each output coordinate along one axis.
@@ -135,12 +135,22 @@ pub struct Resize {
     pub width: usize,
 }
 
-impl Transform for Resize {
-    fn apply(&self, image: Image, _rng: &mut Rng) -> Image {
+impl Resize {
+    fn resize(&self, image: Image) -> Image {
         if (image.height, image.width) == (self.height, self.width) {
             return image;
         }
         resized_crop(&image, (0, 0, image.height, image.width), (self.height, self.width))
+    }
+}
+
+impl Transform for Resize {
+    fn apply(&self, image: Image, _rng: &mut Rng) -> Image {
+        self.resize(image)
+    }
+
+    fn apply_drawn(&self, image: Image, drawn: &Drawn) -> Option<Image> {
+        (drawn == &Drawn::Nothing).then(|| self.resize(image))
     }
 }
 
