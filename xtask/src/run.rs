@@ -175,14 +175,18 @@ impl Loaders {
             augment_seed: derive_seed(recipe.seed, "augment"),
             mixup: recipe.mixup_alpha.and_then(Mixup::new),
         };
-        let augment: Arc<dyn Transform> = match recipe.augment {
-            Augment::Notebook => Arc::new(notebook_train_pipeline(INPUT_SIZE)),
-            Augment::Simple => Arc::new(simple_train_pipeline(INPUT_SIZE)),
-        };
-        let train = Loader::new(data.train.clone(), augment, config, device.clone());
+        let train = Loader::new(data.train.clone(), train_pipeline(recipe), config, device.clone());
         let val_config = LoaderConfig { shuffle: false, drop_last: false, mixup: None, ..config };
         let val = Loader::new(data.test.clone(), Arc::new(test_pipeline(INPUT_SIZE)), val_config, device.clone());
         Self { train, val }
+    }
+}
+
+/// The recipe's training augmentation.
+pub fn train_pipeline(recipe: &Recipe) -> Arc<dyn Transform> {
+    match recipe.augment {
+        Augment::Notebook => Arc::new(notebook_train_pipeline(INPUT_SIZE)),
+        Augment::Simple => Arc::new(simple_train_pipeline(INPUT_SIZE)),
     }
 }
 
