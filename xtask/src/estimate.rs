@@ -84,12 +84,12 @@ impl Estimate {
 fn augment_seconds(recipe: &Recipe, data: &Data) -> f64 {
     let pipeline = train_pipeline(recipe);
     let mut rng = ba_data::Rng::seed_from_u64(0);
-    let n = AUGMENTED_IMAGES.min(data.train.len()).max(1);
+    let n = AUGMENTED_IMAGES.min(data.train.len());
     let start = Instant::now();
-    for i in 0..n.min(data.train.len()) {
+    for i in 0..n {
         pipeline.apply(Image::from_cifar(data.train.image(i)), &mut rng);
     }
-    start.elapsed().as_secs_f64() / n as f64
+    start.elapsed().as_secs_f64() / n.max(1) as f64
 }
 
 #[cfg(test)]

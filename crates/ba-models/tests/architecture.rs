@@ -60,29 +60,30 @@ fn alexnet_has_the_pytorch_names_shapes_and_7524042_parameters() {
     assert_eq!(ParameterCount::of(&vars), ParameterCount { total: 7_524_042, trainable: 7_524_042 });
 }
 
-#[test]
-fn ba_alexnet_adds_the_ba_module_and_counts_like_paddle_and_pytorch() {
+/// `kind` is called `name`, its variables are AlexNet's plus `gate`'s (names and shapes), counted
+/// as `count`.
+fn assert_gated(kind: ModelKind, name: &str, gate: Vec<(String, Vec<usize>)>, count: ParameterCount) {
     let vars = VarMap::new();
-    let model = build(ModelKind::BaAlexNet, &vars);
-    assert_eq!(model.name(), "ba-alexnet");
+    let model = build(kind, &vars);
+    assert_eq!(model.name(), name);
     let mut want: Vec<_> = ALEXNET.iter().map(|(n, s)| (n.to_string(), s.to_vec())).collect();
-    want.extend(gate_names("ba", &[("pre_fusions.0", 192), ("pre_fusions.1", 192), ("cur_fusion", 128)]));
+    want.extend(gate);
     want.sort();
     assert_eq!(shapes(&vars), want);
-    assert_eq!(ParameterCount::of(&vars), ParameterCount { total: 7_529_258, trainable: 7_529_210 });
+    assert_eq!(ParameterCount::of(&vars), count);
+}
+
+#[test]
+fn ba_alexnet_adds_the_ba_module_and_counts_like_paddle_and_pytorch() {
+    let gate = gate_names("ba", &[("pre_fusions.0", 192), ("pre_fusions.1", 192), ("cur_fusion", 128)]);
+    assert_gated(ModelKind::BaAlexNet, "ba-alexnet", gate, ParameterCount { total: 7_529_258, trainable: 7_529_210 });
 }
 
 #[test]
 fn se_alexnet_adds_a_gate_on_conv3_alone() {
-    let vars = VarMap::new();
-    let model = build(ModelKind::SeAlexNet, &vars);
-    assert_eq!(model.name(), "se-alexnet");
-    let mut want: Vec<_> = ALEXNET.iter().map(|(n, s)| (n.to_string(), s.to_vec())).collect();
-    want.extend(gate_names("se", &[("cur_fusion", 128)]));
-    want.sort();
-    assert_eq!(shapes(&vars), want);
     // 128 * 8 (cur_fusion) + 8 * 128 (generation) + 16 BN affine; + 16 running statistics.
-    assert_eq!(ParameterCount::of(&vars), ParameterCount { total: 7_526_122, trainable: 7_526_106 });
+    let gate = gate_names("se", &[("cur_fusion", 128)]);
+    assert_gated(ModelKind::SeAlexNet, "se-alexnet", gate, ParameterCount { total: 7_526_122, trainable: 7_526_106 });
 }
 
 #[test]

@@ -118,10 +118,17 @@ pub struct Report {
 pub fn write(dir: &Path, comparison: &Comparison, data: &Data, device: &Device) -> Result<Report> {
     let Comparison { recipe, seeds, models } = comparison;
     let bench_batch = split_batch(&data.test, 0..recipe.batch_size.min(data.test.len()), device)?;
+    // Counts and inference speed belong to the architecture: measured once per model.
+    let mut measured = Vec::new();
+    for &kind in models {
+        let (vars, model) = fresh(kind, device)?;
+        let inference = Throughput::measure(model.as_ref(), &bench_batch, BENCH_WARMUP, BENCH_REPEATS)?;
+        measured.push((kind, ParameterCount::of(&vars), inference));
+    }
     let mut runs = Vec::new();
     let mut histories = Vec::new();
     for &seed in seeds {
-        for &kind in models {
+        for &(kind, count, _) in &measured {
             let folder = run_folder(dir, seed, kind);
             let metrics_path = folder.join("metrics.jsonl");
             let epochs = read_metrics(&metrics_path)?;
@@ -134,22 +141,12 @@ pub fn write(dir: &Path, comparison: &Comparison, data: &Data, device: &Device) 
                 );
             }
             let steps = read_step_records(&metrics_path)?;
-            runs.push(run_report(&metrics_path, kind, seed, &epochs)?);
+            runs.push(run_report(&metrics_path, (kind, count), seed, &epochs)?);
             histories.push((kind, seed, steps, epochs));
         }
     }
-    let mut stats = Vec::new();
-    for &kind in models {
-        let (vars, model) = fresh(kind, device)?;
-        let count = ParameterCount::of(&vars);
-        let inference = Throughput::measure(model.as_ref(), &bench_batch, BENCH_WARMUP, BENCH_REPEATS)?;
-        stats.push(model_stats(kind, count, inference, &runs));
-    }
-    for run in &mut runs {
-        if let Some(m) = stats.iter().find(|m| m.model == run.model) {
-            (run.parameters, run.trainable_parameters) = (m.parameters, m.trainable_parameters);
-        }
-    }
+    let stats: Vec<ModelStats> =
+        measured.into_iter().map(|(kind, count, inference)| model_stats(kind, count, inference, &runs)).collect();
     let grids = seeds[0];
     let with_grids = models.iter().all(|&k| run_folder(dir, grids, k).join("final.safetensors").is_file());
     if with_grids {
@@ -196,7 +193,12 @@ fn recipe_steps_per_epoch(recipe: &Recipe, epochs: &[EpochRecord]) -> usize {
     epochs.first().map_or(1, |e| (e.train.images / recipe.batch_size).max(1))
 }
 
-fn run_report(metrics_path: &Path, kind: ModelKind, seed: u64, epochs: &[EpochRecord]) -> Result<RunReport> {
+fn run_report(
+    metrics_path: &Path,
+    (kind, count): (ModelKind, ParameterCount),
+    seed: u64,
+    epochs: &[EpochRecord],
+) -> Result<RunReport> {
     let Some(last) = epochs.last() else { bail!("{}: no epoch recorded", metrics_path.display()) };
     // The first epoch with the best accuracy, as training keeps it (only a strictly better
     // epoch replaces it).
@@ -206,8 +208,8 @@ fn run_report(metrics_path: &Path, kind: ModelKind, seed: u64, epochs: &[EpochRe
     Ok(RunReport {
         model: kind.name().to_string(),
         seed,
-        parameters: 0,
-        trainable_parameters: 0,
+        parameters: count.total,
+        trainable_parameters: count.trainable,
         epochs: epochs.len(),
         train_loss: last.train.loss,
         train_accuracy: last.train.accuracy,
@@ -245,19 +247,18 @@ fn pairs(models: &[ModelKind], runs: &[RunReport]) -> Vec<PairReport> {
     let mut out = Vec::new();
     for (j, &model) in models.iter().enumerate() {
         for &baseline in &models[..j] {
-            let paired = |field: fn(&RunReport) -> f64| {
-                PairedDifference::of(&values(baseline, field), &values(model, field), CONFIDENCE)
-            };
+            let paired = |field: fn(&RunReport) -> f64| (values(baseline, field), values(model, field));
             let label = format!("{} - {}", model.title(), baseline.title());
-            let (a, b) = (values(baseline, |r| r.val_accuracy), values(model, |r| r.val_accuracy));
-            let val_accuracy = paired(|r| r.val_accuracy);
+            let (a, b) = paired(|r| r.val_accuracy);
+            let val_accuracy = PairedDifference::of(&a, &b, CONFIDENCE);
+            let (train_a, train_b) = paired(|r| r.train_accuracy);
             out.push(PairReport {
                 model: model.name().to_string(),
                 baseline: baseline.name().to_string(),
                 verdict: val_accuracy.verdict(&format!("{label} in final val accuracy")),
                 val_accuracy_by_seed: a.iter().zip(&b).map(|(a, b)| b - a).collect(),
                 val_accuracy,
-                train_accuracy: paired(|r| r.train_accuracy),
+                train_accuracy: PairedDifference::of(&train_a, &train_b, CONFIDENCE),
                 label,
             });
         }
