@@ -13,8 +13,8 @@
 //! multiplies at 7x7 (F(4x4, 3x3)) and 4.6x fewer at 15x15 (F(3x3, 5x5)). Measured in one
 //! process, alternating, batch 128, on the AVX-512 VM: the 5x5 layer's forward and backward
 //! 25-35% faster by F(2x2, 5x5) than by im2col, and by F(3x3, 5x5) 20% and 30% faster again;
-//! the 7x7 layers 15-30% faster by F(4x4, 3x3) than by F(2x2, 3x3), which had been 10-30%
-//! faster than im2col.
+//! the 7x7 layers 15-30% faster by F(4x4, 3x3) than by F(2x2, 3x3), itself 10-30% faster
+//! than im2col.
 
 use std::sync::Arc;
 
@@ -107,9 +107,9 @@ pub(crate) fn im2col_group<T: Copy + Default>(g: &ConvGeometry, x: &[T], images:
 /// 363) runs at 38-52 GFLOP/s as `W * col` into a (cout x positions) output and at 84-97 as
 /// rows x W^T into (positions x cout); its 11-wide kernel makes the row matrix as cheap to
 /// build as the column matrix. For the 5x5 layer the GEMM gains 10% but gathering runs of five
-/// values costs more than that, and the 7x7 layers have runs of three. (AlexNet's first layer
-/// now runs by Winograd's algorithm on its block images, [`WinogradPlan`]; this path is for
-/// large kernels that no plan covers, such as 11x11 with stride 2.)
+/// values costs more than that, and the 7x7 layers have runs of three. AlexNet's first layer
+/// runs by Winograd's algorithm on its block images ([`WinogradPlan`]); this path is for
+/// large kernels that no plan covers, such as 11x11 with stride 2.
 fn forward_is_position_major(g: &ConvGeometry) -> bool {
     g.positions() >= 128 && g.kw >= 7 && WinogradPlan::of(g).is_none()
 }

@@ -2,7 +2,7 @@
 //!
 //! A convolution's group scratch (Winograd's transformed input and output, im2col's columns,
 //! the gradient of block images) is megabytes, and every value of it is written before it is
-//! read. Allocated with `vec![0; n]` for every call (once per thread), its clearing was 5% of
+//! read. Allocated with `vec![0; n]` on every call (once per thread), its clearing takes 5% of
 //! a batch-32 inference profile (`memset`, docs/benchmarks.md). Here a dropped buffer goes
 //! back to a short list of free buffers, and the next request of no more bytes takes it as it
 //! is. The list is shared by all threads: a buffer taken on a worker thread is often dropped

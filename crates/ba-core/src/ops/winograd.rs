@@ -19,8 +19,8 @@
 //!   of tiles covers it exactly, 1225 against 5625.
 //! - F(2x2, 5x5): 36 per 4 outputs against 100, 2.78x fewer (2.44x at 15x15, an 8x8 grid of
 //!   tiles covering 16x16); it runs where F(3x3, 5x5) would not multiply less (maps of 4x4
-//!   outputs and some smaller). Before F(3x3, 5x5) it ran features.3, whose forward pass now
-//!   takes 20% less time and its backward pass 30% less (batch 32 and 128, alternating).
+//!   outputs and some smaller). At features.3, F(3x3, 5x5) runs the forward pass in 20% less
+//!   time than F(2x2, 5x5) and the backward pass in 30% less (batch 32 and 128, alternating).
 //!
 //! The six-point algorithms evaluate at 0, 1, -1, 1/2, -2 and infinity (see
 //! [`SIX_POINT_BT`]), F(3x3, 5x5) at 0, 1, -1, -2, -1/2, 3/2 and infinity ([`F35`]); their
@@ -439,8 +439,7 @@ type Block<T> = OnCacheLines<[[T; LANES]; MAX_ALPHA * MAX_ALPHA]>;
 /// line. The transforms' blocks live on the stack, where an array of f32 is aligned to 4
 /// bytes only: misaligned by 8 bytes, one such block made a tile's input transform 25-35%
 /// slower (a throwaway benchmark of its loads, transform and stores at conv2's shape; whole
-/// training steps and inference alternating with the build before were equal within the
-/// machine's noise).
+/// training steps and inference, aligned against not, were equal within the machine's noise).
 #[repr(C, align(64))]
 struct OnCacheLines<A>(A);
 
