@@ -84,9 +84,11 @@ mod tests {
     #[test]
     fn cpu_and_auto_always_open() {
         assert!(DeviceArg::Cpu.open().unwrap().is_cpu());
-        // Without the cuda feature, or without a GPU, auto falls back to the CPU.
+        // Auto is the GPU exactly when the build has the cuda feature and a GPU answers.
         let auto = DeviceArg::Auto.open().unwrap();
-        assert!(auto.is_cpu() || auto.is_cuda());
+        let gpu_answers = cfg!(feature = "cuda") && candle_core::Device::new_cuda(0).is_ok();
+        assert_eq!(auto.is_cuda(), gpu_answers, "auto opened {auto:?}");
+        assert_eq!(auto.is_cpu(), !gpu_answers, "auto opened {auto:?}");
     }
 
     #[cfg(not(feature = "cuda"))]

@@ -81,10 +81,16 @@ impl Cli {
 }
 
 /// Parses the process's arguments, sets up logging (`RUST_LOG`, default `info`) and runs the verb.
+/// Log lines go to stderr, coloured only on a terminal and never under `NO_COLOR`, so that
+/// stdout holds the results alone.
 pub fn main() -> Result<()> {
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
     Cli::parse().run()
 }

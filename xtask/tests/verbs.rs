@@ -24,6 +24,29 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Redirected, `compare` writes its results to stdout and nothing else: the log lines (at
+/// `info`, the default) and the status lines go to stderr, without colour codes.
+#[test]
+fn stdout_holds_the_results_alone_and_stderr_the_log_without_colour() {
+    let out = std::env::temp_dir().join(format!("xtask-streams-{}", std::process::id()));
+    let (data, out_arg) = (fixture().display().to_string(), out.display().to_string());
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["compare", "--data", &data, "--out", &out_arg, "--epochs", "1", "--batch-size", "4"])
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let (printed, logged) = (stdout(&output), String::from_utf8_lossy(&output.stderr).into_owned());
+    assert!(logged.contains("epoch done") && logged.contains("estimated time here"), "{logged}");
+    assert!(!printed.contains("epoch done") && !printed.contains("INFO"), "log lines on stdout: {printed}");
+    assert!(!printed.contains("estimated time") && !printed.contains("training alexnet"), "{printed}");
+    assert!(printed.contains("| ba-alexnet | 42 |"), "{printed}");
+    for (name, text) in [("stdout", &printed), ("stderr", &logged)] {
+        assert!(!text.contains('\u{1b}'), "escape sequences on {name} although it is not a terminal: {text}");
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
 #[test]
 fn compare_with_two_seeds_then_eval_predict_and_summary() {
     let out = std::env::temp_dir().join(format!("xtask-verbs-{}", std::process::id()));

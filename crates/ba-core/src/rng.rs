@@ -4,8 +4,10 @@
 //! dropout, mixup) gets its own generator derived from that seed and the purpose's name, so
 //! drawing more numbers for one purpose never shifts the numbers of another.
 
+use candle_core::{Device, Shape, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
 
 /// The generator type used throughout ba-net: fast, portable and reproducible across platforms.
 pub type Rng = ChaCha8Rng;
@@ -26,6 +28,16 @@ pub fn rng_for(run_seed: u64, purpose: &str) -> Rng {
     Rng::seed_from_u64(derive_seed(run_seed, purpose))
 }
 
+/// An f32 tensor of `shape` on `device` holding standard normal draws from
+/// `rng_for(seed, "randn")`: `Tensor::randn` with a seed (Candle's CPU generator has none), so
+/// that a test or an example that fails fails again.
+pub fn randn(seed: u64, shape: impl Into<Shape>, device: &Device) -> candle_core::Result<Tensor> {
+    let shape = shape.into();
+    let mut rng = rng_for(seed, "randn");
+    let values: Vec<f32> = (0..shape.elem_count()).map(|_| StandardNormal.sample(&mut rng)).collect();
+    Tensor::from_vec(values, shape, device)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,5 +52,17 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);
+    }
+
+    #[test]
+    fn randn_is_seeded_and_standard_normal() {
+        let a = randn(7, (100, 100), &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = randn(7, (100, 100), &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let c = randn(8, (100, 100), &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let mean = a.iter().sum::<f32>() / a.len() as f32;
+        let var = a.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / a.len() as f32;
+        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "mean {mean}, variance {var}");
     }
 }

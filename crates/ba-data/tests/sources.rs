@@ -1,6 +1,6 @@
 //! The binary and python versions, in folders and archives, decode to the same images; broken
 //! python batches fail with an error naming the file and the problem. Fixtures come from
-//! `scripts/python_pickle_fixtures.py` (Python's pickle and numpy on real CIFAR-10 records).
+//! `scripts/data_fixtures.py` (Python's pickle and numpy on real CIFAR-10 records).
 
 use std::path::{Path, PathBuf};
 

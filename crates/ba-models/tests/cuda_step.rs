@@ -48,7 +48,7 @@ fn compare_step(kind: ModelKind, gpu: &Device, precision: Precision) -> Result<(
     };
     let (cpu_vars, cpu_model) = model_on(kind, &Device::Cpu, precision);
     let (gpu_vars, gpu_model) = model_on(kind, gpu, precision);
-    let images = Tensor::randn(0f32, 1.0, (8, 3, 128, 128), &Device::Cpu).unwrap();
+    let images = ba_core::rng::randn(1, (8, 3, 128, 128), &Device::Cpu).unwrap();
     let labels = Tensor::new(&[3u32, 0, 9, 1, 1, 7, 2, 5], &Device::Cpu).unwrap();
     // Training mode: dropout masks come from the models' seeded generators, alike on both.
     let cpu_loss = cross_entropy(&cpu_model.forward_t(&images, true).unwrap(), &labels).unwrap();

@@ -76,7 +76,7 @@ fn a_training_step_matches_stock_candle() {
     let vars = VarMap::new();
     let vb = SeededVarMap::builder(&vars, rng_for(7, "init"), DType::F64, &device);
     let model = ModelKind::AlexNet.build(ModelConfig::cifar10(7), vb).unwrap();
-    let images = Tensor::randn(0f64, 1.0, (3, 3, 128, 128), &device).unwrap();
+    let images = ba_core::rng::randn(1, (3, 3, 128, 128), &device).unwrap().to_dtype(DType::F64).unwrap();
     let labels = Tensor::new(&[3u32, 0, 9], &device).unwrap();
 
     let ours = cross_entropy(&model.forward_t(&images, false).unwrap(), &labels).unwrap();

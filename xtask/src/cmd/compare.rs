@@ -53,7 +53,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
         }
     };
     let (recipe, dir, seeds) = (&setup.recipe, &setup.dir, &comparison.seeds);
-    println!(
+    eprintln!(
         "training {} on {} images an epoch from {}: {}",
         comparison.models.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "),
         setup.data.train.len() / recipe.batch_size * recipe.batch_size,
@@ -62,7 +62,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
     );
     if args.resume.is_none() {
         let estimate = Estimate::measure(&comparison.models, seeds.len(), recipe, &setup.data, &setup.device)?;
-        println!("{}", estimate.describe());
+        eprintln!("{}", estimate.describe());
     }
     stop_on_ctrl_c()?;
     for &seed in seeds {
@@ -87,7 +87,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
             }
         }
     }
-    println!("measuring inference and drawing the report");
+    eprintln!("measuring inference and drawing the report");
     let report = report::write(dir, &comparison, &setup.data, &setup.device)?;
     report::print(&report, dir);
     Ok(())

@@ -33,14 +33,14 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
     let (setup, model) = match &args.resume {
         Some(dir) => {
             let state = read_train_state(&dir.join(CHECKPOINT))?;
-            println!("resuming {} after epoch {} (step {})", dir.display(), state.epochs_done, state.steps);
+            eprintln!("resuming {} after epoch {} (step {})", dir.display(), state.epochs_done, state.steps);
             (Setup::resume(dir, device)?, state.model.parse().map_err(anyhow::Error::msg)?)
         }
         None => (Setup::new(&args.recipe, &format!("train-{}", args.model), device)?, args.model),
     };
     if args.resume.is_none() {
         let estimate = Estimate::measure(&[model], 1, &setup.recipe, &setup.data, &setup.device)?;
-        println!("{}", estimate.describe());
+        eprintln!("{}", estimate.describe());
     }
     stop_on_ctrl_c()?;
     let control = Control { resume: args.resume.is_some(), pause_after: args.pause_after, ..Control::default() };

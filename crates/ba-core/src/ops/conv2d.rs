@@ -460,8 +460,8 @@ mod tests {
         // The forward pass reuses Winograd's transformed weight while the weight is unchanged
         // (`weight_cache.rs`); an optimizer step changes it in place, at the same address.
         use crate::ops::{sgd_update, SgdStep, StateVector};
-        let x = Tensor::randn(0f32, 1.0, (2, 8, 7, 7), &Device::Cpu).unwrap();
-        let w = Var::from_tensor(&Tensor::randn(0f32, 0.3, (6, 8, 3, 3), &Device::Cpu).unwrap()).unwrap();
+        let x = crate::rng::randn(1, (2, 8, 7, 7), &Device::Cpu).unwrap();
+        let w = Var::from_tensor(&(crate::rng::randn(2, (6, 8, 3, 3), &Device::Cpu).unwrap() * 0.3).unwrap()).unwrap();
         let params = Conv2dParams::square(1, 1);
         let run = |w: &Tensor| conv2d(&x, w, None, params).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let before = run(w.as_tensor());
@@ -519,8 +519,8 @@ mod tests {
     #[test]
     fn no_gradient_for_an_input_outside_the_graph() {
         let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1., (2, 3, 8, 8), &dev).unwrap();
-        let w = Var::randn(0f32, 1., (4, 3, 3, 3), &dev).unwrap();
+        let x = crate::rng::randn(3, (2, 3, 8, 8), &dev).unwrap();
+        let w = Var::from_tensor(&crate::rng::randn(4, (4, 3, 3, 3), &dev).unwrap()).unwrap();
         let y = conv2d(&x, w.as_tensor(), None, Conv2dParams::square(1, 1)).unwrap();
         let grads = y.sum_all().unwrap().backward().unwrap();
         assert!(grads.get(&x).is_none());
@@ -545,7 +545,7 @@ mod tests {
     #[test]
     fn an_empty_batch_gives_an_empty_output_and_gradients() {
         let x = Var::from_tensor(&Tensor::zeros((0, 3, 8, 8), DType::F32, &Device::Cpu).unwrap()).unwrap();
-        let w = Var::randn(0f32, 1., (4, 3, 3, 3), &Device::Cpu).unwrap();
+        let w = Var::from_tensor(&crate::rng::randn(5, (4, 3, 3, 3), &Device::Cpu).unwrap()).unwrap();
         let y = conv2d(x.as_tensor(), w.as_tensor(), None, Conv2dParams::square(1, 1).with_relu()).unwrap();
         assert_eq!(y.dims(), [0, 4, 8, 8]);
         let grads = y.sum_all().unwrap().backward().unwrap();

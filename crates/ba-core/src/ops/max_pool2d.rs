@@ -393,7 +393,7 @@ mod tests {
 
     #[test]
     fn forward_matches_candle_when_kernel_equals_stride() {
-        let x = Tensor::randn(0f32, 1., (2, 3, 8, 6), &Device::Cpu).unwrap();
+        let x = crate::rng::randn(1, (2, 3, 8, 6), &Device::Cpu).unwrap();
         let ours = pool(&x, 2, 2);
         let theirs = x.max_pool2d(2).unwrap();
         let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
@@ -518,7 +518,7 @@ mod tests {
         let n = b * c * h * w;
         let vals: Vec<f64> = (0..n).map(|i| ((i * 7919) % n) as f64 * 0.01).collect();
         let x = Var::from_vec(vals.clone(), (b, c, h, w), &Device::Cpu).unwrap();
-        let wts = Tensor::randn(0f64, 1., (b, c, 4, 3), &Device::Cpu).unwrap();
+        let wts = crate::rng::randn(2, (b, c, 4, 3), &Device::Cpu).unwrap().to_dtype(DType::F64).unwrap();
         let loss = |t: &Tensor| (pool(t, 3, 2) * &wts).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
         let grads = (pool(x.as_tensor(), 3, 2) * &wts).unwrap().sum_all().unwrap().backward().unwrap();
         let g = grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();

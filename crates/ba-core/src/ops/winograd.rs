@@ -1135,7 +1135,6 @@ mod tests {
 
     #[test]
     fn each_layer_runs_by_the_algorithm_that_multiplies_least() {
-        use crate::ops::conv_groups::images_per_group;
         // AlexNet's 7x7 layers: F(4x4, 3x3), 144 multiplies per channel pair against 256.
         assert_eq!(Algorithm::of(&same_size(128, 7, 3)), Some(Algorithm::F4x3));
         // At 5x5 both multiply 144 times: the more accurate F(2x2, 3x3).
@@ -1145,13 +1144,28 @@ mod tests {
         assert_eq!(Algorithm::of(&same_size(128, 15, 5)), Some(Algorithm::F3x5));
         assert_eq!(Algorithm::of(&same_size(128, 4, 5)), Some(Algorithm::F2x5));
         assert_eq!(Algorithm::of(&same_size(128, 15, 7)), None);
-        // Groups of at least 96 tiles, as even as the batch allows: 4 tiles per 7x7 image, so
-        // 24 images per group; 32 images make two groups of 16, not 24 and 8.
-        assert_eq!(images_per_group(&same_size(128, 7, 3)), 22);
-        assert_eq!(images_per_group(&same_size(32, 7, 3)), 16);
-        assert_eq!(images_per_group(&same_size(5, 7, 3)), 5);
-        // F(3x3, 5x5) at 15x15: at least 48 tiles, two images of 25.
-        assert_eq!(images_per_group(&same_size(128, 15, 5)), 2);
+    }
+
+    #[test]
+    fn groups_split_the_batch_evenly_into_as_many_as_the_gemm_rows_want() {
+        use crate::ops::conv_groups::images_per_group;
+        for (side, k) in [(7, 3), (5, 3), (15, 5), (4, 5)] {
+            for batch in 1..=130 {
+                let g = same_size(batch, side, k);
+                let algorithm = Algorithm::of(&g).unwrap();
+                let (per_image, wanted) = (algorithm.tiles_per_image(&g), algorithm.group_tiles());
+                let images = images_per_group(&g);
+                let groups = batch.div_ceil(images);
+                let last = batch - images * (groups - 1);
+                let what = format!("{side}x{side}, k {k}, batch {batch}: {groups} groups of {images}, the last {last}");
+                assert!((1..=batch).contains(&images), "{what}");
+                // As many groups as groups of the rows the GEMMs want would make, evened out:
+                // sizes that differ by less than their number (32 images where a group wants
+                // 24 are two groups of 16, not 24 and 8).
+                assert_eq!(groups, batch.div_ceil(wanted.div_ceil(per_image).min(batch)), "{what}");
+                assert!(images - last < groups, "{what}");
+            }
+        }
     }
 
     #[test]
