@@ -7,7 +7,7 @@ Usage:
     python bench/torch_reference.py infer --model alexnet --batch 128 --threads 2
     python bench/torch_reference.py gemm  --threads 2
     python bench/torch_reference.py epoch --model alexnet --data data/cifar-10-sample --images 50000 \
-        --batch 128 --mixup-alpha 1.5 --workers 16 --device cuda
+        --batch 128 --mixup-alpha 1.5 --workers 16 --device cuda [--tf32 on]
 
 Prints one JSON line. `step`: median seconds of forward (train mode, with the loss), backward
 and optimizer over --steps timed steps after 3 warm-ups, and the process's peak RSS. `infer`:
@@ -15,8 +15,10 @@ median seconds of an evaluation-mode forward pass without gradients over 11 pass
 warm-ups. `gemm`: GFLOP/s of a 2048^3 f32 matrix product, best of 5. `epoch`: seconds of one
 training pass over --images images (the CIFAR-10 binary training file(s) under --data, cycled)
 through the notebook's torchvision augmentation in a DataLoader, with mixup, label-smoothed loss,
-Adam and a per-step cosine schedule, then of one validation pass over the test file; needs
-torchvision.
+Adam and a per-step cosine schedule, then of one validation pass over the test file, with the
+pass's mean training loss per image and the validation accuracy; needs torchvision. On a GPU,
+f32 convolutions and products run in true f32 unless `--tf32 on` (PyTorch's own default for
+cuDNN convolutions is TF32).
 
 Set up (once): python3 -m venv .venv && .venv/bin/pip install torch numpy
 """
@@ -140,6 +142,8 @@ def epoch(args):
     if not train_files or not test_files:
         raise SystemExit(f"{data}: no CIFAR-10 binary files (data_batch_*.bin[.gz], test_batch.bin[.gz])")
     device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32 == "on"
+    torch.backends.cudnn.allow_tf32 = args.tf32 == "on"
     train_tf = T.Compose(
         [
             T.Resize((130, 130)),
@@ -175,6 +179,7 @@ def epoch(args):
             torch.cuda.synchronize()
 
     model.train()
+    loss_sum, seen = 0.0, 0
     sync()
     t0 = time.perf_counter()
     for x, y in train:
@@ -191,15 +196,24 @@ def epoch(args):
         loss.backward()
         opt.step()
         sched.step()
-        loss.item()  # the trainer reads every loss, as ours does
+        loss_sum += loss.item() * x.shape[0]  # the trainer reads every loss, as ours does
+        seen += x.shape[0]
     sync()
     t1 = time.perf_counter()
     model.eval()
+    correct = 0
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
         for x, y in val:
-            model(x.to(device)).argmax(1).eq(y.to(device)).sum().item()
+            correct += model(x.to(device)).argmax(1).eq(y.to(device)).sum().item()
     sync()
-    return {"train_seconds": t1 - t0, "val_seconds": time.perf_counter() - t1, "device": str(device)}
+    return {
+        "train_seconds": t1 - t0,
+        "val_seconds": time.perf_counter() - t1,
+        "train_loss": loss_sum / seen,
+        "val_accuracy": correct / len(val.dataset),
+        "tf32": args.tf32 == "on",
+        "device": str(device),
+    }
 
 
 def main():
@@ -215,6 +229,7 @@ def main():
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="f32", choices=["f32", "bf16"], help="epoch: bf16 runs under autocast")
+    p.add_argument("--tf32", default="off", choices=["off", "on"], help="epoch on a GPU: TF32 for f32 products")
     args = p.parse_args()
     torch.manual_seed(0)
     if args.what != "epoch":  # the epoch keeps PyTorch's own thread choice, as a user would

@@ -91,8 +91,47 @@ fn conv2d_matches_the_cpu_on_alexnet_shapes_and_odd_ones() {
 
 #[test]
 fn conv2d_batches_larger_than_one_chunk_match_the_cpu() {
-    // 1.4 MB of columns per image: 200 images take two chunks of the GPU path.
-    check_conv([200, 3, 128, 128], [8, 3, 11, 11], Conv2dParams::square(4, 2).with_relu());
+    // 1.4 MB of f32 columns per image (0.7 MB in bf16) against chunks of 256 MB: 400 images
+    // take three chunks in f32 and two in mixed precision.
+    check_conv([400, 3, 128, 128], [8, 3, 11, 11], Conv2dParams::square(4, 2).with_relu());
+}
+
+#[test]
+fn conv2d_and_max_pool_read_views_that_start_inside_their_storage() {
+    // Images 2..6 of a batch of 6: a view whose data starts 2 images into its buffer.
+    let dims = [6, 5, 9, 9];
+    let (x_cpu, x_gpu) = pair(randn(dims.iter().product(), 40), &dims);
+    let (view_cpu, view_gpu) = (x_cpu.narrow(0, 2, 4).unwrap(), x_gpu.narrow(0, 2, 4).unwrap());
+    let (w_cpu, w_gpu) = pair(randn(7 * 5 * 3 * 3, 41), &[7, 5, 3, 3]);
+    let params = Conv2dParams::square(1, 1);
+    let y_cpu = conv2d(&view_cpu, w_cpu.as_tensor(), None, params).unwrap();
+    let y_gpu = conv2d(&view_gpu, w_gpu.as_tensor(), None, params).unwrap();
+    assert_close("conv2d of a view", &y_cpu, &y_gpu, 1e-4);
+    let pool = MaxPool2dParams::square(3, 2);
+    let p_cpu = max_pool2d(&view_cpu, pool).unwrap();
+    let p_gpu = max_pool2d(&view_gpu, pool).unwrap();
+    assert_close("max_pool2d of a view", &p_cpu, &p_gpu, 0.0);
+    // Gradients reach the right images of the whole batch (none reach images 0 and 1).
+    let (probe_cpu, probe_gpu) = pair(randn(y_cpu.elem_count(), 42), y_cpu.dims());
+    let g_cpu = ((y_cpu * probe_cpu.as_tensor()).unwrap().sum_all().unwrap() + p_cpu.sum_all().unwrap())
+        .unwrap()
+        .backward()
+        .unwrap();
+    let g_gpu = ((y_gpu * probe_gpu.as_tensor()).unwrap().sum_all().unwrap() + p_gpu.sum_all().unwrap())
+        .unwrap()
+        .backward()
+        .unwrap();
+    let (c, g) = (g_cpu.get(x_cpu.as_tensor()).unwrap(), g_gpu.get(x_gpu.as_tensor()).unwrap());
+    assert_close("gradient of the batch under the view", c, g, 1e-4);
+}
+
+#[test]
+fn bias_gradients_reduce_over_every_thread_of_many_blocks() {
+    // One block of threads per channel: 300 blocks, each summing 3 images of 40x40 (4,800
+    // values, many per thread), then 2 images of 1x1 (two values: most threads sum none).
+    for (x_dims, w_dims) in [([3, 4, 40, 40], [300, 4, 1, 1]), ([2, 4, 1, 1], [300, 4, 1, 1])] {
+        check_conv(x_dims, w_dims, Conv2dParams::square(1, 0));
+    }
 }
 
 /// Output and input gradient of one max-pool, on both devices.
@@ -184,7 +223,10 @@ fn sgd_updates_match_the_cpu() {
             sgd_update(p_gpu.as_tensor(), &g_gpu, &mut b_gpu, hyper).unwrap();
         }
         assert_close(&format!("sgd {hyper:?} parameter"), p_cpu.as_tensor(), p_gpu.as_tensor(), 1e-6);
-        assert_eq!(b_cpu.to_host().unwrap().len(), b_gpu.to_host().unwrap().len(), "{hyper:?}: buffer length");
+        let (b_cpu, b_gpu) = (b_cpu.to_host().unwrap(), b_gpu.to_host().unwrap());
+        assert_eq!(b_cpu.len(), b_gpu.len(), "{hyper:?}: momentum buffer length");
+        let (b_cpu, b_gpu) = (Tensor::new(b_cpu, &Device::Cpu).unwrap(), Tensor::new(b_gpu, &Device::Cpu).unwrap());
+        assert_close(&format!("sgd {hyper:?} momentum buffer"), &b_cpu, &b_gpu, 1e-6);
     }
 }
 

@@ -165,11 +165,15 @@ fn make_batch(
         None => one_hot(&labels, NUM_CLASSES),
     };
     let n = indices.len();
-    Ok(Batch {
+    let batch = Batch {
         images: Tensor::from_vec(data, (n, 3, h, w), device)?,
         labels: Tensor::from_vec(labels, n, device)?,
         targets: Tensor::from_vec(targets, (n, NUM_CLASSES), device)?,
-    })
+    };
+    // On CUDA, Candle queues the uploads on this thread's own default stream, which is not
+    // ordered with the training thread's: wait for them before the batch leaves this thread.
+    device.synchronize()?;
+    Ok(batch)
 }
 
 /// Iterator over the batches of one epoch.

@@ -2,9 +2,11 @@
 //! arithmetic is tested on every machine, GPU or not.
 //!
 //! `cuda/kernels.cu` is compiled as plain C++ with a few definitions standing in for CUDA's
-//! (`__global__` is nothing, `blockIdx`/`threadIdx` are globals, `__syncthreads` a no-op) and
-//! loaded as a shared library. Every kernel is a grid-stride loop, so one "thread" in a grid of
-//! one block visits every index; the per-channel reduction runs block by block with one thread.
+//! (`__global__` is nothing, `blockIdx`/`threadIdx` are per-thread globals, `__syncthreads` a
+//! barrier) and loaded as a shared library. Every grid-stride kernel runs as one "thread" in a
+//! grid of one block, which visits every index; the per-channel reduction runs block by block,
+//! each block as a team of real threads that meet at `__syncthreads`, so that its shared-memory
+//! tree runs as on a GPU.
 //! The matrix products around the kernels are cuBLAS calls, checked in `blas.rs`; the kernels on
 //! a real GPU, in `tests/cuda_ops.rs`.
 
@@ -31,6 +33,10 @@ const SHIM: &str = r#"
 #include <stdint.h>
 #include <string.h>
 #include <algorithm>
+#include <mutex>
+#include <thread>
+#include <vector>
+#include <pthread.h>
 struct uint3 { unsigned x, y, z; };
 // cuda_bf16.h's type and conversions: round to nearest even, NaN kept quiet.
 struct __nv_bfloat16 { uint16_t bits; };
@@ -47,17 +53,54 @@ static inline float __bfloat162float(__nv_bfloat16 h) {
     memcpy(&v, &u, 4);
     return v;
 }
-// Per test thread: the tests run in parallel.
+// Per thread: the tests run in parallel, and a block's threads are threads of their own.
 static thread_local uint3 threadIdx = {0, 0, 0}, blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
+// The barrier of the block this thread belongs to (none outside `run_block`).
+static thread_local pthread_barrier_t* block_barrier = nullptr;
 #define __global__
 #define __device__
 #define __shared__ static
-#define __syncthreads()
+#define __syncthreads() do { if (block_barrier) pthread_barrier_wait(block_barrier); } while (0)
 using std::max;
 using std::min;
-extern "C" void set_block(unsigned block) { blockIdx.x = block; }
 #include "kernels.cu"
+
+// Runs `kernel` as block `block` of `threads` threads, each a thread of its own with its
+// threadIdx, meeting at __syncthreads; one block at a time, since __shared__ arrays are static.
+template <typename F>
+static void run_block(unsigned block, unsigned threads, F kernel) {
+    static std::mutex one_block_at_a_time;
+    std::lock_guard<std::mutex> lock(one_block_at_a_time);
+    pthread_barrier_t barrier;
+    pthread_barrier_init(&barrier, nullptr, threads);
+    std::vector<std::thread> team;
+    for (unsigned t = 0; t < threads; t++) {
+        team.emplace_back([&, t] {
+            blockIdx.x = block;
+            blockDim.x = threads;
+            threadIdx.x = t;
+            block_barrier = &barrier;
+            kernel();
+        });
+    }
+    for (auto& thread : team) thread.join();
+    pthread_barrier_destroy(&barrier);
+}
+
+extern "C" void channel_sums_f32_block(unsigned block, unsigned threads, const float* dy, float* sums, int images,
+                                       int channels, int plane) {
+    run_block(block, threads, [&] { channel_sums_f32(dy, sums, images, channels, plane); });
+}
+
+extern "C" void channel_sums_bf16_block(unsigned block, unsigned threads, const __nv_bfloat16* dy, float* sums,
+                                        int images, int channels, int plane) {
+    run_block(block, threads, [&] { channel_sums_bf16(dy, sums, images, channels, plane); });
+}
 "#;
+
+/// Block sizes the per-channel reduction is run with: one thread, fewer threads than values
+/// (each thread sums several), and more (some threads sum none).
+const BLOCK_SIZES: [u32; 3] = [1, 8, 64];
 
 /// The kernels compiled for the host, once per test process.
 fn kernels() -> &'static Library {
@@ -70,7 +113,7 @@ fn kernels() -> &'static Library {
         std::fs::write(&shim, SHIM).unwrap();
         let compiler = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
         let status = Command::new(&compiler)
-            .args(["-O1", "-shared", "-fPIC", "-std=c++17", "-I"])
+            .args(["-O1", "-shared", "-fPIC", "-std=c++17", "-pthread", "-I"])
             .arg(&source)
             .arg(&shim)
             .arg("-o")
@@ -137,6 +180,7 @@ fn batch_columns(g: &ConvGeometry, x: &[f32]) -> Vec<f32> {
 type Im2col = unsafe extern "C" fn(*const f32, *mut f32, ConvArgs, i32);
 
 #[test]
+#[cfg_attr(not(host_cxx), ignore = "needs a C++ compiler: c++ on PATH, or the one CXX names")]
 fn im2col_and_col2im_kernels_match_the_cpu_lowering() {
     let (to_cols, from_cols) = (kernel::<Im2col>("im2col_f32"), kernel::<Im2col>("col2im_f32"));
     for g in geometries() {
@@ -165,6 +209,7 @@ fn im2col_and_col2im_kernels_match_the_cpu_lowering() {
 }
 
 #[test]
+#[cfg_attr(not(host_cxx), ignore = "needs a C++ compiler: c++ on PATH, or the one CXX names")]
 fn bf16_operand_kernels_round_to_nearest_even_as_the_cpu_emulation() {
     // Ties (1 + 2^-8 rounds down to even, 1 + 3 * 2^-8 up), the largest finite values, the
     // smallest normal and subnormal ones, infinities, then ordinary values.
@@ -197,22 +242,19 @@ fn bf16_operand_kernels_round_to_nearest_even_as_the_cpu_emulation() {
     // The bias gradient of mixed precision: f32 sums of the bf16 output gradient.
     let (b, c, plane) = (3, 4, 10);
     let dy: Vec<bf16> = random(b * c * plane, 52).into_iter().map(bf16::from_f32).collect();
-    let channel_sums = kernel::<unsafe extern "C" fn(*const bf16, *mut f32, i32, i32, i32)>("channel_sums_bf16");
-    let set_block = kernel::<unsafe extern "C" fn(u32)>("set_block");
-    for ch in 0..c {
+    let channel_sums =
+        kernel::<unsafe extern "C" fn(u32, u32, *const bf16, *mut f32, i32, i32, i32)>("channel_sums_bf16_block");
+    for (threads, ch) in BLOCK_SIZES.into_iter().flat_map(|t| (0..c).map(move |ch| (t, ch))) {
         let mut sums = vec![f32::NAN; c];
         // SAFETY: one block per channel, as the GPU launch; `sums` has c values.
-        unsafe {
-            set_block(ch as u32);
-            channel_sums(dy.as_ptr(), sums.as_mut_ptr(), b as i32, c as i32, plane as i32);
-            set_block(0);
-        }
+        unsafe { channel_sums(ch as u32, threads, dy.as_ptr(), sums.as_mut_ptr(), b as i32, c as i32, plane as i32) };
         let want: f32 = (0..b).flat_map(|i| &dy[(i * c + ch) * plane..][..plane]).map(|v| v.to_f32()).sum();
-        assert!((sums[ch] - want).abs() < 1e-5, "channel {ch}: {}, want {want}", sums[ch]);
+        assert!((sums[ch] - want).abs() < 1e-5, "channel {ch}, {threads} threads: {}, want {want}", sums[ch]);
     }
 }
 
 #[test]
+#[cfg_attr(not(host_cxx), ignore = "needs a C++ compiler: c++ on PATH, or the one CXX names")]
 fn bias_relu_mask_channel_sum_and_row_sum_kernels_match_the_cpu_op() {
     // A 1x1 convolution from 3 to c channels, with bias and ReLU.
     let (b, c, h, w) = (3, 5, 4, 3);
@@ -237,21 +279,20 @@ fn bias_relu_mask_channel_sum_and_row_sum_kernels_match_the_cpu_op() {
     let relu_mask = kernel::<unsafe extern "C" fn(*const f32, *const f32, *mut f32, usize)>("relu_mask_f32");
     // SAFETY: three buffers of `probe.len()` values.
     unsafe { relu_mask(probe.as_ptr(), out.as_ptr(), masked.as_mut_ptr(), probe.len()) };
-    let mut sums = vec![f32::NAN; c];
-    let channel_sums = kernel::<unsafe extern "C" fn(*const f32, *mut f32, i32, i32, i32)>("channel_sums_f32");
-    let set_block = kernel::<unsafe extern "C" fn(u32)>("set_block");
-    for ch in 0..c {
-        // SAFETY: one block per channel, as the GPU launch; `sums` has c values.
-        unsafe {
-            set_block(ch as u32);
-            channel_sums(masked.as_ptr(), sums.as_mut_ptr(), b as i32, c as i32, (h * w) as i32);
-        }
-    }
-    // SAFETY: back to the one block the grid-stride kernels run in.
-    unsafe { set_block(0) };
+    let channel_sums =
+        kernel::<unsafe extern "C" fn(u32, u32, *const f32, *mut f32, i32, i32, i32)>("channel_sums_f32_block");
     let want = grads.get(bias.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
-    for (ch, (a, w)) in sums.iter().zip(&want).enumerate() {
-        assert!((a - w).abs() < 1e-4, "bias gradient of channel {ch}: {a}, want {w}");
+    for threads in BLOCK_SIZES {
+        let mut sums = vec![f32::NAN; c];
+        for ch in 0..c {
+            // SAFETY: one block per channel, as the GPU launch; `sums` has c values.
+            unsafe {
+                channel_sums(ch as u32, threads, masked.as_ptr(), sums.as_mut_ptr(), b as i32, c as i32, (h * w) as i32)
+            };
+        }
+        for (ch, (a, w)) in sums.iter().zip(&want).enumerate() {
+            assert!((a - w).abs() < 1e-4, "bias gradient of channel {ch}, {threads} threads: {a}, want {w}");
+        }
     }
 
     let rows = random(4 * 7, 7);
@@ -269,6 +310,7 @@ type PoolForward = unsafe extern "C" fn(*const f32, *mut f32, *mut u32, PoolArgs
 type PoolBackward = unsafe extern "C" fn(*const f32, *const u32, *mut f32, PoolArgs, usize);
 
 #[test]
+#[cfg_attr(not(host_cxx), ignore = "needs a C++ compiler: c++ on PATH, or the one CXX names")]
 fn max_pool_kernels_match_the_cpu_op_with_ties_nan_and_padding() {
     let (forward, backward) = (kernel::<PoolForward>("max_pool_f32"), kernel::<PoolBackward>("max_pool_backward_f32"));
     let cases = [
@@ -310,6 +352,7 @@ fn max_pool_kernels_match_the_cpu_op_with_ties_nan_and_padding() {
 }
 
 #[test]
+#[cfg_attr(not(host_cxx), ignore = "needs a C++ compiler: c++ on PATH, or the one CXX names")]
 fn optimizer_kernels_match_the_cpu_updates() {
     let n = 1_001;
     let adam =

@@ -4,12 +4,17 @@
 //! network, loss, mixup and Adam) on the same device. The GPU check (`scripts/gpu-check.sh`)
 //! runs it with `--device cuda --images 50000`: a full CIFAR-10 epoch's worth of images, drawn
 //! by cycling the training set it is given (the committed sample when the full set is absent;
-//! the time per image does not depend on which images they are).
+//! the time per image does not depend on which images they are). Each side's training loss and
+//! validation accuracy stand beside its times, so a fast but wrong epoch shows; on a GPU,
+//! PyTorch's f32 epoch runs with TF32 off (like for like with ours) and again with it on,
+//! labelled, and `--against-cpu` trains our epoch on the CPU too, from the same seed on the same
+//! batches, and compares the two.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use ba_core::ops::Precision;
 use ba_data::Split;
 use ba_models::ModelKind;
 use candle_core::Device;
@@ -33,16 +38,45 @@ pub struct EpochArgs {
     /// DataLoader workers of the PyTorch reference [default: one per core, as our loader uses].
     #[arg(long)]
     workers: Option<usize>,
+    /// Skip the PyTorch reference.
+    #[arg(long)]
+    no_torch: bool,
+    /// Also train our epoch on the CPU (same seed, same batches, same dropout masks) and compare
+    /// its loss and accuracy with the device's.
+    #[arg(long)]
+    against_cpu: bool,
     /// The recipe (its epochs are ignored: one epoch is measured).
     #[command(flatten)]
     recipe: RecipeArgs,
 }
 
-/// One side's epoch: seconds of the training pass and of the validation pass.
-#[derive(Debug, Clone, Copy)]
-struct EpochTimes {
+/// One side's epoch: seconds of the training pass and of the validation pass, the training
+/// pass's mean loss per image and the validation accuracy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Epoch {
     train: f64,
     val: f64,
+    loss: f64,
+    accuracy: f64,
+}
+
+impl Epoch {
+    fn from_json(v: &serde_json::Value) -> Option<Self> {
+        Some(Self {
+            train: v["train_seconds"].as_f64()?,
+            val: v["val_seconds"].as_f64()?,
+            loss: v["train_loss"].as_f64()?,
+            accuracy: v["val_accuracy"].as_f64()?,
+        })
+    }
+}
+
+/// A model's epoch by each side: ours on the device, PyTorch's (each run named), ours on the CPU.
+struct Row {
+    kind: ModelKind,
+    ours: Epoch,
+    references: Vec<(&'static str, Epoch)>,
+    cpu: Option<Epoch>,
 }
 
 pub fn run(args: EpochArgs, device: &Device) -> Result<()> {
@@ -72,39 +106,78 @@ pub fn run(args: EpochArgs, device: &Device) -> Result<()> {
     );
     let mut rows = Vec::new();
     for &kind in &args.models {
-        eprintln!("ours: {kind}");
-        let loaders = Loaders::new(&data, &recipe, device);
-        let folder = scratch.join(kind.name());
-        let summary = train_model(kind, &loaders, &recipe, device, &folder, Control::default())?;
-        let epoch = summary.epochs.first().context("the epoch did not finish")?;
-        let ours = EpochTimes { train: epoch.train.seconds, val: epoch.val.seconds };
-        eprintln!("PyTorch: {kind}");
-        let reference = [
-            "epoch".to_string(),
-            "--model".into(),
-            kind.name().into(),
-            "--data".into(),
-            recipe.data.display().to_string(),
-            "--images".into(),
-            args.images.to_string(),
-            "--batch".into(),
-            recipe.batch_size.to_string(),
-            "--mixup-alpha".into(),
-            recipe.mixup_alpha.unwrap_or(0.0).to_string(),
-            "--workers".into(),
-            workers.to_string(),
-            "--device".into(),
-            device_name.into(),
-            "--precision".into(),
-            recipe.precision.name().into(),
-        ];
-        let torch = reference_lines(&args.python, "bench/torch_reference.py", &reference)
-            .and_then(|mut lines| lines.pop())
-            .and_then(|v| Some(EpochTimes { train: v["train_seconds"].as_f64()?, val: v["val_seconds"].as_f64()? }));
-        rows.push((kind, ours, torch));
+        let ours = |device: &Device, side: &str| -> Result<Epoch> {
+            eprintln!("ours on {side}: {kind}");
+            let loaders = Loaders::new(&data, &recipe, device);
+            let folder = scratch.join(format!("{}-{side}", kind.name()));
+            let summary = train_model(kind, &loaders, &recipe, device, &folder, Control::default())?;
+            let e = summary.epochs.first().context("the epoch did not finish")?;
+            Ok(Epoch { train: e.train.seconds, val: e.val.seconds, loss: e.train.loss, accuracy: e.val.accuracy })
+        };
+        let on_device = ours(device, device_name)?;
+        let cpu = match args.against_cpu && device.is_cuda() {
+            true => Some(ours(&Device::Cpu, "cpu")?),
+            false => None,
+        };
+        let mut references = Vec::new();
+        if !args.no_torch {
+            // TF32 is PyTorch's default for cuDNN convolutions; ours compute in true f32.
+            let tf32_too = device.is_cuda() && recipe.precision == Precision::F32;
+            let runs: &[(&'static str, &str)] =
+                if tf32_too { &[("PyTorch", "off"), ("PyTorch, TF32", "on")] } else { &[("PyTorch", "off")] };
+            for &(label, tf32) in runs {
+                eprintln!("{label}: {kind}");
+                let reference = [
+                    "epoch",
+                    "--model",
+                    kind.name(),
+                    "--data",
+                    &recipe.data.display().to_string(),
+                    "--images",
+                    &args.images.to_string(),
+                    "--batch",
+                    &recipe.batch_size.to_string(),
+                    "--mixup-alpha",
+                    &recipe.mixup_alpha.unwrap_or(0.0).to_string(),
+                    "--workers",
+                    &workers.to_string(),
+                    "--device",
+                    device_name,
+                    "--precision",
+                    recipe.precision.name(),
+                    "--tf32",
+                    tf32,
+                ]
+                .map(String::from);
+                let torch = reference_lines(&args.python, "bench/torch_reference.py", &reference)
+                    .and_then(|mut lines| lines.pop())
+                    .and_then(|v| Epoch::from_json(&v));
+                references.extend(torch.map(|t| (label, t)));
+            }
+        }
+        rows.push(Row { kind, ours: on_device, references, cpu });
     }
     std::fs::remove_dir_all(&scratch).with_context(|| format!("removing {}", scratch.display()))?;
-    println!("{}", table(&rows, args.images));
+    println!("{}", table(&rows, args.images, device_name));
+    if rows.iter().any(|r| r.cpu.is_some()) {
+        println!("{}", against_cpu(&rows, device_name));
+        // The step test bounds one step's loss at 1e-4 (f32) and 5e-3 (bf16); ten steps of Adam
+        // let rounding grow, and a wrong kernel moves the loss by far more than either bound.
+        let tolerance = if recipe.precision == Precision::F32 { 1e-2 } else { 5e-2 };
+        for row in &rows {
+            let Some(cpu) = row.cpu else { continue };
+            let difference = (row.ours.loss - cpu.loss).abs() / cpu.loss.abs().max(f64::MIN_POSITIVE);
+            if difference > tolerance {
+                bail!(
+                    "{}: the training loss on {device_name} ({:.5}) and on the CPU ({:.5}) differ by {difference:.1e} \
+                     relative, more than {tolerance:.0e}",
+                    row.kind,
+                    row.ours.loss,
+                    cpu.loss
+                );
+            }
+        }
+    }
     Ok(())
 }
 
@@ -124,25 +197,54 @@ fn tempdir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn table(rows: &[(ModelKind, EpochTimes, Option<EpochTimes>)], images: usize) -> String {
+/// Each model's epoch by each side: times, throughput, ratio to ours, loss and accuracy.
+fn table(rows: &[Row], images: usize, device_name: &str) -> String {
     let mut out = String::from(
-        "| model | train pass ours (s) | train pass torch (s) | ours / torch | ours img/s | torch img/s | val pass ours / torch (s) |\n\
-         |---|---|---|---|---|---|---|\n",
+        "| model | side | train pass (s) | img/s | ours / this | train loss | val pass (s) | val acc |\n\
+         |---|---|---|---|---|---|---|---|\n",
     );
-    for (kind, ours, torch) in rows {
-        let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-        out += &format!(
-            "| {kind} | {:.1} | {} | {} | {:.0} | {} | {:.2} / {} |\n",
-            ours.train,
-            or_dash(torch.map(|t| format!("{:.1}", t.train))),
-            or_dash(torch.map(|t| format!("{:.2}", ours.train / t.train))),
-            images as f64 / ours.train,
-            or_dash(torch.map(|t| format!("{:.0}", images as f64 / t.train))),
-            ours.val,
-            or_dash(torch.map(|t| format!("{:.2}", t.val))),
-        );
+    for row in rows {
+        let ours_label = format!("ours ({device_name})");
+        let sides =
+            std::iter::once((ours_label.as_str(), row.ours)).chain(row.references.iter().map(|&(label, e)| (label, e)));
+        for (label, e) in sides {
+            out += &format!(
+                "| {} | {label} | {:.1} | {:.0} | {:.2} | {:.4} | {:.2} | {:.4} |\n",
+                row.kind,
+                e.train,
+                images as f64 / e.train,
+                row.ours.train / e.train,
+                e.loss,
+                e.val,
+                e.accuracy,
+            );
+        }
     }
-    out + "\n(train pass: every step of the epoch with data loading and augmentation; below 1 is faster)\n"
+    out + "\n(train pass: every step of the epoch with data loading and augmentation; ours / this \
+           below 1: ours is faster)\n"
+}
+
+/// Ours on the device against ours on the CPU, the same epoch from the same seed: they differ
+/// only by the order of floating-point sums.
+fn against_cpu(rows: &[Row], device_name: &str) -> String {
+    let mut out = format!(
+        "| model | train loss {device_name} / cpu | relative difference | val acc {device_name} / cpu |\n\
+         |---|---|---|---|\n"
+    );
+    for row in rows {
+        if let Some(cpu) = row.cpu {
+            out += &format!(
+                "| {} | {:.5} / {:.5} | {:.1e} | {:.4} / {:.4} |\n",
+                row.kind,
+                row.ours.loss,
+                cpu.loss,
+                (row.ours.loss - cpu.loss).abs() / cpu.loss.abs().max(f64::MIN_POSITIVE),
+                row.ours.accuracy,
+                cpu.accuracy,
+            );
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -159,5 +261,34 @@ mod tests {
         assert_eq!(seven.labels(), &[0, 1, 2, 0, 1, 2, 0]);
         assert_eq!(seven.image(4), split.image(1));
         assert_eq!(cycled(&split, 2).labels(), &[0, 1]);
+    }
+
+    fn epoch(train: f64, loss: f64, accuracy: f64) -> Epoch {
+        Epoch { train, val: 1.0, loss, accuracy }
+    }
+
+    #[test]
+    fn the_reference_line_needs_every_field() {
+        let line =
+            serde_json::json!({"train_seconds": 2.0, "val_seconds": 0.5, "train_loss": 2.1, "val_accuracy": 0.3});
+        assert_eq!(Epoch::from_json(&line), Some(Epoch { train: 2.0, val: 0.5, loss: 2.1, accuracy: 0.3 }));
+        let older = serde_json::json!({"train_seconds": 2.0, "val_seconds": 0.5});
+        assert_eq!(Epoch::from_json(&older), None);
+    }
+
+    #[test]
+    fn the_tables_show_each_side_with_its_ratio_loss_and_accuracy() {
+        let rows = [Row {
+            kind: ModelKind::BaAlexNet,
+            ours: epoch(10.0, 2.2, 0.25),
+            references: vec![("PyTorch", epoch(20.0, 2.3, 0.2)), ("PyTorch, TF32", epoch(8.0, 2.3, 0.2))],
+            cpu: Some(epoch(100.0, 2.0, 0.25)),
+        }];
+        let t = table(&rows, 1000, "cuda");
+        assert!(t.contains("| ba-alexnet | ours (cuda) | 10.0 | 100 | 1.00 | 2.2000 |"), "{t}");
+        assert!(t.contains("| ba-alexnet | PyTorch | 20.0 | 50 | 0.50 | 2.3000 |"), "{t}");
+        assert!(t.contains("| ba-alexnet | PyTorch, TF32 | 8.0 | 125 | 1.25 |"), "{t}");
+        let c = against_cpu(&rows, "cuda");
+        assert!(c.contains("| ba-alexnet | 2.20000 / 2.00000 | 1.0e-1 | 0.2500 / 0.2500 |"), "{c}");
     }
 }

@@ -2,9 +2,11 @@
 // the `_bf16` kernels read f32 and write the operands cuBLAS multiplies). Each kernel is the device twin of a CPU loop in
 // `src/ops/*.rs` and follows the same memory layouts:
 //   images (b, c, h, w) row-major; column matrices per image (c*kh*kw rows, oh*ow columns).
-// Matrix products are cuBLAS calls made from Rust (`src/ops/cuda.rs`); these kernels are the
-// memory-bound steps around them. Every kernel uses a grid-stride loop over 64-bit indices, so
-// any launch size covers any problem size.
+// Matrix products are cuBLAS calls made from Rust (`src/ops/cuda/*.rs`, `src/ops/blas.rs`); these
+// kernels are the memory-bound steps around them. Every kernel uses a grid-stride loop over
+// 64-bit indices, so any launch size covers any problem size. nvcc contracts a * b + c into one
+// fused multiply-add (its default, `--fmad=true`), which the CPU loops do not: results agree with
+// the CPU's to rounding, not bit for bit.
 
 #include <stdint.h>
 #ifdef __CUDACC__
@@ -203,7 +205,8 @@ struct AdamHyper {
     float beta1, beta2, one_minus_beta1, one_minus_beta2, eps, l2, shrink, step_size, inv_bc2_sqrt;
 };
 
-// One Adam/AdamW step in place; the same arithmetic, in the same order, as `ops/adam.rs`.
+// One Adam/AdamW step in place: the operations of `ops/adam.rs` in the same order (up to FMA
+// contraction, above).
 extern "C" __global__ void adam_f32(float* param, const float* grad, float* m, float* v, AdamHyper h, size_t n) {
     GRID_STRIDE_LOOP(i, n) {
         float p = param[i] * h.shrink;
