@@ -26,9 +26,17 @@ use clap::{Parser, Subcommand};
 pub use device::DeviceArg;
 pub use preset::Recipe;
 
+/// `--version`: the crate's version and the commit it was built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("BA_NET_COMMIT"), ")");
+
+/// Whether Ctrl-C stopped a training verb (it then exits 130 after writing its checkpoint).
+pub fn interrupted() -> bool {
+    run::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// The command line: one verb and its options.
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "BA-Net on CIFAR-10: train, compare, make the data sample")]
+#[command(name = "cargo xtask", about = "BA-Net on CIFAR-10: train, compare, make the data sample", version = VERSION)]
 pub struct Cli {
     #[command(subcommand)]
     verb: Verb,

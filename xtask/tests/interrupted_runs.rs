@@ -85,7 +85,7 @@ fn interrupted_and_resumed_runs_equal_an_uninterrupted_one() {
     let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(sent.success());
     let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "Ctrl-C is a clean stop");
+    assert_eq!(output.status.code(), Some(130), "Ctrl-C is a clean stop, and says so in its exit status");
     resume(&ctrl_c);
 
     // SIGKILL: nothing is saved at the end; the last epoch checkpoint is whole.
@@ -120,7 +120,7 @@ fn a_failed_checkpoint_write_stops_the_run_and_loses_nothing() {
     let failing = base.join("failing");
     let child = start_until_checkpoint_epochs(&failing, SHORT);
     assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
-    assert!(child.wait_with_output().unwrap().status.success());
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(130));
     let epochs_before = read_train_state_epochs(&run_dir(&failing));
     let before = std::fs::read(run_dir(&failing).join("checkpoint.safetensors")).unwrap();
 
@@ -136,7 +136,7 @@ fn a_failed_checkpoint_write_stops_the_run_and_loses_nothing() {
         .output()
         .unwrap();
     let message = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "the run went on although a checkpoint could not be written: {message}");
+    assert_eq!(output.status.code(), Some(1), "the run went on although a checkpoint could not be written: {message}");
     assert!(message.contains("checkpoint.safetensors"), "{message}");
     assert!(message.contains("File too large"), "{message}");
     let hint = format!("continue with: cargo xtask train --resume {}", run_dir(&failing).display());
@@ -172,7 +172,7 @@ fn ctrl_c_in_the_first_epoch_stops_cleanly() {
     let rest: Vec<String> = log.map(|line| line.unwrap()).collect();
     let output = child.wait_with_output().unwrap();
     let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "exit {:?}: {printed}\n{}", output.status, rest.join("\n"));
+    assert_eq!(output.status.code(), Some(130), "exit {:?}: {printed}\n{}", output.status, rest.join("\n"));
     assert!(printed.contains("stopped with 0 of 8 epochs done"), "{printed}");
     assert!(run_dir(&out).join("checkpoint.safetensors").exists());
     assert_unfinished(&run_dir(&out), 8);

@@ -24,6 +24,21 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// `--version` names the crate's version and the commit built; a usage error exits 2, an
+/// error 1 (Ctrl-C's 130 is in `interrupted_runs.rs`).
+#[test]
+fn version_and_exit_statuses() {
+    let printed = stdout(&xtask(&["--version"]));
+    assert!(printed.starts_with(&format!("cargo xtask {} (commit ", env!("CARGO_PKG_VERSION"))), "{printed}");
+    let head = Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output().ok();
+    if let Some(head) = head.filter(|h| h.status.success()) {
+        let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+        assert!(printed.contains(&format!("(commit {head})")), "{printed} is not built from {head}");
+    }
+    assert_eq!(xtask(&["train", "--no-such-option"]).status.code(), Some(2));
+    assert_eq!(xtask(&["eval", "--checkpoint", "/nonexistent/final.safetensors"]).status.code(), Some(1));
+}
+
 /// Redirected, `compare` writes its results to stdout and nothing else: the log lines (at
 /// `info`, the default) and the status lines go to stderr, without colour codes.
 #[test]
