@@ -6,63 +6,125 @@ use anyhow::{bail, Context, Result};
 use ba_core::ops::Precision;
 use serde::{Deserialize, Serialize};
 
-/// Options shared by `train` and `compare`.
-#[derive(Debug, Clone, clap::Args)]
+/// Options shared by `train` and `compare`. Each recipe option left out comes from `--config`
+/// when one is given, else from the notebook's recipe (the defaults shown).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct RecipeArgs {
+    /// A recipe file, TOML or JSON (by its extension: `.toml`, else JSON), with any of the
+    /// fields of a run folder's `recipe.json`; options given on the command line override it.
+    /// `--config runs/compare-1/recipe.json` reruns that run's recipe.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// CIFAR-10: a folder or .tar.gz of the binary or python version, or `hf://` (the Hugging
     /// Face Hub's uoft-cs/cifar10, downloaded once into the HF cache; honours HF_ENDPOINT,
-    /// HF_HOME) [default: the sample committed in data/].
-    #[arg(long, default_value = "data/cifar-10-sample")]
-    pub data: PathBuf,
+    /// HF_HOME) [default: the sample committed in data/cifar-10-sample].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
     /// Epochs [default: 8 on the sample (five minutes for the default comparison on two cores),
     /// 100 otherwise, as the notebook].
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Images per batch.
-    #[arg(long, default_value_t = 128)]
-    pub batch_size: usize,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true)]
-    pub lr: f64,
-    /// Optimizer: `adam` (coupled L2 decay, the notebook's), `adamw` (decoupled) or `sgd`.
-    #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
-    pub optimizer: OptimizerKind,
-    /// Momentum of SGD.
-    #[arg(long, default_value_t = 0.9)]
-    pub momentum: f64,
+    /// Images per batch [default: 128].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate [default: 0.0001].
+    #[arg(long, allow_negative_numbers = true)]
+    pub lr: Option<f64>,
+    /// Optimizer: `adam` (coupled L2 decay, the notebook's), `adamw` (decoupled) or `sgd`
+    /// [default: adam].
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerKind>,
+    /// Momentum of SGD [default: 0.9].
+    #[arg(long)]
+    pub momentum: Option<f64>,
     /// Nesterov momentum for SGD.
     #[arg(long)]
     pub nesterov: bool,
-    /// Weight decay (coupled L2 for adam and sgd, decoupled for adamw).
-    #[arg(long, default_value_t = 1e-5, allow_negative_numbers = true)]
-    pub weight_decay: f64,
-    /// Epochs of linear warm-up (from 1% of the rate) before the cosine decay.
-    #[arg(long, default_value_t = 0)]
-    pub warmup_epochs: usize,
-    /// Label smoothing of the cross-entropy.
-    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
-    pub label_smoothing: f64,
+    /// Weight decay (coupled L2 for adam and sgd, decoupled for adamw) [default: 0.00001].
+    #[arg(long, allow_negative_numbers = true)]
+    pub weight_decay: Option<f64>,
+    /// Epochs of linear warm-up (from 1% of the rate) before the cosine decay [default: 0].
+    #[arg(long)]
+    pub warmup_epochs: Option<usize>,
+    /// Label smoothing of the cross-entropy [default: 0.1].
+    #[arg(long, allow_negative_numbers = true)]
+    pub label_smoothing: Option<f64>,
     /// Training augmentation: `notebook` (resize 130, colour jitter, random resized crop 128,
-    /// flip, rotation +-45) or `simple` (resize 130, random crop 128, flip).
-    #[arg(long, value_enum, default_value_t = Augment::Notebook)]
-    pub augment: Augment,
-    /// Batch-level mixup with Beta(alpha, alpha) weights (the notebook's MixupImage).
-    #[arg(long, default_value_t = 1.5, allow_negative_numbers = true)]
-    pub mixup_alpha: f64,
+    /// flip, rotation +-45) or `simple` (resize 130, random crop 128, flip) [default: notebook].
+    #[arg(long, value_enum)]
+    pub augment: Option<Augment>,
+    /// Batch-level mixup with Beta(alpha, alpha) weights (the notebook's MixupImage)
+    /// [default: 1.5].
+    #[arg(long, allow_negative_numbers = true)]
+    pub mixup_alpha: Option<f64>,
     /// Trains without mixup.
     #[arg(long)]
     pub no_mixup: bool,
     /// Operands of the convolutions' and linear layers' products: `f32`, or `bf16` for mixed
     /// precision (f32 weights, sums and everything else). A GPU multiplies bf16 on its tensor
-    /// cores; the CPU only emulates it (operands rounded to bf16), more slowly than f32.
-    #[arg(long, default_value_t = Precision::F32)]
-    pub precision: Precision,
-    /// Run seed: fixes initialisation, data order, augmentation and dropout.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
+    /// cores; the CPU only emulates it (operands rounded to bf16), more slowly than f32
+    /// [default: f32].
+    #[arg(long)]
+    pub precision: Option<Precision>,
+    /// Run seed: fixes initialisation, data order, augmentation and dropout [default: 42].
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Folder that receives the run folder.
     #[arg(long, default_value = "runs")]
     pub out: PathBuf,
+}
+
+/// A recipe file (`--config`): any of [`Recipe`]'s fields, none required, no others.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecipeFile {
+    data: Option<PathBuf>,
+    /// Derived from `data`; accepted so that a run folder's `recipe.json` reads as it is.
+    #[serde(rename = "sample")]
+    _sample: Option<bool>,
+    epochs: Option<usize>,
+    batch_size: Option<usize>,
+    lr: Option<f64>,
+    optimizer: Option<OptimizerKind>,
+    momentum: Option<f64>,
+    nesterov: Option<bool>,
+    weight_decay: Option<f64>,
+    warmup_epochs: Option<usize>,
+    label_smoothing: Option<f64>,
+    augment: Option<Augment>,
+    /// `null` (JSON; TOML has none: `mixup = false`) for no mixup.
+    #[serde(default, deserialize_with = "present")]
+    mixup_alpha: Option<Option<f64>>,
+    mixup: Option<bool>,
+    #[serde(default, deserialize_with = "precision_named")]
+    precision: Option<Precision>,
+    seed: Option<u64>,
+}
+
+/// A field that is present, null or not: `Some(None)` for null (absent is the default, `None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Option<f64>>, D::Error> {
+    Ok(Some(Option::deserialize(d)?))
+}
+
+/// A precision by its command-line name.
+fn precision_named<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Precision>, D::Error> {
+    use serde::de::Error;
+    Option::<String>::deserialize(d)?.map(|name| name.parse().map_err(D::Error::custom)).transpose()
+}
+
+impl RecipeFile {
+    /// Reads `path`: TOML when its name ends in `.toml`, JSON otherwise. Errors name the file
+    /// and, for an unknown field, the field.
+    fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let is_toml = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+        let parsed: std::result::Result<Self, String> = if is_toml {
+            toml::from_str(&text).map_err(|e| e.message().to_string())
+        } else {
+            serde_json::from_str(&text).map_err(|e| e.to_string())
+        };
+        parsed.map_err(|e| anyhow::anyhow!("{}: not a recipe: {e}", path.display()))
+    }
 }
 
 /// Epochs of the default run on the committed sample: as many as fit the default comparison
@@ -175,28 +237,43 @@ impl Recipe {
 }
 
 impl RecipeArgs {
-    /// The recipe: the notebook's, over fewer epochs on the sample, with every explicit option
-    /// applied. Invalid values are rejected before any work.
+    /// The recipe: the notebook's (over fewer epochs on the sample), then `--config`'s fields,
+    /// then every option given on the command line. Invalid values are rejected before any work.
     pub fn recipe(&self) -> Result<Recipe> {
-        let sample = self.data.ends_with("data/cifar-10-sample");
-        let recipe = Recipe {
-            data: self.data.clone(),
-            sample,
-            epochs: self.epochs.unwrap_or(if sample { SAMPLE_EPOCHS } else { NOTEBOOK_EPOCHS }),
-            batch_size: self.batch_size,
-            lr: self.lr,
-            optimizer: self.optimizer,
-            momentum: self.momentum,
-            nesterov: self.nesterov,
-            weight_decay: self.weight_decay,
-            warmup_epochs: self.warmup_epochs,
-            label_smoothing: self.label_smoothing,
-            augment: self.augment,
-            mixup_alpha: (!self.no_mixup).then_some(self.mixup_alpha),
-            precision: self.precision,
-            seed: self.seed,
+        let file = match &self.config {
+            Some(path) => RecipeFile::read(path)?,
+            None => RecipeFile::default(),
         };
-        recipe.validate()?;
+        let data = self.data.clone().or(file.data).unwrap_or_else(|| PathBuf::from("data/cifar-10-sample"));
+        let sample = data.ends_with("data/cifar-10-sample");
+        let mixup_alpha = match (self.no_mixup, self.mixup_alpha, file.mixup, file.mixup_alpha) {
+            (true, _, _, _) => None,
+            (false, Some(alpha), _, _) => Some(alpha),
+            (false, None, Some(false), _) => None,
+            (false, None, _, Some(alpha)) => alpha,
+            (false, None, _, None) => Some(1.5),
+        };
+        let recipe = Recipe {
+            epochs: self.epochs.or(file.epochs).unwrap_or(if sample { SAMPLE_EPOCHS } else { NOTEBOOK_EPOCHS }),
+            batch_size: self.batch_size.or(file.batch_size).unwrap_or(128),
+            lr: self.lr.or(file.lr).unwrap_or(1e-4),
+            optimizer: self.optimizer.or(file.optimizer).unwrap_or(OptimizerKind::Adam),
+            momentum: self.momentum.or(file.momentum).unwrap_or(0.9),
+            nesterov: self.nesterov || file.nesterov.unwrap_or(false),
+            weight_decay: self.weight_decay.or(file.weight_decay).unwrap_or(1e-5),
+            warmup_epochs: self.warmup_epochs.or(file.warmup_epochs).unwrap_or(0),
+            label_smoothing: self.label_smoothing.or(file.label_smoothing).unwrap_or(0.1),
+            augment: self.augment.or(file.augment).unwrap_or(Augment::Notebook),
+            mixup_alpha,
+            precision: self.precision.or(file.precision).unwrap_or(Precision::F32),
+            seed: self.seed.or(file.seed).unwrap_or(42),
+            data,
+            sample,
+        };
+        match &self.config {
+            Some(path) => recipe.validate().with_context(|| format!("{}: invalid recipe", path.display()))?,
+            None => recipe.validate()?,
+        }
         Ok(recipe)
     }
 }
@@ -320,6 +397,64 @@ mod tests {
             let err = cli.recipe.recipe().unwrap_err().to_string();
             assert!(err.contains("the path is not valid UTF-8"), "{err}");
         }
+    }
+
+    /// `recipe(args)` with `--config` a file holding `text`, named `name`.
+    fn with_config(name: &str, text: &str, args: &[&str]) -> Result<Recipe> {
+        let dir = std::env::temp_dir().join(format!("xtask-config-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let path = path.display().to_string();
+        let recipe = recipe(&[&["--config", &path][..], args].concat());
+        std::fs::remove_dir_all(&dir).unwrap();
+        recipe
+    }
+
+    #[test]
+    fn a_config_file_sets_the_recipe_and_the_command_line_overrides_it() {
+        // A run folder's recipe.json, read back as a config, is the same recipe.
+        let stored = recipe(&["--epochs", "3", "--lr", "0.002", "--no-mixup", "--seed", "7"]).unwrap();
+        let json = serde_json::to_string_pretty(&stored).unwrap();
+        let again = with_config("recipe.json", &json, &[]).unwrap();
+        assert_eq!(serde_json::to_value(&again).unwrap(), serde_json::to_value(&stored).unwrap());
+        // TOML with some fields; the rest are the notebook's; flags win over the file.
+        let toml =
+            "data = \"/data/cifar-10-binary.tar.gz\"\nepochs = 10\nseed = 43\noptimizer = \"sgd\"\nmixup = false\n";
+        let r = with_config("evidence.toml", toml, &[]).unwrap();
+        assert_eq!((r.epochs, r.seed, r.optimizer, r.mixup_alpha, r.lr), (10, 43, OptimizerKind::Sgd, None, 1e-4));
+        assert!(!r.sample);
+        let r = with_config("evidence.toml", toml, &["--seed", "44", "--mixup-alpha", "0.4"]).unwrap();
+        assert_eq!((r.epochs, r.seed, r.mixup_alpha), (10, 44, Some(0.4)));
+        // JSON's null is no mixup; a precision by name.
+        let r = with_config("r.json", r#"{"mixup_alpha": null, "precision": "bf16"}"#, &[]).unwrap();
+        assert_eq!((r.mixup_alpha, r.precision, r.epochs), (None, Precision::Bf16, SAMPLE_EPOCHS));
+    }
+
+    #[test]
+    fn the_example_recipes_are_the_runs_they_name() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/recipes");
+        let read = |name: &str| {
+            let path = docs.join(name).display().to_string();
+            serde_json::to_value(recipe(&["--config", &path]).unwrap()).unwrap()
+        };
+        let full = "../shared/data/cifar-10-binary.tar.gz";
+        assert_eq!(read("default-sample.toml"), serde_json::to_value(recipe(&[]).unwrap()).unwrap());
+        assert_eq!(read("notebook-100-epochs.toml"), serde_json::to_value(recipe(&["--data", full]).unwrap()).unwrap());
+        let evidence = recipe(&["--data", full, "--epochs", "10"]).unwrap();
+        assert_eq!(read("full-evidence.toml"), serde_json::to_value(evidence).unwrap());
+    }
+
+    #[test]
+    fn a_config_file_with_an_unknown_field_or_a_bad_value_is_refused_naming_it() {
+        let err = format!("{:#}", with_config("typo.toml", "epochs = 3\nlearning_rate = 0.1\n", &[]).unwrap_err());
+        assert!(err.contains("typo.toml: not a recipe") && err.contains("learning_rate"), "{err}");
+        let err = format!("{:#}", with_config("typo.json", r#"{"epoch": 3}"#, &[]).unwrap_err());
+        assert!(err.contains("typo.json: not a recipe") && err.contains("epoch"), "{err}");
+        let err = format!("{:#}", with_config("bad.toml", "epochs = 0\n", &[]).unwrap_err());
+        assert!(err.contains("bad.toml: invalid recipe: --epochs must be at least 1"), "{err}");
+        let err = format!("{:#}", recipe(&["--config", "/nonexistent/recipe.toml"]).unwrap_err());
+        assert!(err.contains("reading /nonexistent/recipe.toml"), "{err}");
     }
 
     #[test]

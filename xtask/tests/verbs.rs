@@ -39,6 +39,28 @@ fn version_and_exit_statuses() {
     assert_eq!(xtask(&["eval", "--checkpoint", "/nonexistent/final.safetensors"]).status.code(), Some(1));
 }
 
+/// `train --config <run>/recipe.json` reruns that run: the same recipe file and metrics.
+#[test]
+fn a_run_folders_recipe_reruns_the_run() {
+    let out = std::env::temp_dir().join(format!("xtask-config-rerun-{}", std::process::id()));
+    let (data, out_arg) = (fixture().display().to_string(), out.display().to_string());
+    let first = ["train", "--data", &data, "--out", &out_arg, "--epochs", "2", "--batch-size", "4", "--seed", "5"];
+    stdout(&xtask(&first));
+    let recipe = out.join("train-ba-alexnet-1/recipe.json");
+    stdout(&xtask(&["train", "--config", &recipe.display().to_string(), "--out", &out_arg]));
+    let read = |run: &str| std::fs::read_to_string(out.join(run)).unwrap();
+    assert_eq!(read("train-ba-alexnet-2/recipe.json"), read("train-ba-alexnet-1/recipe.json"));
+    let epochs = |run: &str| -> Vec<(usize, f64, f64, f64)> {
+        ba_train::metrics::read_metrics(&out.join(run).join("metrics.jsonl"))
+            .unwrap()
+            .iter()
+            .map(|e| (e.epoch, e.train.loss, e.val.loss, e.val.accuracy))
+            .collect()
+    };
+    assert_eq!(epochs("train-ba-alexnet-2"), epochs("train-ba-alexnet-1"));
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
 /// Redirected, `compare` writes its results to stdout and nothing else: the log lines (at
 /// `info`, the default) and the status lines go to stderr, without colour codes.
 #[test]

@@ -46,8 +46,11 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
         None => {
             let comparison = comparison(&args)?;
             // recipe.json holds the first seed; each model's checkpoint its own.
-            let setup =
-                Setup::new(&RecipeArgs { seed: comparison.recipe.seed, ..args.recipe.clone() }, "compare", device)?;
+            let setup = Setup::new(
+                &RecipeArgs { seed: Some(comparison.recipe.seed), ..args.recipe.clone() },
+                "compare",
+                device,
+            )?;
             comparison.write_lists(&setup.dir)?;
             (setup, comparison)
         }
@@ -95,22 +98,25 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
 
 /// The comparison the options ask for, checked before any work.
 pub(crate) fn comparison(args: &Args) -> Result<Comparison> {
-    Comparison::new(&args.recipe.recipe()?, seeds(args)?, &args.models)
+    let recipe = args.recipe.recipe()?;
+    let seeds = seeds(args, recipe.seed)?;
+    Comparison::new(&recipe, seeds, &args.models)
 }
 
 /// Most seeds one comparison may ask for (each costs a training run per model).
 const MAX_SEEDS: usize = 1000;
 
-/// The seeds asked for: `--seeds`, or `--runs` from `--seed`, or `--seed` alone.
-pub(crate) fn seeds(args: &Args) -> Result<Vec<u64>> {
+/// The seeds asked for: `--seeds`, or `--runs` from the recipe's seed (`first`), or that seed
+/// alone.
+pub(crate) fn seeds(args: &Args, first: u64) -> Result<Vec<u64>> {
     let seeds = match args.runs {
         Some(0) => bail!("--runs must be at least 1"),
         Some(n) if n > MAX_SEEDS as u64 => bail!("--runs must be at most {MAX_SEEDS}, got {n}"),
         Some(n) => (0..n)
-            .map(|i| args.recipe.seed.checked_add(i))
+            .map(|i| first.checked_add(i))
             .collect::<Option<_>>()
-            .with_context(|| format!("--seed {} plus --runs {n} passes the largest seed", args.recipe.seed))?,
-        None if args.seeds.is_empty() => vec![args.recipe.seed],
+            .with_context(|| format!("--seed {first} plus --runs {n} passes the largest seed"))?,
+        None if args.seeds.is_empty() => vec![first],
         None => args.seeds.clone(),
     };
     if seeds.len() > MAX_SEEDS {
