@@ -30,7 +30,7 @@ enum What {
     Train(train::TrainArgs),
     /// One epoch of a recipe (data loading and augmentation included) for both models on
     /// --device, beside the same epoch of the PyTorch reference on the same device.
-    Epoch(epoch::EpochArgs),
+    Epoch(Box<epoch::EpochArgs>),
 }
 
 pub fn run(args: Args, device: DeviceArg) -> Result<()> {
@@ -40,7 +40,7 @@ pub fn run(args: Args, device: DeviceArg) -> Result<()> {
             bail!("bench train measures the CPU; `bench epoch --device {device}` measures a GPU")
         }
         What::Train(a) => train::run(a),
-        What::Epoch(a) => epoch::run(a, &device.open()?),
+        What::Epoch(a) => epoch::run(*a, &device.open()?),
     }
 }
 
