@@ -15,6 +15,7 @@ mod preset;
 mod progress;
 mod report;
 mod run;
+mod run_lock;
 mod table;
 mod trained;
 

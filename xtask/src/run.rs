@@ -26,6 +26,7 @@ use candle_nn::VarMap;
 use serde::Serialize;
 
 use crate::preset::{Augment, OptimizerKind, Recipe, RecipeArgs};
+use crate::run_lock::RunLock;
 
 /// The images of a run, shared by every loader over them.
 #[derive(Clone)]
@@ -49,6 +50,8 @@ pub struct Setup {
     pub data: Data,
     pub device: Device,
     pub dir: PathBuf,
+    /// This process's claim to write `dir`, held as long as the setup lives.
+    _lock: RunLock,
 }
 
 impl Setup {
@@ -58,8 +61,9 @@ impl Setup {
         let data = Cifar10::open(&recipe.data)?.into();
         check_batch_size(recipe.batch_size, &data, device)?;
         let dir = new_run_dir(&args.out, name)?;
+        let _lock = RunLock::take(&dir)?;
         crate::write_json(&dir.join("recipe.json"), &recipe)?;
-        Ok(Self { recipe, data, device: device.clone(), dir })
+        Ok(Self { recipe, data, device: device.clone(), dir, _lock })
     }
 
     /// The setup of the existing run folder `dir`, from its `recipe.json` or, without it, from
@@ -75,10 +79,11 @@ impl Setup {
             let state = read_train_state(&checkpoint)?;
             Recipe::from_json(&state.config.to_string(), &checkpoint)?
         };
+        let _lock = RunLock::take(dir)?;
         crate::write_json(&path, &recipe)?;
         let data = Cifar10::open(&recipe.data)?.into();
         check_batch_size(recipe.batch_size, &data, device)?;
-        Ok(Self { recipe, data, device: device.clone(), dir: dir.to_path_buf() })
+        Ok(Self { recipe, data, device: device.clone(), dir: dir.to_path_buf(), _lock })
     }
 
     /// Loaders over the data for the recipe with `seed`.

@@ -180,6 +180,34 @@ fn ctrl_c_in_the_first_epoch_stops_cleanly() {
     std::fs::remove_dir_all(&out).unwrap();
 }
 
+/// One writer per run folder: `--resume` of a folder a live run is writing is refused, naming
+/// the folder and the process; once that process is killed (SIGKILL: no clean-up), it is
+/// accepted and the run ends like an uninterrupted one.
+#[test]
+fn a_folder_being_written_cannot_be_resumed_until_its_writer_is_gone() {
+    let base = std::env::temp_dir().join(format!("xtask-one-writer-{}", std::process::id()));
+    let straight = base.join("straight");
+    assert!(xtask_epochs(&straight, "12", &[]).status().unwrap().success());
+    let busy = base.join("busy");
+    let mut writer = start_until_checkpoint_epochs(&busy, "12");
+    let second = xtask_epochs(&busy, "12", &["--resume"])
+        .arg(run_dir(&busy))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let message = String::from_utf8_lossy(&second.stderr);
+    assert!(writer.try_wait().unwrap().is_none(), "the first run ended before the second tried");
+    assert_eq!(second.status.code(), Some(1), "{message}");
+    let holder = format!("{} is being written by process {}", run_dir(&busy).display(), writer.id());
+    assert!(message.contains(&holder), "{message}");
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    resume(&busy);
+    assert_eq!(epochs(&run_dir(&busy)), epochs(&run_dir(&straight)));
+    assert!(weights(&run_dir(&busy)) == weights(&run_dir(&straight)), "final weights differ");
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
 /// Where a kill lands.
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Moment {
