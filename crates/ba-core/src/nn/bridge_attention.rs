@@ -49,6 +49,30 @@ impl Fusion {
 }
 
 /// The BA gate: bridges a block's earlier feature maps into a channel gate for its last one.
+///
+/// Gating a feature map of one's own, from two earlier ones:
+///
+/// ```
+/// use ba_core::nn::BridgeAttention;
+/// use candle_core::{DType, Device};
+/// use candle_nn::{VarBuilder, VarMap};
+///
+/// # fn main() -> candle_core::Result<()> {
+/// let vars = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+/// // Earlier maps of 32 and 64 channels bridge into the gate of a 64-channel map; r = 16.
+/// let ba = BridgeAttention::new(&[32, 64], 64, 16, vb.pp("ba"))?;
+/// let x1 = ba_core::rng::randn(1, (2, 32, 16, 16), &Device::Cpu)?;
+/// let x2 = ba_core::rng::randn(2, (2, 64, 8, 8), &Device::Cpu)?;
+/// let x3 = ba_core::rng::randn(3, (2, 64, 8, 8), &Device::Cpu)?;
+/// let gate = ba.forward_t(&[&x1, &x2], &x3, true)?; // (2, 64, 1, 1), each in (0, 1)
+/// let gated = x3.broadcast_mul(&gate)?;
+/// assert_eq!(gated.dims(), &[2, 64, 8, 8]);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// A whole network with it, trained: `crates/ba-core/examples/ba_in_your_own_cnn.rs`.
 #[derive(Debug, Clone)]
 pub struct BridgeAttention {
     pre_fusions: Vec<Fusion>,
