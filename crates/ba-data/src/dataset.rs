@@ -1,8 +1,5 @@
 //! CIFAR-10 held in memory as u8 images and labels.
 
-use crate::error::Result;
-use crate::hub::Source;
-
 /// Number of classes.
 pub const NUM_CLASSES: usize = 10;
 /// Side of a CIFAR-10 image.
@@ -22,17 +19,6 @@ pub struct Cifar10 {
     pub test: Split,
     /// Class names in label order.
     pub classes: Vec<String>,
-}
-
-impl Cifar10 {
-    /// Reads CIFAR-10 from `source`: a folder or `.tar.gz` of the binary or python version
-    /// (see [`crate::source`]), or `hf://owner/name[@revision]` for the Hub (see [`crate::hub`]).
-    pub fn open(source: impl Into<Source>) -> Result<Self> {
-        match source.into() {
-            Source::Path(path) => crate::source::read(&path),
-            Source::Hub(hub) => hub.load(),
-        }
-    }
 }
 
 /// Images (N, 3, 32, 32) as u8 planes and their labels.

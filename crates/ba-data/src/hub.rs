@@ -3,18 +3,26 @@
 //! `label`), downloaded once through `hf-hub` into the standard cache (`HF_HOME`, default
 //! `~/.cache/huggingface`) from `HF_ENDPOINT` (default `https://huggingface.co`), and decoded
 //! here: rows of PNGs become (3, 32, 32) planes. (candle-datasets' parquet loader transposes
-//! the images, so it is not used.)
+//! the images, so it is not used.) The address ([`HubSource`]) is always here; downloading and
+//! decoding need the `hub` feature (on by default).
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+#[cfg(feature = "hub")]
+use std::{fs::File, path::Path};
 
+#[cfg(feature = "hub")]
 use hf_hub::api::sync::ApiBuilder;
+#[cfg(feature = "hub")]
 use hf_hub::{Repo, RepoType};
+#[cfg(feature = "hub")]
 use parquet::file::reader::{FileReader, SerializedFileReader};
+#[cfg(feature = "hub")]
 use parquet::record::Field;
+#[cfg(feature = "hub")]
 use rayon::prelude::*;
 
+#[cfg(feature = "hub")]
 use crate::dataset::{Cifar10, Split, CLASS_NAMES, IMAGE_BYTES, IMAGE_SIDE, NUM_CLASSES};
+#[cfg(feature = "hub")]
 use crate::error::{DataError, Result};
 
 /// The official CIFAR-10 data set on the Hub.
@@ -56,6 +64,7 @@ impl HubSource {
     }
 
     /// Downloads (or finds in the cache) both files and decodes them.
+    #[cfg(feature = "hub")]
     pub fn load(&self) -> Result<Cifar10> {
         let api = ApiBuilder::from_env()
             .with_progress(self.progress)
@@ -92,6 +101,7 @@ impl HubSource {
 }
 
 /// Reads one parquet file of `uoft-cs/cifar10`'s layout.
+#[cfg(feature = "hub")]
 pub fn read_parquet(path: &Path) -> Result<Split> {
     let bad = |message: String| DataError::format(path, message);
     let file = File::open(path).map_err(|e| DataError::io(path, e))?;
@@ -139,6 +149,7 @@ pub fn read_parquet(path: &Path) -> Result<Split> {
 }
 
 /// A 32x32 RGB PNG as red, green and blue planes.
+#[cfg(feature = "hub")]
 fn decode_png(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
     let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
@@ -167,51 +178,10 @@ fn decode_png(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
     Ok(planes)
 }
 
-/// Where `Cifar10::open` reads from: a local folder or archive, or the Hub.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// A folder or `.tar.gz` of the binary or python version.
-    Path(PathBuf),
-    /// A Hub data set (`hf://owner/name[@revision]`).
-    Hub(HubSource),
-}
-
-impl From<&Path> for Source {
-    fn from(path: &Path) -> Self {
-        match path.to_str().and_then(HubSource::parse) {
-            Some(hub) => Source::Hub(hub),
-            None => Source::Path(path.to_path_buf()),
-        }
-    }
-}
-
-impl From<&str> for Source {
-    fn from(s: &str) -> Self {
-        Path::new(s).into()
-    }
-}
-
-impl From<PathBuf> for Source {
-    fn from(path: PathBuf) -> Self {
-        path.as_path().into()
-    }
-}
-
-impl From<&PathBuf> for Source {
-    fn from(path: &PathBuf) -> Self {
-        path.as_path().into()
-    }
-}
-
-impl From<HubSource> for Source {
-    fn from(hub: HubSource) -> Self {
-        Source::Hub(hub)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Source;
 
     #[test]
     fn hub_addresses_parse() {
@@ -224,6 +194,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "hub")]
     fn png_decoding_checks_size_and_colour() {
         let mut png_bytes = Vec::new();
         {
@@ -236,6 +207,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "hub")]
     fn a_header_claiming_gigapixels_is_refused_before_allocating() {
         // Found by fuzzing (fuzz/, target parquet): the decoder allocated the output buffer
         // the header asked for (412 GB there) before the size was checked.

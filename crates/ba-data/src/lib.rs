@@ -25,8 +25,9 @@ pub mod transforms;
 
 pub use dataset::{Cifar10, Split, CLASS_NAMES, IMAGE_BYTES, IMAGE_SIDE, NUM_CLASSES};
 pub use error::{DataError, Result};
-pub use hub::{HubSource, Source};
+pub use hub::HubSource;
 pub use loader::{Batch, Loader, LoaderConfig, PREFETCHED_BATCHES};
+pub use source::Source;
 
 /// The generator behind every random choice of this crate.
 pub type Rng = rand_chacha::ChaCha8Rng;

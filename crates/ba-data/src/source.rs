@@ -12,6 +12,67 @@ use md5::{Digest, Md5};
 
 use crate::dataset::{Cifar10, Split, CLASS_NAMES, IMAGE_BYTES};
 use crate::error::{DataError, Result};
+use crate::hub::HubSource;
+
+/// Where `Cifar10::open` reads from: a local folder or archive, or the Hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A folder or `.tar.gz` of the binary or python version.
+    Path(PathBuf),
+    /// A Hub data set (`hf://owner/name[@revision]`).
+    Hub(HubSource),
+}
+
+impl From<&Path> for Source {
+    fn from(path: &Path) -> Self {
+        match path.to_str().and_then(HubSource::parse) {
+            Some(hub) => Source::Hub(hub),
+            None => Source::Path(path.to_path_buf()),
+        }
+    }
+}
+
+impl From<&str> for Source {
+    fn from(s: &str) -> Self {
+        Path::new(s).into()
+    }
+}
+
+impl From<PathBuf> for Source {
+    fn from(path: PathBuf) -> Self {
+        path.as_path().into()
+    }
+}
+
+impl From<&PathBuf> for Source {
+    fn from(path: &PathBuf) -> Self {
+        path.as_path().into()
+    }
+}
+
+impl From<HubSource> for Source {
+    fn from(hub: HubSource) -> Self {
+        Source::Hub(hub)
+    }
+}
+
+impl Cifar10 {
+    /// Reads CIFAR-10 from `source`: a folder or `.tar.gz` of the binary or python version
+    /// (see [`crate::source`]), or `hf://owner/name[@revision]` for the Hub (see [`crate::hub`];
+    /// needs the `hub` feature).
+    pub fn open(source: impl Into<Source>) -> Result<Self> {
+        match source.into() {
+            Source::Path(path) => read(&path),
+            #[cfg(feature = "hub")]
+            Source::Hub(hub) => hub.load(),
+            #[cfg(not(feature = "hub"))]
+            Source::Hub(hub) => Err(DataError::format(
+                hub.address(),
+                "reading from the Hugging Face Hub needs ba-data's `hub` feature (on by default)",
+            )),
+        }
+    }
+}
 
 /// Images in each official batch file.
 const OFFICIAL_IMAGES: usize = 10_000;
@@ -179,6 +240,16 @@ fn verify_official(file: &BatchFile) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(not(feature = "hub"))]
+    fn without_the_hub_feature_a_hub_address_says_what_it_needs() {
+        let err = Cifar10::open("hf://uoft-cs/cifar10").unwrap_err().to_string();
+        assert!(
+            err.starts_with("hf://uoft-cs/cifar10@main: ") && err.contains("needs ba-data's `hub` feature"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn names_map_to_formats_and_splits() {

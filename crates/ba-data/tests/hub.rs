@@ -1,6 +1,8 @@
 //! The whole Hub path (hf-hub's protocol, the HF cache, parquet and PNG decoding) against a
 //! small hub served on 127.0.0.1 by this test. Only one test touches the environment
-//! (HF_ENDPOINT, HF_HOME, proxies); the other reads files.
+//! (HF_ENDPOINT, HF_HOME, proxies); the other reads files. Needs the `hub` feature (default).
+
+#![cfg(feature = "hub")]
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
