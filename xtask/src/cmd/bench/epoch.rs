@@ -166,7 +166,7 @@ pub fn run(args: EpochArgs, device: &Device) -> Result<()> {
         let tolerance = if recipe.precision == Precision::F32 { 1e-2 } else { 5e-2 };
         for row in &rows {
             let Some(cpu) = row.cpu else { continue };
-            let difference = (row.ours.loss - cpu.loss).abs() / cpu.loss.abs().max(f64::MIN_POSITIVE);
+            let difference = loss_difference(row.ours, cpu);
             if difference > tolerance {
                 bail!(
                     "{}: the training loss on {device_name} ({:.5}) and on the CPU ({:.5}) differ by {difference:.1e} \
@@ -224,6 +224,11 @@ fn table(rows: &[Row], images: usize, device_name: &str) -> String {
            below 1: ours is faster)\n"
 }
 
+/// The relative difference of the device's training loss from the CPU's.
+fn loss_difference(device: Epoch, cpu: Epoch) -> f64 {
+    (device.loss - cpu.loss).abs() / cpu.loss.abs().max(f64::MIN_POSITIVE)
+}
+
 /// Ours on the device against ours on the CPU, the same epoch from the same seed: they differ
 /// only by the order of floating-point sums.
 fn against_cpu(rows: &[Row], device_name: &str) -> String {
@@ -238,7 +243,7 @@ fn against_cpu(rows: &[Row], device_name: &str) -> String {
                 row.kind,
                 row.ours.loss,
                 cpu.loss,
-                (row.ours.loss - cpu.loss).abs() / cpu.loss.abs().max(f64::MIN_POSITIVE),
+                loss_difference(row.ours, cpu),
                 row.ours.accuracy,
                 cpu.accuracy,
             );
