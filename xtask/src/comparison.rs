@@ -200,7 +200,7 @@ fn read_models(dir: &Path) -> Result<Vec<ModelKind>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::test_util::tiny_setup;
+    use crate::setup::test_util::tiny_setup;
 
     fn folder(tag: &str, recipe: &Recipe, seeds: &[u64], models: &[ModelKind]) -> (PathBuf, Comparison) {
         let dir = std::env::temp_dir().join(format!("xtask-comparison-{tag}-{}", std::process::id()));

@@ -8,12 +8,15 @@ use std::time::Instant;
 use anyhow::Result;
 use ba_data::transforms::Image;
 use ba_models::{ModelKind, INPUT_SIZE};
+use ba_train::loss::one_hot;
+use ba_train::{Constant, Trainer};
 use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
 
 use crate::preset::Recipe;
+use crate::recipe_parts::{optimizer, train_pipeline};
 use crate::report::duration;
-use crate::run::{train_pipeline, Data};
+use crate::setup::Data;
 use crate::trained::fresh;
 
 /// Timed training steps per model, after one untimed.
@@ -38,21 +41,20 @@ impl Estimate {
     pub fn measure(models: &[ModelKind], seeds: usize, recipe: &Recipe, data: &Data, device: &Device) -> Result<Self> {
         let batch = recipe.batch_size.min(data.train.len()).max(2);
         let images = Tensor::zeros((batch, 3, INPUT_SIZE, INPUT_SIZE), DType::F32, device)?;
-        let labels = Tensor::zeros(batch, DType::U32, device)?;
+        let targets = one_hot(&Tensor::zeros(batch, DType::U32, device)?, ba_data::NUM_CLASSES, DType::F32)?;
         let steps = data.train.len() / recipe.batch_size;
         let eval_batches = data.test.len().div_ceil(batch);
         let augment = augment_seconds(recipe, data) * batch as f64 / rayon::current_num_threads() as f64;
         let mut per_model = Vec::new();
         let mut seconds = 0.0;
         for &kind in models {
-            let (_vars, model) = fresh(kind, device)?;
+            let (vars, model) = fresh(kind, device)?;
+            let mut trainer = Trainer::new(model.as_ref(), optimizer(recipe, &vars), Constant(0.0), 0.0);
             let mut step = f64::INFINITY;
             for i in 0..=TIMED_STEPS {
-                let start = Instant::now();
-                let logits = model.forward_t(&images, true)?;
-                candle_nn::loss::cross_entropy(&logits, &labels)?.backward()?;
+                trainer.step(&images, &targets)?;
                 if i > 0 {
-                    step = step.min(start.elapsed().as_secs_f64());
+                    step = step.min(trainer.last_step_timing().total());
                 }
             }
             let start = Instant::now();
@@ -95,7 +97,7 @@ fn augment_seconds(recipe: &Recipe, data: &Data) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::test_util::tiny_setup;
+    use crate::setup::test_util::tiny_setup;
 
     #[test]
     fn the_estimate_scales_with_epochs_seeds_and_models() {

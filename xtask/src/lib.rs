@@ -13,9 +13,11 @@ mod machine;
 mod plot;
 mod preset;
 mod progress;
+mod recipe_parts;
 mod report;
 mod run;
 mod run_lock;
+mod setup;
 mod table;
 mod trained;
 

@@ -74,19 +74,10 @@ pub fn fresh(kind: ModelKind, device: &Device) -> Result<(VarMap, Box<dyn ImageC
 /// The architecture whose weights `path` holds, from the tensor names.
 fn recognise(path: &Path) -> Result<ModelKind> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let names = safetensors::SafeTensors::read_metadata(&bytes)
-        .map(|(_, meta)| meta.tensors().into_keys().collect::<Vec<_>>())
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: not a safetensors file ({e})", path.display()))?;
-    if !names.iter().any(|n| n == "features.0.weight") {
-        bail!("{}: no features.0.weight, so not the weights of AlexNet, SE-AlexNet or BA-AlexNet", path.display());
-    }
-    let has = |module: &str| names.iter().any(|n| n.starts_with(module));
-    Ok(match (has("ba."), has("se.")) {
-        (true, true) => bail!("{}: holds both a ba. and an se. gate, which no model has", path.display()),
-        (true, false) => ModelKind::BaAlexNet,
-        (false, true) => ModelKind::SeAlexNet,
-        (false, false) => ModelKind::AlexNet,
-    })
+    let names = meta.tensors().into_keys().collect::<Vec<_>>();
+    ModelKind::recognise(names.iter().map(String::as_str)).map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))
 }
 
 /// Images through the test transform (resize to 128x128, normalise), stacked into one batch.

@@ -19,11 +19,9 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 mod alexnet;
-mod gated_alexnet;
 mod trunk;
 
-pub use alexnet::AlexNet;
-pub use gated_alexnet::{Gate, GatedAlexNet};
+pub use alexnet::{AlexNet, Gate};
 
 use std::fmt;
 use std::str::FromStr;
@@ -98,9 +96,24 @@ impl ModelKind {
     pub fn build(self, config: ModelConfig, vb: VarBuilder) -> Result<Box<dyn ImageClassifier>> {
         Ok(match self {
             ModelKind::AlexNet => Box::new(AlexNet::new(config, vb)?),
-            ModelKind::SeAlexNet => Box::new(GatedAlexNet::new(Gate::Squeeze, config, vb)?),
-            ModelKind::BaAlexNet => Box::new(GatedAlexNet::new(Gate::Bridge, config, vb)?),
+            ModelKind::SeAlexNet => Box::new(AlexNet::gated(Gate::Squeeze, config, vb)?),
+            ModelKind::BaAlexNet => Box::new(AlexNet::gated(Gate::Bridge, config, vb)?),
         })
+    }
+
+    /// The architecture whose `state_dict` holds tensors named `names`, or why none does.
+    pub fn recognise<'a>(names: impl IntoIterator<Item = &'a str>) -> std::result::Result<Self, String> {
+        let names: Vec<&str> = names.into_iter().collect();
+        if !names.contains(&"features.0.weight") {
+            return Err("no features.0.weight, so not the weights of AlexNet, SE-AlexNet or BA-AlexNet".into());
+        }
+        let has = |module: &str| names.iter().any(|n| n.starts_with(module));
+        match (has("ba."), has("se.")) {
+            (true, true) => Err("holds both a ba. and an se. gate, which no model has".into()),
+            (true, false) => Ok(ModelKind::BaAlexNet),
+            (false, true) => Ok(ModelKind::SeAlexNet),
+            (false, false) => Ok(ModelKind::AlexNet),
+        }
     }
 }
 

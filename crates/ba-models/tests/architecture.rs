@@ -199,3 +199,19 @@ fn a_traced_pass_lists_every_layer_with_shapes_and_the_parameter_counts() {
         }
     }
 }
+
+#[test]
+fn an_architecture_is_recognised_from_its_weight_names() {
+    for kind in ModelKind::ALL {
+        let vars = VarMap::new();
+        let vb = SeededVarMap::builder(&vars, rng_for(0, "init"), DType::F32, &Device::Cpu);
+        kind.build(ModelConfig::cifar10(0), vb).unwrap();
+        let names: Vec<String> = vars.data().lock().unwrap().keys().cloned().collect();
+        assert_eq!(ModelKind::recognise(names.iter().map(String::as_str)), Ok(kind));
+    }
+    let err = ModelKind::recognise(["conv1.weight", "fc.weight"]).unwrap_err();
+    assert!(err.contains("no features.0.weight"), "{err}");
+    let err =
+        ModelKind::recognise(["features.0.weight", "ba.generation.1.weight", "se.generation.1.weight"]).unwrap_err();
+    assert!(err.contains("both a ba. and an se. gate"), "{err}");
+}

@@ -1,7 +1,7 @@
 //! Both models built for mixed precision (`Precision::Bf16`, emulated on the CPU) against the
 //! same models in f32: logits that move by about a bf16 rounding, and gradients for every
 //! parameter. The layers' own bf16 arithmetic is checked op by op in
-//! ba-core (`ops/precision.rs`).
+//! ba-core (`ops/cpu/precision.rs`).
 
 use ba_core::init::SeededVarMap;
 use ba_core::model::ImageClassifier;

@@ -13,6 +13,16 @@ impl<T: Schedule + ?Sized> Schedule for Box<T> {
     }
 }
 
+/// The same rate at every step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Constant(pub f64);
+
+impl Schedule for Constant {
+    fn lr(&self, _step: usize) -> f64 {
+        self.0
+    }
+}
+
 /// `CosineAnnealingLR(T_max = total_steps, eta_min)`:
 /// `eta_min + (base - eta_min) * (1 + cos(pi * step / total_steps)) / 2` (periodic past
 /// `total_steps`, as PyTorch's is).

@@ -7,6 +7,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
+use crate::evaluation::evaluate;
 use crate::loss::{correct_predictions, soft_target_cross_entropy};
 use crate::optim::Optimizer;
 use crate::schedule::Schedule;
@@ -121,6 +122,24 @@ pub enum EpochOutcome {
     Paused(EpochProgress),
 }
 
+/// Wall-clock seconds of the phases of one training step.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StepTiming {
+    /// The forward pass with the loss, read back to the host.
+    pub forward: f64,
+    /// The backward pass.
+    pub backward: f64,
+    /// The optimizer's update.
+    pub optimizer: f64,
+}
+
+impl StepTiming {
+    /// The whole step.
+    pub fn total(&self) -> f64 {
+        self.forward + self.backward + self.optimizer
+    }
+}
+
 /// A callback shown each [`StepProgress`].
 type ProgressFn<'a> = Box<dyn FnMut(&StepProgress) + 'a>;
 
@@ -136,6 +155,7 @@ pub struct Trainer<'a> {
     window: (f64, u64),
     step_records: Vec<StepRecord>,
     progress: Option<ProgressFn<'a>>,
+    timing: StepTiming,
 }
 
 impl<'a> Trainer<'a> {
@@ -156,6 +176,7 @@ impl<'a> Trainer<'a> {
             window: (0.0, 0),
             step_records: Vec::new(),
             progress: None,
+            timing: StepTiming::default(),
         }
     }
 
@@ -212,15 +233,30 @@ impl<'a> Trainer<'a> {
     /// One optimisation step on a batch: returns the loss and the (target-weighted) number of
     /// correct predictions. A loss that is not finite leaves the parameters untouched.
     pub fn step(&mut self, images: &Tensor, targets: &Tensor) -> Result<(f32, f64)> {
+        let start = Instant::now();
         let logits = self.model.forward_t(images, true)?;
         let loss = soft_target_cross_entropy(&logits, targets, self.label_smoothing)?;
         let value = loss.to_scalar::<f32>()?;
+        let forward = Instant::now();
+        let mut backward = forward;
         if value.is_finite() {
             let grads = loss.backward()?;
+            backward = Instant::now();
             let lr = self.schedule.lr(self.optimizer.steps() as usize);
             self.optimizer.step(&grads, lr)?;
         }
+        let end = Instant::now();
+        self.timing = StepTiming {
+            forward: (forward - start).as_secs_f64(),
+            backward: (backward - forward).as_secs_f64(),
+            optimizer: (end - backward).as_secs_f64(),
+        };
         Ok((value, correct_predictions(&logits, targets)?))
+    }
+
+    /// How long the phases of the last [`Trainer::step`] took.
+    pub fn last_step_timing(&self) -> StepTiming {
+        self.timing
     }
 
     /// Trains on every batch of `batches` once.
@@ -316,28 +352,4 @@ impl<'a> Trainer<'a> {
     pub fn current_lr(&self) -> f64 {
         self.schedule.lr(self.optimizer.steps() as usize)
     }
-}
-
-/// Loss (label smoothing `label_smoothing`) and accuracy of `model` in evaluation mode.
-pub fn evaluate<E>(
-    model: &dyn ImageClassifier,
-    label_smoothing: f64,
-    batches: impl Iterator<Item = BatchResult<E>>,
-) -> Result<PassStats>
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    let start = Instant::now();
-    let mut done = EpochProgress::default();
-    for batch in batches {
-        let (x, y) = batch.map_err(|e| TrainError::Data(Box::new(e)))?;
-        let logits = model.forward_t(&x, false)?.detach();
-        let n = y.dim(0)?;
-        done.loss_sum += soft_target_cross_entropy(&logits, &y, label_smoothing)?.to_scalar::<f32>()? as f64 * n as f64;
-        done.correct += correct_predictions(&logits, &y)?;
-        done.images += n;
-        done.batches_done += 1;
-    }
-    done.seconds = start.elapsed().as_secs_f64();
-    Ok(done.stats())
 }

@@ -12,7 +12,9 @@ use crate::comparison::{run_folder, Comparison};
 use crate::estimate::Estimate;
 use crate::preset::RecipeArgs;
 use crate::report;
-use crate::run::{resume_hint, stop_on_ctrl_c, train_model, Control, Setup, CHECKPOINT};
+use crate::run::{resume_hint, stop_on_ctrl_c, train_model, Control};
+use crate::setup::Setup;
+use ba_train::CHECKPOINT;
 
 /// Arguments of `compare`.
 #[derive(Debug, clap::Args)]

@@ -3,17 +3,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Result;
-use ba_data::transforms::test_pipeline;
-use ba_data::{Cifar10, Loader, LoaderConfig, Split};
-use ba_models::INPUT_SIZE;
-use ba_train::loss::soft_target_cross_entropy;
-use candle_core::{Device, D};
+use ba_data::{Cifar10, Split};
+use ba_train::EpochSource;
+use candle_core::Device;
 use serde::Serialize;
 
 use crate::report::confusion::ConfusionMatrix;
+use crate::setup::test_loader;
 use crate::trained::{split_batch, Throughput, Trained, WeightsArgs};
 
 /// Arguments of `eval`.
@@ -48,31 +46,17 @@ pub struct Evaluation {
 
 /// Evaluates `trained` on `split` in evaluation mode, through the test transform.
 pub fn evaluate(trained: &Trained, split: &Arc<Split>, batch_size: usize, smoothing: f64) -> Result<Evaluation> {
-    let config =
-        LoaderConfig { batch_size, shuffle: false, drop_last: false, shuffle_seed: 0, augment_seed: 0, mixup: None };
-    let loader = Loader::new(split.clone(), Arc::new(test_pipeline(INPUT_SIZE)), config, trained.device.clone());
-    let start = Instant::now();
-    let (mut loss_sum, mut images) = (0.0, 0);
+    let loader = test_loader(split.clone(), batch_size, &trained.device);
     let mut confusion = ConfusionMatrix::new(ba_data::NUM_CLASSES);
-    for batch in loader.epoch(0) {
-        let batch = batch?;
-        let logits = trained.model.forward_t(&batch.images, false)?;
-        let n = batch.labels.dim(0)?;
-        loss_sum +=
-            soft_target_cross_entropy(&logits, &batch.targets, smoothing)?.to_scalar::<f32>()? as f64 * n as f64;
-        let predicted = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
-        for (truth, predicted) in batch.labels.to_vec1::<u32>()?.into_iter().zip(predicted) {
-            confusion.add(truth as usize, predicted as usize);
-        }
-        images += n;
-    }
-    let seconds = start.elapsed().as_secs_f64();
+    let pass = ba_train::evaluate_with(trained.model.as_ref(), smoothing, loader.batches(0, 0), |p| {
+        confusion.add(p.label, p.predicted)
+    })?;
     Ok(Evaluation {
-        images,
-        loss: loss_sum / images.max(1) as f64,
+        images: pass.images,
+        loss: pass.loss,
         accuracy: confusion.accuracy(),
         confusion,
-        pass_images_per_second: images as f64 / seconds.max(1e-9),
+        pass_images_per_second: pass.images_per_second(),
     })
 }
 
@@ -131,8 +115,9 @@ mod tests {
 
     #[test]
     fn evaluating_the_final_weights_gives_the_last_epochs_val_metrics() {
-        use crate::run::test_util::tiny_setup;
-        use crate::run::{train_model, Control, Loaders};
+        use crate::run::{train_model, Control};
+        use crate::setup::test_util::tiny_setup;
+        use crate::setup::Loaders;
         let (data, recipe) = tiny_setup();
         let dir = std::env::temp_dir().join(format!("xtask-eval-{}", std::process::id()));
         let loaders = Loaders::new(&data, &recipe, &Device::Cpu);

@@ -10,7 +10,7 @@ use candle_core::Device;
 
 use crate::comparison::Comparison;
 use crate::report;
-use crate::run::{new_run_dir, Setup};
+use crate::setup::{new_run_dir, Setup};
 
 /// Arguments of `report`.
 #[derive(Debug, clap::Args)]

@@ -5,11 +5,13 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use ba_models::ModelKind;
 use ba_train::checkpoint::read_train_state;
+use ba_train::CHECKPOINT;
 use candle_core::Device;
 
 use crate::estimate::Estimate;
 use crate::preset::RecipeArgs;
-use crate::run::{resume_hint, stop_on_ctrl_c, train_model, Control, Setup, CHECKPOINT};
+use crate::run::{resume_hint, stop_on_ctrl_c, train_model, Control};
+use crate::setup::Setup;
 use crate::table::comparison_table;
 
 /// Arguments of `train`.

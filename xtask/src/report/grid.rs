@@ -2,18 +2,21 @@
 //! true class; wrong predictions framed in red.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Result;
 use ba_data::transforms::{test_pipeline, Image, Normalize, Transform};
 use ba_data::Split;
 use ba_models::INPUT_SIZE;
+use ba_train::EpochSource;
 use candle_core::Device;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use rand::SeedableRng;
 
 use crate::plot::{save_png, DrawResult, FONT, RIGHT, WRONG};
-use crate::trained::{split_batch, top_k, Trained};
+use crate::setup::test_loader;
+use crate::trained::Trained;
 
 /// Images per row of the grid.
 const COLUMNS: usize = 6;
@@ -53,18 +56,25 @@ impl Prediction {
 
 /// The model's predictions for the first `count` images of `split`.
 pub fn predict_first(trained: &Trained, split: &Split, count: usize, device: &Device) -> Result<Vec<Prediction>> {
-    let count = count.min(split.len());
-    let probabilities = trained.probabilities(&split_batch(split, 0..count, device)?)?;
+    let mut first = Split::default();
+    for i in 0..count.min(split.len()) {
+        first.push(split.label(i), split.image(i));
+    }
+    let first = Arc::new(first);
+    let mut said = Vec::new();
+    let loader = test_loader(first.clone(), first.len().max(1), device);
+    ba_train::evaluate_with(trained.model.as_ref(), 0.0, loader.batches(0, 0), |p| {
+        said.push((p.predicted, p.confidence(), p.label))
+    })?;
     let transform = test_pipeline(INPUT_SIZE);
     let mut rng = ba_data::Rng::seed_from_u64(0);
-    Ok(probabilities
-        .iter()
+    Ok(said
+        .into_iter()
         .enumerate()
-        .map(|(i, p)| {
-            let mut image = transform.apply(Image::from_cifar(split.image(i)), &mut rng);
+        .map(|(i, (predicted, confidence, truth))| {
+            let mut image = transform.apply(Image::from_cifar(first.image(i)), &mut rng);
             Normalize::imagenet().denormalize(&mut image);
-            let (predicted, confidence) = top_k(p, 1)[0];
-            Prediction { image, predicted, confidence, truth: split.label(i) as usize }
+            Prediction { image, predicted, confidence, truth }
         })
         .collect())
 }

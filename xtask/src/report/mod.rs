@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::comparison::{run_folder, Comparison};
 use crate::machine::Machine;
 use crate::preset::Recipe;
-use crate::run::Data;
+use crate::setup::Data;
 use crate::table::thousands;
 use crate::trained::{fresh, split_batch, Throughput, Trained};
 use stats::{MeanStd, PairedDifference};
@@ -444,8 +444,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::run::test_util::{subset, tiny_setup};
-    use crate::run::{train_model, Control, Loaders};
+    use crate::run::{train_model, Control};
+    use crate::setup::test_util::{subset, tiny_setup};
+    use crate::setup::Loaders;
 
     #[test]
     fn durations_read_naturally() {

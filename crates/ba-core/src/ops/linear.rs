@@ -20,8 +20,9 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, 
 
 use rayon::prelude::*;
 
-use super::im2col::{matmul, matmul_new, MatRef};
-use super::{contiguous_slice, Precision, Wanted};
+use crate::ops::cpu::gemm::{matmul, matmul_new, MatRef};
+use crate::ops::cpu::precision::Precision;
+use crate::ops::cpu::storage::{contiguous_slice, dispatch, Wanted};
 
 /// The sizes of a linear layer's product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

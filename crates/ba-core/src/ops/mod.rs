@@ -5,103 +5,28 @@
 //! and max-pool after it; a linear layer with a fused ReLU; and fused Adam/AdamW and SGD
 //! updates.
 //!
-//! Each op lives in its own file with its forward, its backward and its tests; the CPU kernels
-//! are Rust (`cpu_fwd`), the CUDA ones (`cuda_fwd`, with the `cuda` feature) launch the
-//! kernels of `cuda/kernels.cu` and cuBLAS products through `cuda/`. The public functions are
-//! the same on both devices; only f32 runs on CUDA.
+//! Each op lives in its own file with its forward, its backward and its tests, grouped by kind:
+//! `conv/` (geometry, im2col, Winograd and its plans, the convolution, the fused conv +
+//! max-pool), `pool/` (max-pool, the fused gate + max-pool), `linear.rs`, `optim/` (Adam, SGD,
+//! their state), `cpu/` (GEMM wrapper, scratch memory, weight cache, precision, storage access)
+//! and `cuda/` (kernels, their launch glue, cuBLAS, kernel arguments and the harness that runs
+//! the kernels' source on the CPU). The CPU kernels are Rust (`cpu_fwd`), the CUDA ones
+//! (`cuda_fwd`, with the `cuda` feature) launch the kernels of `cuda/kernels.cu` and cuBLAS
+//! products through `cuda/`. The public functions are the same on both devices; only f32 runs
+//! on CUDA.
 
-/// Runs `$body` with `$t` bound to the element type of `$storage`, for f32 and f64.
-macro_rules! dispatch {
-    ($op:expr, $storage:expr, |$t:ident| $body:expr) => {
-        match $storage.dtype() {
-            candle_core::DType::F32 => {
-                type $t = f32;
-                candle_core::CpuStorage::F32($body)
-            }
-            candle_core::DType::F64 => {
-                type $t = f64;
-                candle_core::CpuStorage::F64($body)
-            }
-            dt => candle_core::bail!("{}: unsupported dtype {dt:?}", $op),
-        }
-    };
-}
-
-mod adam;
+mod conv;
+mod cpu;
 #[cfg(any(feature = "cuda", test))]
-mod blas;
-mod conv2d;
-mod conv_groups;
-mod conv_max_pool;
-#[cfg(feature = "cuda")]
 mod cuda;
-mod gate_max_pool;
-mod im2col;
-#[cfg(any(feature = "cuda", test))]
-mod kernel_args;
-#[cfg(test)]
-mod kernels_on_cpu;
 mod linear;
-mod max_pool2d;
-mod precision;
-mod scratch;
-mod sgd;
-mod space_to_depth;
-mod state;
+mod optim;
+mod pool;
 #[cfg(test)]
 mod test_support;
-mod weight_cache;
-mod winograd;
-mod winograd_plan;
 
-pub use adam::{adam_update, AdamMoments, AdamStep};
-pub use conv2d::{conv2d, Conv2dParams};
-pub use conv_max_pool::conv2d_max_pool2d;
-pub use gate_max_pool::gate_relu_max_pool2d;
+pub use conv::{conv2d, conv2d_max_pool2d, Conv2dParams};
+pub use cpu::Precision;
 pub use linear::linear;
-pub use max_pool2d::{max_pool2d, MaxPool2dParams};
-pub use precision::Precision;
-pub use sgd::{sgd_update, SgdStep};
-pub use state::StateVector;
-
-use candle_core::{CpuStorage, Layout, Result, WithDType};
-
-/// The contiguous slice of `storage` described by `layout`, or an error naming `op`.
-fn contiguous_slice<'a, T: WithDType>(op: &str, storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [T]> {
-    let data = storage.as_slice::<T>()?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{op}: the input must be contiguous, got strides {:?}", layout.stride()),
-    }
-}
-
-/// The parameter and gradient of an in-place optimizer update as contiguous f32 slices, or an
-/// error naming `op`.
-fn f32_param_and_grad<'a>(
-    op: &str,
-    (param, param_layout): (&'a mut CpuStorage, &Layout),
-    (grad, grad_layout): (&'a CpuStorage, &Layout),
-) -> Result<(&'a mut [f32], &'a [f32])> {
-    let (CpuStorage::F32(param), CpuStorage::F32(grad)) = (param, grad) else {
-        candle_core::bail!("{op}: only f32 parameters are supported");
-    };
-    let (Some((p0, p1)), Some((g0, g1))) = (param_layout.contiguous_offsets(), grad_layout.contiguous_offsets()) else {
-        candle_core::bail!("{op}: parameter and gradient must be contiguous");
-    };
-    Ok((&mut param[p0..p1], &grad[g0..g1]))
-}
-
-/// Which of an op's three inputs (input, weight, bias) take part in backpropagation, so that
-/// its backward pass computes only their gradients.
-#[derive(Debug, Clone, Copy)]
-struct Wanted {
-    dx: bool,
-    dw: bool,
-    db: bool,
-}
-
-impl Wanted {
-    fn of(x: &candle_core::Tensor, w: &candle_core::Tensor, b: &candle_core::Tensor) -> Self {
-        Self { dx: x.track_op(), dw: w.track_op(), db: b.track_op() }
-    }
-}
+pub use optim::{adam_update, sgd_update, AdamMoments, AdamStep, SgdStep, StateVector};
+pub use pool::{gate_relu_max_pool2d, max_pool2d, MaxPool2dParams};

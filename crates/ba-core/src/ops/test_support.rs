@@ -3,9 +3,9 @@
 use candle_core::{DType, Device, Tensor, Var};
 use rand_distr::{Distribution, StandardNormal};
 
-use super::conv_groups::{images_per_group, spread_groups};
-use super::winograd_plan::WinogradPlan;
-use super::Conv2dParams;
+use crate::ops::conv::conv2d::Conv2dParams;
+use crate::ops::conv::groups::{images_per_group, spread_groups};
+use crate::ops::conv::winograd_plan::WinogradPlan;
 use crate::rng::rng_for;
 
 /// A seeded f64 normal tensor, so that failures reproduce.

@@ -21,7 +21,8 @@ use candle_core::Device;
 
 use super::reference_lines;
 use crate::preset::RecipeArgs;
-use crate::run::{train_model, Control, Data, Loaders};
+use crate::run::{train_model, Control};
+use crate::setup::{Data, Loaders};
 
 /// Arguments of `bench epoch`.
 #[derive(Debug, clap::Args)]

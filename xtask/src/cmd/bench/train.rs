@@ -12,8 +12,8 @@ use anyhow::{bail, Context, Result};
 use ba_core::model::ImageClassifier;
 use ba_core::summary::Trace;
 use ba_models::{ModelKind, INPUT_SIZE};
-use ba_train::loss::{one_hot, soft_target_cross_entropy};
-use ba_train::{Adam, AdamConfig, Optimizer};
+use ba_train::loss::one_hot;
+use ba_train::{Adam, AdamConfig, Constant, Trainer};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -196,28 +196,21 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Forward (training mode, with the recipe's loss), backward and Adam step as the trainer runs
-/// them, timed phase by phase.
+/// The trainer's step (forward in training mode with the recipe's loss, backward, Adam), timed
+/// phase by phase.
 fn measure_step(kind: ModelKind, batch: usize, steps: usize) -> Result<StepTimes> {
     let (vars, model) = fresh(kind, &Device::Cpu)?;
-    let mut adam = Adam::new(&vars, AdamConfig { weight_decay: 1e-5, ..AdamConfig::default() });
+    let adam = Adam::new(&vars, AdamConfig { weight_decay: 1e-5, ..AdamConfig::default() });
+    let mut trainer = Trainer::new(model.as_ref(), adam, Constant(1e-4), 0.1);
     let (images, targets) = random_batch(batch)?;
     let (mut forward, mut backward, mut optimizer) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..WARM_UP + steps {
-        let t0 = Instant::now();
-        let logits = model.forward_t(&images, true)?;
-        let loss = soft_target_cross_entropy(&logits, &targets, 0.1)?;
-        loss.to_scalar::<f32>()?;
-        let t1 = Instant::now();
-        let grads = loss.backward()?;
-        let t2 = Instant::now();
-        adam.step(&grads, 1e-4)?;
-        drop((grads, loss, logits));
-        let t3 = Instant::now();
+        trainer.step(&images, &targets)?;
+        let timing = trainer.last_step_timing();
         if i >= WARM_UP {
-            forward.push((t1 - t0).as_secs_f64());
-            backward.push((t2 - t1).as_secs_f64());
-            optimizer.push((t3 - t2).as_secs_f64());
+            forward.push(timing.forward);
+            backward.push(timing.backward);
+            optimizer.push(timing.optimizer);
         }
     }
     Ok(StepTimes {

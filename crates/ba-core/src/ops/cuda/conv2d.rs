@@ -1,4 +1,4 @@
-//! The convolution on CUDA: the same per-image lowering as the CPU path (`ops/conv2d.rs`),
+//! The convolution on CUDA: the same per-image lowering as the CPU path (`ops/conv/conv2d.rs`),
 //! with the column matrices of a chunk of images built by one kernel and multiplied by one
 //! strided-batched cuBLAS product. The products' operands are f32, or bf16 for mixed precision
 //! (`T` = `half::bf16`: the column kernel writes bf16, the weight is rounded by `to_bf16` and
@@ -9,10 +9,10 @@ use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView};
 use candle_core::cuda_backend::CudaDevice;
 use candle_core::Result;
 
-use super::{alloc, elementwise, launch, matmul, Operand};
-use crate::ops::blas::Product;
-use crate::ops::im2col::ConvGeometry;
-use crate::ops::kernel_args::ConvArgs;
+use super::blas::Product;
+use super::kernel_args::ConvArgs;
+use super::launch::{alloc, elementwise, launch, matmul, Operand};
+use crate::ops::conv::geometry::ConvGeometry;
 
 /// The column matrices of one chunk take at most this many bytes (more for a single image).
 const CHUNK_BYTES: usize = 256 << 20;

@@ -5,9 +5,9 @@ use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView};
 use candle_core::cuda_backend::CudaDevice;
 use candle_core::Result;
 
-use super::{alloc, elementwise, launch};
-use crate::ops::kernel_args::PoolArgs;
-use crate::ops::MaxPool2dParams;
+use super::kernel_args::PoolArgs;
+use super::launch::{alloc, elementwise, launch};
+use crate::ops::pool::max_pool2d::MaxPool2dParams;
 
 /// The pooled (b, c, oh, ow) values of a contiguous (b, c, h, w) input and each one's arg-max.
 pub(crate) fn forward(

@@ -19,7 +19,7 @@
 
 use candle_core::WithDType;
 
-use super::im2col::ConvGeometry;
+use super::geometry::ConvGeometry;
 
 /// A strided convolution `outer` as the stride-1 convolution `inner` of its block images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

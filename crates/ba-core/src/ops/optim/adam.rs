@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use candle_core::{backend::BackendStorage, CudaStorage};
 use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Tensor};
 
-use super::state::StateVector;
+use crate::ops::optim::state::StateVector;
 use rayon::prelude::*;
 
 /// Hyper-parameters of one Adam step, with PyTorch's semantics: both moments are
@@ -70,7 +70,7 @@ impl InplaceOp2 for AdamKernel<'_> {
     }
 
     fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
-        let (param, grad) = super::f32_param_and_grad("adam", (s1, l1), (s2, l2))?;
+        let (param, grad) = crate::ops::cpu::storage::f32_param_and_grad("adam", (s1, l1), (s2, l2))?;
         let c = Coefficients::of(&self.hyper);
         let mut moments = self.moments.borrow_mut();
         let AdamMoments { m, v } = &mut **moments;
@@ -94,14 +94,24 @@ impl InplaceOp2 for AdamKernel<'_> {
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s1: &mut CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<()> {
         let dev = s1.device().clone();
-        let grad = super::cuda::f32_view("adam", s2, l2)?;
-        let mut param = super::cuda::f32_view_mut("adam", s1, l1)?;
+        let grad = crate::ops::cuda::launch::f32_view("adam", s2, l2)?;
+        let mut param = crate::ops::cuda::launch::f32_view_mut("adam", s1, l1)?;
         let mut moments = self.moments.borrow_mut();
         let AdamMoments { m, v } = &mut **moments;
         let n = param.len();
         let (m, v) = (m.cuda_mut("adam", &dev, n)?, v.cuda_mut("adam", &dev, n)?);
         let c = Coefficients::of(&self.hyper);
-        super::cuda::launch!(dev, "adam_f32", super::cuda::elementwise(n), &mut param, &grad, m, v, &c, &n)?;
+        crate::ops::cuda::launch::launch!(
+            dev,
+            "adam_f32",
+            crate::ops::cuda::launch::elementwise(n),
+            &mut param,
+            &grad,
+            m,
+            v,
+            &c,
+            &n
+        )?;
         Ok(())
     }
 }

@@ -4,8 +4,8 @@
 
 use candle_core::Result;
 
-use super::im2col::ConvGeometry;
-use super::MaxPool2dParams;
+use crate::ops::conv::geometry::ConvGeometry;
+use crate::ops::pool::max_pool2d::MaxPool2dParams;
 
 /// `ConvGeometry` of the kernels: input planes, kernel, stride, padding, output size.
 #[repr(C)]

@@ -6,7 +6,7 @@
 //! writes a zeroed gradient and scatters into it, Candle's autograd adds that to a zeroed
 //! accumulator (a clearing pass and an add, which no op can avoid), and the convolution masks
 //! it by the ReLU. Here the convolution output of each group of images (see
-//! [`super::conv_groups`]) lives in a per-thread buffer that stays in cache: it is pooled where
+//! [`super::groups`]) lives in a per-thread buffer that stays in cache: it is pooled where
 //! it was computed (for the layers Winograd's algorithm runs, straight from the channels-last
 //! copy its output transform makes, 16 channels per load, so the planar output never exists;
 //! 12-20% off those layers' forward pass), and in the backward pass the group's output
@@ -23,15 +23,16 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, W
 use rayon::prelude::*;
 
 use super::conv2d::bias_or_zeros;
-use super::conv_groups::{
+use super::conv2d::{conv2d, Conv2dParams};
+use super::geometry::ConvGeometry;
+use super::groups::{
     conv_group, conv_scratch_len, cpu_backward, groups_per_thread, images_per_group, spread_groups, ConvWeights,
     DyOrder, GroupOutputGrad,
 };
-use super::im2col::ConvGeometry;
-use super::max_pool2d::{PlaneWindows, PooledGrad};
-use super::scratch::{scratch, Scratch};
 use super::winograd::Output;
-use super::{contiguous_slice, conv2d, max_pool2d, Conv2dParams, MaxPool2dParams};
+use crate::ops::cpu::scratch::{scratch, Scratch};
+use crate::ops::cpu::storage::contiguous_slice;
+use crate::ops::pool::max_pool2d::{max_pool2d, MaxPool2dParams, PlaneWindows, PooledGrad};
 
 /// `max_pool2d(conv2d(x, weight, bias, conv), pool)` in one op: the same values and gradients,
 /// without materialising the convolution's output on the CPU (see the module documentation).

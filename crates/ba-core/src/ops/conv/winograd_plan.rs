@@ -4,7 +4,7 @@
 
 use candle_core::WithDType;
 
-use super::im2col::ConvGeometry;
+use super::geometry::ConvGeometry;
 use super::space_to_depth::SpaceToDepth;
 use super::winograd::{Algorithm, Images, Output, OutputGrad};
 

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use candle_core::{backend::BackendStorage, CudaStorage};
 use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Tensor};
 
-use super::state::StateVector;
+use crate::ops::optim::state::StateVector;
 use rayon::prelude::*;
 
 /// Hyper-parameters of one SGD step. With `g = grad + weight_decay * param`: the momentum
@@ -56,7 +56,7 @@ impl InplaceOp2 for SgdKernel<'_> {
     }
 
     fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
-        let (param, grad) = super::f32_param_and_grad("sgd", (s1, l1), (s2, l2))?;
+        let (param, grad) = crate::ops::cpu::storage::f32_param_and_grad("sgd", (s1, l1), (s2, l2))?;
         let h = self.hyper;
         let (lr, wd, mu, keep) = (h.lr as f32, h.weight_decay as f32, h.momentum as f32, (1.0 - h.dampening) as f32);
         if h.momentum == 0.0 {
@@ -86,19 +86,19 @@ impl InplaceOp2 for SgdKernel<'_> {
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s1: &mut CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<()> {
         let dev = s1.device().clone();
-        let grad = super::cuda::f32_view("sgd", s2, l2)?;
-        let mut param = super::cuda::f32_view_mut("sgd", s1, l1)?;
+        let grad = crate::ops::cuda::launch::f32_view("sgd", s2, l2)?;
+        let mut param = crate::ops::cuda::launch::f32_view_mut("sgd", s1, l1)?;
         let n = param.len();
         let h = self.hyper;
         let coefficients = SgdCoefficients::of(&h, self.first);
-        let config = super::cuda::elementwise(n);
+        let config = crate::ops::cuda::launch::elementwise(n);
         if h.momentum == 0.0 {
             // The kernel never touches the buffer without momentum; the gradient stands in.
-            super::cuda::launch!(dev, "sgd_f32", config, &mut param, &grad, &grad, &coefficients, &n)?;
+            crate::ops::cuda::launch::launch!(dev, "sgd_f32", config, &mut param, &grad, &grad, &coefficients, &n)?;
         } else {
             let mut buffer = self.buffer.borrow_mut();
             let buffer = buffer.cuda_mut("sgd", &dev, n)?;
-            super::cuda::launch!(dev, "sgd_f32", config, &mut param, &grad, buffer, &coefficients, &n)?;
+            crate::ops::cuda::launch::launch!(dev, "sgd_f32", config, &mut param, &grad, buffer, &coefficients, &n)?;
         }
         Ok(())
     }

@@ -12,10 +12,10 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::contiguous_slice;
+use crate::ops::conv::geometry::split_phases;
+use crate::ops::cpu::storage::contiguous_slice;
 #[cfg(feature = "cuda")]
-use super::cuda;
-use super::im2col::split_phases;
+use crate::ops::cuda;
 #[cfg(feature = "cuda")]
 use candle_core::cuda_backend::cudarc::driver::CudaSlice;
 #[cfg(feature = "cuda")]
@@ -235,7 +235,7 @@ impl CustomOp1 for MaxPool2d {
         let dims = dims4(layout.dims())?;
         let (oh, ow) = self.params.output_size(dims[2], dims[3])?;
         let dev = storage.device();
-        let x = cuda::f32_view(self.name(), storage, layout)?;
+        let x = cuda::launch::f32_view(self.name(), storage, layout)?;
         let (out, idx) = cuda::max_pool2d::forward(dev, x, &self.params, dims, (oh, ow))?;
         *lock(&self.argmax)? = Some(Indices::Cuda(idx));
         Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from((dims[0], dims[1], oh, ow))))
@@ -249,8 +249,8 @@ impl CustomOp1 for MaxPool2d {
 }
 
 /// The gradient of max-pooled planes whose values came through a ReLU (or not, see `relu`),
-/// as the fused ops hand it to their backward pass ([`super::conv2d_max_pool2d`],
-/// [`super::gate_relu_max_pool2d`]): each pooled value's gradient goes to its window's arg-max
+/// as the fused ops hand it to their backward pass ([`crate::ops::conv2d_max_pool2d`],
+/// [`crate::ops::gate_relu_max_pool2d`]): each pooled value's gradient goes to its window's arg-max
 /// where the pooled value passed the ReLU (the pooled value is the ReLU's output there, so this
 /// is the ReLU's mask).
 #[derive(Clone, Copy)]
@@ -353,7 +353,7 @@ impl CustomOp1 for MaxPool2dBackward {
         };
         let output = self.check_gradient(layout.dims())?;
         let dev = storage.device();
-        let grad = cuda::f32_view(self.name(), storage, layout)?;
+        let grad = cuda::launch::f32_view(self.name(), storage, layout)?;
         let dx = cuda::max_pool2d::backward(dev, grad, argmax, &self.params, self.input_dims, output)?;
         Ok((CudaStorage::wrap_cuda_slice(dx, dev.clone()), Shape::from(self.input_dims.to_vec())))
     }

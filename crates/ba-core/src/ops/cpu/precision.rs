@@ -18,7 +18,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use half::bf16;
 
-use super::contiguous_slice;
+use super::storage::contiguous_slice;
 
 /// The number format of a layer's matrix-product operands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -140,9 +140,12 @@ impl CustomOp1 for RoundGradient {
 mod tests {
     use candle_core::{DType, Device, Module, Var};
 
-    use super::super::test_support::max_abs_diff;
-    use super::super::{conv2d, conv2d_max_pool2d, linear, max_pool2d, Conv2dParams, MaxPool2dParams};
     use super::*;
+    use crate::ops::conv::conv2d::{conv2d, Conv2dParams};
+    use crate::ops::conv::max_pool::conv2d_max_pool2d;
+    use crate::ops::linear::linear;
+    use crate::ops::pool::max_pool2d::{max_pool2d, MaxPool2dParams};
+    use crate::ops::test_support::max_abs_diff;
     use crate::rng::rng_for;
 
     #[test]

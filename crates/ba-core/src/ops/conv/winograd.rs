@@ -1,7 +1,7 @@
 //! Convolutions with stride 1 by Winograd's minimal filtering (Lavin and Gray, "Fast
 //! Algorithms for Convolutional Neural Networks", CVPR 2016): F(4x4, 3x3) or F(2x2, 3x3) for
 //! 3x3 kernels and F(3x3, 5x5) or F(2x2, 5x5) for 5x5 ones, forward and backward, for one
-//! group of images at a time (see [`super::conv_groups`]).
+//! group of images at a time (see [`super::groups`]).
 //!
 //! The output is cut into m x m tiles; each reads an a x a tile of the zero-padded input, a =
 //! m + r - 1 for r x r kernels. With the input tile transformed to `V = B^T d B` and the kernel
@@ -42,10 +42,11 @@ use std::marker::PhantomData;
 use candle_core::WithDType;
 use rayon::prelude::*;
 
-use super::im2col::{matmul, ConvGeometry, MatRef};
-use super::max_pool2d::{MaxPool2dParams, PooledGrad};
-use super::scratch::scratch;
+use super::geometry::ConvGeometry;
 use super::space_to_depth::SpaceToDepth;
+use crate::ops::cpu::gemm::{matmul, MatRef};
+use crate::ops::cpu::scratch::scratch;
+use crate::ops::pool::max_pool2d::{MaxPool2dParams, PooledGrad};
 
 /// The Winograd algorithm a convolution runs by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -830,7 +831,7 @@ pub(crate) enum Output<'a, T> {
     /// Max-pooled by `pool` to `pooled` (rows, columns) in the convolution's channels-last
     /// copy, where 16 channels at one place are one load: values (images, cout, rows,
     /// columns) into `out`, and into `idx` each one's arg-max as a flat index inside its
-    /// convolution plane, by the rules of [`super::max_pool2d`] (the first maximum in
+    /// convolution plane, by the rules of [`crate::ops::pool::max_pool2d`] (the first maximum in
     /// row-major window order; a NaN is always taken). The planar output is never made.
     Pooled { pool: MaxPool2dParams, pooled: (usize, usize), out: &'a mut [T], idx: &'a mut [u32] },
 }
@@ -1129,7 +1130,7 @@ mod tests {
     /// The convolution of `batch` images of `side` x `side` by `k` x `k` kernels, stride 1,
     /// padding keeping the side, as `Conv2dParams::geometry` builds it.
     fn same_size(batch: usize, side: usize, k: usize) -> ConvGeometry {
-        let params = crate::ops::Conv2dParams::square(1, k / 2);
+        let params = crate::ops::conv::conv2d::Conv2dParams::square(1, k / 2);
         params.geometry(&[batch, 8, side, side], &[8, 8, k, k]).unwrap()
     }
 
@@ -1148,7 +1149,7 @@ mod tests {
 
     #[test]
     fn groups_split_the_batch_evenly_into_as_many_as_the_gemm_rows_want() {
-        use crate::ops::conv_groups::images_per_group;
+        use crate::ops::conv::groups::images_per_group;
         for (side, k) in [(7, 3), (5, 3), (15, 5), (4, 5)] {
             for batch in 1..=130 {
                 let g = same_size(batch, side, k);

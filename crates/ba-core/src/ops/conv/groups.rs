@@ -21,15 +21,17 @@ use std::sync::Arc;
 use rayon::iter::Either;
 use rayon::prelude::*;
 
-use super::im2col::{col2im, im2col_strided, im2row, matmul, ConvGeometry, MatRef};
-use super::max_pool2d::PooledGrad;
+use super::geometry::{col2im, im2col_strided, im2row, ConvGeometry};
 use super::winograd::{Output, OutputGrad};
 use super::winograd_plan::WinogradPlan;
+use crate::ops::cpu::gemm::{matmul, MatRef};
+use crate::ops::pool::max_pool2d::PooledGrad;
 use candle_core::backend::BackendStorage;
 use candle_core::{DType, Result, Storage, Tensor, WithDType};
 
-use super::scratch::{scratch, Scratch};
-use super::{contiguous_slice, weight_cache, Wanted};
+use crate::ops::cpu::scratch::{scratch, Scratch};
+use crate::ops::cpu::storage::{contiguous_slice, Wanted};
+use crate::ops::cpu::weight_cache;
 
 /// Columns a group's column matrix should reach at least.
 const GROUP_COLUMNS: usize = 256;

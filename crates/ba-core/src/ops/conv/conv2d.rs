@@ -1,5 +1,5 @@
 //! 2-D convolution with bias and an optional fused ReLU, lowered to im2col + GEMM per group of
-//! images (one image for the large layers; see [`super::conv_groups`]), forward and backward.
+//! images (one image for the large layers; see [`super::groups`]), forward and backward.
 //!
 //! Candle's CPU backward for `conv2d` runs a direct-loop `conv_transpose2d` for the input
 //! gradient, also for inputs that need none (the image entering the first layer), and a bias
@@ -21,15 +21,17 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 
-use super::contiguous_slice;
-use super::conv_groups::{
+use super::geometry::ConvGeometry;
+use super::groups::{
     conv_group, conv_scratch_len, cpu_backward, for_each_group, from_group_layout, images_per_group, ConvWeights,
     DyOrder, GroupOutputGrad,
 };
+use crate::ops::cpu::precision::Precision;
+use crate::ops::cpu::storage::{contiguous_slice, dispatch};
 #[cfg(feature = "cuda")]
-use super::cuda::{conv2d as cuda, f32_view, to_bf16};
-use super::im2col::ConvGeometry;
-use super::Precision;
+use crate::ops::cuda::conv2d as cuda;
+#[cfg(feature = "cuda")]
+use crate::ops::cuda::launch::{f32_view, to_bf16};
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
 
@@ -233,7 +235,7 @@ impl GroupOutputGrad for MaskedOutputGrad {
 /// The backward pass on CUDA: the ReLU mask, the bias gradient and the input and weight
 /// gradients as one kernel or cuBLAS call each. Under mixed precision the output gradient is
 /// rounded to bf16 once, the operand of both products and what the bias gradient sums (as
-/// the CPU's emulation rounds it, `ops/precision.rs`).
+/// the CPU's emulation rounds it, `ops/cpu/precision.rs`).
 #[cfg(feature = "cuda")]
 fn cuda_backward(
     g: &ConvGeometry,
@@ -262,8 +264,9 @@ mod cuda_ops {
     use candle_core::{CpuStorage, CudaStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape};
     use half::bf16;
 
-    use super::super::cuda::{conv2d as cuda, f32_view, operand_view, to_bf16};
     use super::ConvGeometry;
+    use crate::ops::cuda::conv2d as cuda;
+    use crate::ops::cuda::launch::{f32_view, operand_view, to_bf16};
 
     fn cpu_refused(name: &str) -> Result<(CpuStorage, Shape)> {
         candle_core::bail!("{name}: CUDA only (conv2d's CPU backward pass runs its own groups)")
@@ -459,7 +462,8 @@ mod tests {
     fn a_weight_updated_in_place_is_transformed_again() {
         // The forward pass reuses Winograd's transformed weight while the weight is unchanged
         // (`weight_cache.rs`); an optimizer step changes it in place, at the same address.
-        use crate::ops::{sgd_update, SgdStep, StateVector};
+        use crate::ops::optim::sgd::{sgd_update, SgdStep};
+        use crate::ops::optim::state::StateVector;
         let x = crate::rng::randn(1, (2, 8, 7, 7), &Device::Cpu).unwrap();
         let w = Var::from_tensor(&(crate::rng::randn(2, (6, 8, 3, 3), &Device::Cpu).unwrap() * 0.3).unwrap()).unwrap();
         let params = Conv2dParams::square(1, 1);

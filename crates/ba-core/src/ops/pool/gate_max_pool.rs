@@ -18,8 +18,9 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
 use rayon::prelude::*;
 
+use super::max_pool2d::{max_pool2d, MaxPool2dParams};
 use super::max_pool2d::{PlaneWindows, PooledGrad};
-use super::{contiguous_slice, max_pool2d, MaxPool2dParams};
+use crate::ops::cpu::storage::{contiguous_slice, dispatch};
 
 /// `max_pool2d(relu(x * gate), pool)` for `x` (B, C, H, W) and a channel gate (B, C, 1, 1), in
 /// one op on the CPU (see the module documentation); differentiable in both.

@@ -3,7 +3,7 @@
 //! CPU against the products written out; the CUDA path (`cuda/conv2d.rs`) only hands these
 //! calls their buffers.
 
-use super::im2col::ConvGeometry;
+use crate::ops::conv::geometry::ConvGeometry;
 
 /// How one operand of a batched row-major product is stored: whether the product uses its
 /// transpose, the distance between stored rows, and between consecutive batch entries.

@@ -18,12 +18,13 @@ use half::bf16;
 use libloading::{Library, Symbol};
 use rand::Rng;
 
-use super::adam::Coefficients as AdamCoefficients;
-use super::im2col::{col2im, im2col, ConvGeometry};
 use super::kernel_args::{ConvArgs, PoolArgs};
-use super::sgd::SgdCoefficients;
-use super::{adam_update, conv2d, max_pool2d, sgd_update, AdamMoments, AdamStep, Conv2dParams, MaxPool2dParams};
-use super::{SgdStep, StateVector};
+use crate::ops::conv::conv2d::{conv2d, Conv2dParams};
+use crate::ops::conv::geometry::{col2im, im2col, ConvGeometry};
+use crate::ops::optim::adam::{adam_update, AdamMoments, AdamStep, Coefficients as AdamCoefficients};
+use crate::ops::optim::sgd::{sgd_update, SgdCoefficients, SgdStep};
+use crate::ops::optim::state::StateVector;
+use crate::ops::pool::max_pool2d::{max_pool2d, MaxPool2dParams};
 use crate::rng::rng_for;
 
 /// What stands in for CUDA's built-ins, then the kernels' source.
