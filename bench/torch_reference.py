@@ -35,25 +35,37 @@ import torch.nn.functional as F
 
 # The networks themselves are the ones scripts/pytorch_reference.py checks against our weights.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "scripts"))
-from torch_models import GATES, AlexNet  # noqa: E402
+from torch_models import GATES, AlexNet, resnet_of  # noqa: E402
+
+RESNETS = [f"{g}resnet{d}" for d in (20, 32, 56, 110) for g in ("", "se-", "ba-")]
+
+
+def model_of(name):
+    """The model of a ba-models name: an AlexNet or a CIFAR ResNet."""
+    return AlexNet(gate=GATES[name]) if name in GATES else resnet_of(name)
+
+
+def side_of(name):
+    """Side of the model's input images."""
+    return 128 if name in GATES else 32
 
 
 def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def batch(size):
+def batch(size, side=128):
     g = torch.Generator().manual_seed(0)
-    images = torch.randn(size, 3, 128, 128, generator=g)
+    images = torch.randn(size, 3, side, side, generator=g)
     targets = F.one_hot(torch.randint(0, 10, (size,), generator=g), 10).float()
     return images, targets
 
 
 def step(args):
-    model = AlexNet(gate=GATES[args.model])
+    model = model_of(args.model)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-5)
-    images, targets = batch(args.batch)
+    images, targets = batch(args.batch, side_of(args.model))
     phases = {"forward": [], "backward": [], "optimizer": []}
     for i in range(3 + args.steps):
         t0 = time.perf_counter()
@@ -74,9 +86,9 @@ def step(args):
 
 
 def infer(args):
-    model = AlexNet(gate=GATES[args.model])
+    model = model_of(args.model)
     model.eval()
-    images, _ = batch(args.batch)
+    images, _ = batch(args.batch, side_of(args.model))
     times = []
     with torch.no_grad():
         for i in range(3 + 11):
@@ -219,7 +231,7 @@ def epoch(args):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("what", choices=["step", "infer", "gemm", "epoch"])
-    p.add_argument("--model", default="ba-alexnet", choices=list(GATES))
+    p.add_argument("--model", default="ba-alexnet", choices=list(GATES) + RESNETS)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=7)

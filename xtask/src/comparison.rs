@@ -38,6 +38,9 @@ impl Comparison {
         if ordered.len() < 2 {
             bail!("--models needs at least two models to compare, got {}", names(models));
         }
+        for &kind in &ordered {
+            recipe.check_model(kind)?;
+        }
         Ok(Self { recipe: Recipe { seed: first, ..recipe.clone() }, seeds, models: ordered })
     }
 
@@ -225,8 +228,8 @@ mod tests {
     #[test]
     fn a_folder_round_trips_and_old_folders_compare_the_notebooks_two() {
         let (_, recipe) = tiny_setup();
-        let (dir, read) = folder("round", &recipe, &[7, 8], &ModelKind::ALL);
-        assert_eq!((read.seeds.clone(), read.models.clone()), (vec![7, 8], ModelKind::ALL.to_vec()));
+        let (dir, read) = folder("round", &recipe, &[7, 8], &ModelKind::ALEXNETS);
+        assert_eq!((read.seeds.clone(), read.models.clone()), (vec![7, 8], ModelKind::ALEXNETS.to_vec()));
         std::fs::remove_file(dir.join(MODELS)).unwrap();
         assert_eq!(Comparison::read(&dir).unwrap().models, ModelKind::NOTEBOOK);
         std::fs::write(dir.join(MODELS), "[\"alexnet\", \"vgg\"]").unwrap();
@@ -242,24 +245,25 @@ mod tests {
     #[test]
     fn merging_refuses_other_recipes_models_and_repeated_seeds() {
         let (_, recipe) = tiny_setup();
-        let a = folder("a", &recipe, &[1], &ModelKind::ALL);
-        let b = folder("b", &Recipe { seed: 2, ..recipe.clone() }, &[2, 3], &ModelKind::ALL);
+        let a = folder("a", &recipe, &[1], &ModelKind::ALEXNETS);
+        let b = folder("b", &Recipe { seed: 2, ..recipe.clone() }, &[2, 3], &ModelKind::ALEXNETS);
         let merged = Comparison::merge(&[a.clone(), b.clone()]).unwrap();
         assert_eq!((merged.seeds.clone(), merged.recipe.seed), (vec![1, 2, 3], 1));
 
-        let other_lr = folder("lr", &Recipe { lr: 0.5, seed: 4, ..recipe.clone() }, &[4], &ModelKind::ALL);
+        let other_lr = folder("lr", &Recipe { lr: 0.5, seed: 4, ..recipe.clone() }, &[4], &ModelKind::ALEXNETS);
         let err = Comparison::merge(&[a.clone(), other_lr.clone()]).unwrap_err().to_string();
         assert!(
             err.contains("`lr` is 0.001 in one and 0.5 in the other") && err.contains("xtask-comparison-lr"),
             "{err}"
         );
-        let no_mixup = folder("mixup", &Recipe { mixup_alpha: None, seed: 5, ..recipe.clone() }, &[5], &ModelKind::ALL);
+        let no_mixup =
+            folder("mixup", &Recipe { mixup_alpha: None, seed: 5, ..recipe.clone() }, &[5], &ModelKind::ALEXNETS);
         let err = Comparison::merge(&[a.clone(), no_mixup.clone()]).unwrap_err().to_string();
         assert!(err.contains("`mixup_alpha` is 1.5 in one and null in the other"), "{err}");
         let two = folder("two", &Recipe { seed: 6, ..recipe.clone() }, &[6], &ModelKind::NOTEBOOK);
         let err = Comparison::merge(&[a.clone(), two.clone()]).unwrap_err().to_string();
         assert!(err.contains("only comparisons of the same models"), "{err}");
-        let again = folder("again", &Recipe { seed: 3, ..recipe.clone() }, &[3], &ModelKind::ALL);
+        let again = folder("again", &Recipe { seed: 3, ..recipe.clone() }, &[3], &ModelKind::ALEXNETS);
         let err = Comparison::merge(&[b.clone(), again.clone()]).unwrap_err().to_string();
         assert!(err.contains("seed 3 is in more than one folder"), "{err}");
         for (dir, _) in [a, b, other_lr, no_mixup, two, again] {

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ba_core::ops::Precision;
+use ba_models::{Family, ModelKind};
 use serde::{Deserialize, Serialize};
 
 /// Options shared by `train` and `compare`. Each recipe option left out comes from `--config`
@@ -43,14 +44,20 @@ pub struct RecipeArgs {
     /// Weight decay (coupled L2 for adam and sgd, decoupled for adamw) [default: 0.00001].
     #[arg(long, allow_negative_numbers = true)]
     pub weight_decay: Option<f64>,
-    /// Epochs of linear warm-up (from 1% of the rate) before the cosine decay [default: 0].
+    /// Epochs of linear warm-up (from 1% of the rate) before the schedule [default: 0].
     #[arg(long)]
     pub warmup_epochs: Option<usize>,
+    /// Learning-rate schedule after the warm-up, per step: `cosine` (to 0, the notebook's) or
+    /// `steps` (divided by 10 at 50% and 75% of training, He et al.'s) [default: cosine].
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleKind>,
     /// Label smoothing of the cross-entropy [default: 0.1].
     #[arg(long, allow_negative_numbers = true)]
     pub label_smoothing: Option<f64>,
     /// Training augmentation: `notebook` (resize 130, colour jitter, random resized crop 128,
-    /// flip, rotation +-45) or `simple` (resize 130, random crop 128, flip) [default: notebook].
+    /// flip, rotation +-45, ImageNet statistics) or `simple` (resize 130, random crop 128, flip),
+    /// both for the AlexNets; `cifar` (4-pixel zero padding, random crop 32, flip, CIFAR-10
+    /// statistics) for the ResNets [default: notebook].
     #[arg(long, value_enum)]
     pub augment: Option<Augment>,
     /// Batch-level mixup with Beta(alpha, alpha) weights (the notebook's MixupImage)
@@ -90,6 +97,7 @@ struct RecipeFile {
     nesterov: Option<bool>,
     weight_decay: Option<f64>,
     warmup_epochs: Option<usize>,
+    schedule: Option<ScheduleKind>,
     label_smoothing: Option<f64>,
     augment: Option<Augment>,
     /// `null` (JSON; TOML has none: `mixup = false`) for no mixup.
@@ -149,10 +157,41 @@ pub enum OptimizerKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Augment {
-    /// The notebook's pipeline.
+    /// The notebook's pipeline (128x128, the AlexNets).
     Notebook,
-    /// A light pipeline for quick experiments.
+    /// A light pipeline for quick experiments (128x128, the AlexNets).
     Simple,
+    /// He et al.'s CIFAR pipeline (32x32, the ResNets).
+    Cifar,
+}
+
+impl Augment {
+    /// The family of models whose images this pipeline makes.
+    pub fn family(self) -> Family {
+        match self {
+            Augment::Notebook | Augment::Simple => Family::AlexNet,
+            Augment::Cifar => Family::ResNet,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Augment::Notebook => "notebook",
+            Augment::Simple => "simple",
+            Augment::Cifar => "cifar",
+        }
+    }
+}
+
+/// Learning-rate schedules (after the warm-up), per optimizer step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    /// Cosine annealing to 0.
+    #[default]
+    Cosine,
+    /// The rate divided by 10 at 50% and 75% of training.
+    Steps,
 }
 
 /// A complete, validated recipe.
@@ -171,6 +210,9 @@ pub struct Recipe {
     pub nesterov: bool,
     pub weight_decay: f64,
     pub warmup_epochs: usize,
+    /// The schedule after the warm-up (cosine in recipes written before the option existed).
+    #[serde(default)]
+    pub schedule: ScheduleKind,
     pub label_smoothing: f64,
     pub augment: Augment,
     /// Mixup's alpha, or `None` without mixup.
@@ -199,9 +241,10 @@ impl Recipe {
     /// The recipe in one line, run with each of `seeds` (a comparison's; `[self.seed]` for one run).
     pub fn describe_with_seeds(&self, seeds: &[u64]) -> String {
         let mixup = self.mixup_alpha.map_or("no mixup".to_string(), |a| format!("mixup alpha {a}"));
-        let augment = match self.augment {
-            Augment::Notebook => "notebook",
-            Augment::Simple => "simple",
+        let augment = self.augment.name();
+        let schedule = match self.schedule {
+            ScheduleKind::Cosine => "cosine per step",
+            ScheduleKind::Steps => "lr / 10 at 50% and 75%",
         };
         let optimizer = match self.optimizer {
             OptimizerKind::Adam => "adam".to_string(),
@@ -222,7 +265,7 @@ impl Recipe {
             (d, _) => format!(" (coupled L2 {d})"),
         };
         format!(
-            "{} epochs, batch {}, {optimizer} lr {}{decay}, {warmup}cosine per step, label smoothing {}, {}, \
+            "{} epochs, batch {}, {optimizer} lr {}{decay}, {warmup}{schedule}, label smoothing {}, {}, \
              {augment} augmentation, {mixup}{precision}",
             self.epochs,
             self.batch_size,
@@ -262,6 +305,7 @@ impl RecipeArgs {
             nesterov: self.nesterov || file.nesterov.unwrap_or(false),
             weight_decay: self.weight_decay.or(file.weight_decay).unwrap_or(1e-5),
             warmup_epochs: self.warmup_epochs.or(file.warmup_epochs).unwrap_or(0),
+            schedule: self.schedule.or(file.schedule).unwrap_or_default(),
             label_smoothing: self.label_smoothing.or(file.label_smoothing).unwrap_or(0.1),
             augment: self.augment.or(file.augment).unwrap_or(Augment::Notebook),
             mixup_alpha,
@@ -319,6 +363,29 @@ impl Recipe {
         }
         if let Some(alpha) = self.mixup_alpha.filter(|a| !(*a > 0.0 && a.is_finite())) {
             bail!("--mixup-alpha must be a positive number, got {alpha}");
+        }
+        Ok(())
+    }
+
+    /// The family of models this recipe's images are for.
+    pub fn family(&self) -> Family {
+        self.augment.family()
+    }
+
+    /// Refuses a model that does not take this recipe's images.
+    pub fn check_model(&self, kind: ModelKind) -> Result<()> {
+        if kind.family() != self.family() {
+            let (want, size) = match kind.family() {
+                Family::AlexNet => ("--augment notebook or simple", 128),
+                Family::ResNet => ("--augment cifar (docs/recipes/cifar-resnet.toml)", 32),
+            };
+            bail!(
+                "{kind} trains on {size}x{size} images, under {want}; this recipe's {} augmentation makes {}x{} \
+                 images for other models",
+                self.augment.name(),
+                self.family().input_size(),
+                self.family().input_size()
+            );
         }
         Ok(())
     }
@@ -443,6 +510,27 @@ mod tests {
         assert_eq!(read("notebook-100-epochs.toml"), serde_json::to_value(recipe(&["--data", full]).unwrap()).unwrap());
         let evidence = recipe(&["--data", full, "--epochs", "10"]).unwrap();
         assert_eq!(read("full-evidence.toml"), serde_json::to_value(evidence).unwrap());
+    }
+
+    #[test]
+    fn the_cifar_resnet_recipe_is_he_et_al_and_takes_only_resnets() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/recipes/cifar-resnet.toml");
+        let r = recipe(&["--config", &path.display().to_string()]).unwrap();
+        assert_eq!((r.augment, r.schedule, r.optimizer), (Augment::Cifar, ScheduleKind::Steps, OptimizerKind::Sgd));
+        assert_eq!((r.lr, r.momentum, r.weight_decay, r.epochs, r.batch_size), (0.1, 0.9, 1e-4, 164, 128));
+        assert_eq!((r.label_smoothing, r.mixup_alpha, r.warmup_epochs), (0.0, None, 0));
+        assert!(r.describe_with_seeds(&[42]).contains("lr / 10 at 50% and 75%"));
+        let resnet = ModelKind::ResNet { depth: 20, gate: None };
+        r.check_model(resnet).unwrap();
+        let err = r.check_model(ModelKind::BaAlexNet).unwrap_err().to_string();
+        assert!(err.contains("ba-alexnet trains on 128x128 images") && err.contains("cifar augmentation"), "{err}");
+        let err = recipe(&[]).unwrap().check_model(resnet).unwrap_err().to_string();
+        assert!(err.contains("resnet20 trains on 32x32 images, under --augment cifar"), "{err}");
+        // A stored recipe from before the schedule option reads as cosine.
+        let text = serde_json::to_string(&recipe(&[]).unwrap()).unwrap();
+        let old = text.replace(",\"schedule\":\"cosine\"", "");
+        assert_ne!(old, text);
+        assert_eq!(Recipe::from_json(&old, Path::new("r.json")).unwrap().schedule, ScheduleKind::Cosine);
     }
 
     #[test]

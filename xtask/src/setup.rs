@@ -8,16 +8,15 @@ use anyhow::{bail, Context, Result};
 use ba_core::model::ParameterCount;
 use ba_core::rng::derive_seed;
 use ba_data::transforms::mixup::Mixup;
-use ba_data::transforms::test_pipeline;
 use ba_data::{Cifar10, Loader, LoaderConfig, Split, PREFETCHED_BATCHES};
-use ba_models::{ModelKind, INPUT_SIZE};
+use ba_models::{Family, ModelKind};
 use ba_train::checkpoint::read_train_state;
 use ba_train::memory::{available_memory, StepMemory};
 use ba_train::CHECKPOINT;
 use candle_core::Device;
 
 use crate::preset::{Recipe, RecipeArgs};
-use crate::recipe_parts::train_pipeline;
+use crate::recipe_parts::{test_transform, train_pipeline};
 use crate::run_lock::RunLock;
 
 /// The images of a run, shared by every loader over them.
@@ -51,7 +50,7 @@ impl Setup {
     pub fn new(args: &RecipeArgs, name: &str, device: &Device) -> Result<Self> {
         let recipe = args.recipe()?;
         let data = Cifar10::open(&recipe.data)?.into();
-        check_batch_size(recipe.batch_size, &data, device)?;
+        check_batch_size((recipe.batch_size, recipe.family()), &data, device)?;
         let dir = new_run_dir(&args.out, name)?;
         let _lock = RunLock::take(&dir)?;
         crate::write_json(&dir.join("recipe.json"), &recipe)?;
@@ -74,7 +73,7 @@ impl Setup {
         let _lock = RunLock::take(dir)?;
         crate::write_json(&path, &recipe)?;
         let data = Cifar10::open(&recipe.data)?.into();
-        check_batch_size(recipe.batch_size, &data, device)?;
+        check_batch_size((recipe.batch_size, recipe.family()), &data, device)?;
         Ok(Self { recipe, data, device: device.clone(), dir: dir.to_path_buf(), _lock })
     }
 
@@ -86,13 +85,15 @@ impl Setup {
 
 /// Refuses, before any training, a batch size larger than the training set (every batch is
 /// whole, so an epoch would have no step) or, on the CPU, whose training step would not fit in
-/// the memory this machine has left (with the data already loaded), for either model. (On a
+/// the memory this machine has left (with the data already loaded), for any model of the
+/// recipe's family. (On a
 /// GPU an allocation that fails stops the run with CUDA's out-of-memory error.)
-fn check_batch_size(batch_size: usize, data: &Data, device: &Device) -> Result<()> {
+fn check_batch_size((batch_size, family): (usize, Family), data: &Data, device: &Device) -> Result<()> {
     if let (true, Some(available)) = (device.is_cpu(), available_memory()) {
-        for kind in ModelKind::ALL {
+        for kind in ModelKind::ALL.into_iter().filter(|k| k.family() == family) {
             let (vars, model) = crate::trained::fresh(kind, &Device::Cpu)?;
-            let image = (3, INPUT_SIZE, INPUT_SIZE);
+            let side = family.input_size();
+            let image = (3, side, side);
             let step = StepMemory::of(model.as_ref(), image, ParameterCount::of(&vars).total, PREFETCHED_BATCHES)?;
             step.check(kind.name(), batch_size, available)?;
         }
@@ -155,16 +156,16 @@ impl Loaders {
             mixup: recipe.mixup_alpha.and_then(Mixup::new),
         };
         let train = Loader::new(data.train.clone(), train_pipeline(recipe), config, device.clone());
-        let val = test_loader(data.test.clone(), recipe.batch_size, device);
+        let val = test_loader(data.test.clone(), recipe.batch_size, recipe.family(), device);
         Self { train, val }
     }
 }
 
-/// Every image of `split` once, in order, through the test transform (nothing random).
-pub fn test_loader(split: Arc<Split>, batch_size: usize, device: &Device) -> Loader {
+/// Every image of `split` once, in order, through `family`'s test transform (nothing random).
+pub fn test_loader(split: Arc<Split>, batch_size: usize, family: Family, device: &Device) -> Loader {
     let config =
         LoaderConfig { batch_size, shuffle: false, drop_last: false, shuffle_seed: 0, augment_seed: 0, mixup: None };
-    Loader::new(split, Arc::new(test_pipeline(INPUT_SIZE)), config, device.clone())
+    Loader::new(split, test_transform(family), config, device.clone())
 }
 
 #[cfg(test)]
@@ -197,6 +198,7 @@ pub(crate) mod test_util {
             momentum: 0.9,
             nesterov: false,
             warmup_epochs: 0,
+            schedule: Default::default(),
             augment: Augment::Notebook,
             mixup_alpha: Some(1.5),
             precision: Default::default(),

@@ -7,9 +7,11 @@ use anyhow::{bail, Context, Result};
 use ba_core::init::SeededVarMap;
 use ba_core::model::ImageClassifier;
 use ba_core::rng::rng_for;
-use ba_data::transforms::{test_pipeline, Image, Transform};
+use ba_data::transforms::Image;
 use ba_data::Split;
-use ba_models::{ModelConfig, ModelKind, INPUT_SIZE};
+use ba_models::{Family, ModelConfig, ModelKind};
+
+use crate::recipe_parts::test_transform;
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarMap;
 use rand::SeedableRng;
@@ -80,9 +82,10 @@ fn recognise(path: &Path) -> Result<ModelKind> {
     ModelKind::recognise(names.iter().map(String::as_str)).map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))
 }
 
-/// Images through the test transform (resize to 128x128, normalise), stacked into one batch.
-pub fn test_batch(images: impl IntoIterator<Item = Image>, device: &Device) -> Result<Tensor> {
-    let transform = test_pipeline(INPUT_SIZE);
+/// Images through `family`'s test transform, stacked into one batch.
+pub fn test_batch(images: impl IntoIterator<Item = Image>, family: Family, device: &Device) -> Result<Tensor> {
+    let transform = test_transform(family);
+    let side = family.input_size();
     // The test transform draws nothing from its generator.
     let mut rng = ba_data::Rng::seed_from_u64(0);
     let mut data = Vec::new();
@@ -91,12 +94,17 @@ pub fn test_batch(images: impl IntoIterator<Item = Image>, device: &Device) -> R
         data.extend(transform.apply(image, &mut rng).data);
         n += 1;
     }
-    Ok(Tensor::from_vec(data, (n, 3, INPUT_SIZE, INPUT_SIZE), device)?)
+    Ok(Tensor::from_vec(data, (n, 3, side, side), device)?)
 }
 
-/// Images `indices` of `split` through the test transform, as one batch.
-pub fn split_batch(split: &Split, indices: impl IntoIterator<Item = usize>, device: &Device) -> Result<Tensor> {
-    test_batch(indices.into_iter().map(|i| Image::from_cifar(split.image(i))), device)
+/// Images `indices` of `split` through `family`'s test transform, as one batch.
+pub fn split_batch(
+    split: &Split,
+    indices: impl IntoIterator<Item = usize>,
+    family: Family,
+    device: &Device,
+) -> Result<Tensor> {
+    test_batch(indices.into_iter().map(|i| Image::from_cifar(split.image(i))), family, device)
 }
 
 /// The `k` most likely classes of one probability row, most likely first.

@@ -21,6 +21,12 @@ pub fn pytorch_default(fan_in: usize) -> Init {
     Init::Uniform { lo: -bound, up: bound }
 }
 
+/// torchvision's ResNet convolutions: `kaiming_normal_(mode="fan_out", nonlinearity="relu")`,
+/// a normal with standard deviation `sqrt(2 / fan_out)` (fan-out = out channels x kernel area).
+pub fn kaiming_normal_fan_out(fan_out: usize) -> Init {
+    Init::Randn { mean: 0.0, stdev: (2.0 / fan_out.max(1) as f64).sqrt() }
+}
+
 /// A `VarMap` that initialises new variables from a seeded generator.
 pub struct SeededVarMap {
     vars: VarMap,

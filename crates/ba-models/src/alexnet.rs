@@ -9,30 +9,10 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::trunk::{Trunk, CONV12_CHANNELS, CONV3_CHANNELS};
-use crate::ModelConfig;
+use crate::{Gate, ModelConfig};
 
 /// Reduction ratio of the gate.
 const REDUCTION: usize = 16;
-
-/// What the gate on conv3 looks at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gate {
-    /// Bridge Attention: conv1 and conv2 (after ReLU) and conv3, under the name `ba`.
-    Bridge,
-    /// Squeeze-and-excitation: conv3 alone, under the name `se` (a [`BridgeAttention`] with no
-    /// earlier feature maps: GAP, 1x1 conv, BN, ReLU, 1x1 conv, sigmoid).
-    Squeeze,
-}
-
-impl Gate {
-    /// The module's name in the PyTorch `state_dict`.
-    fn module(self) -> &'static str {
-        match self {
-            Gate::Bridge => "ba",
-            Gate::Squeeze => "se",
-        }
-    }
-}
 
 /// AlexNet: conv 3->48 k11 s4 p5, conv 48->128 k5 p2 (each with ReLU and max-pool 3/2),
 /// conv1 128->192, conv2 192->192, conv3 192->128 (k3 p1), ReLU, max-pool, and a

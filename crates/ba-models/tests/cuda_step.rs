@@ -87,7 +87,7 @@ fn compare_step(kind: ModelKind, gpu: &Device, precision: Precision) -> Result<(
 #[test]
 fn a_training_step_on_the_gpu_matches_the_cpu() {
     let gpu = Device::new_cuda(0).expect("this test needs an NVIDIA GPU with a working driver");
-    for (kind, precision) in ModelKind::ALL.into_iter().flat_map(|k| Precision::ALL.map(|p| (k, p))) {
+    for (kind, precision) in ModelKind::ALEXNETS.into_iter().flat_map(|k| Precision::ALL.map(|p| (k, p))) {
         let mut failures = Vec::new();
         while failures.len() < 3 {
             match compare_step(kind, &gpu, precision) {

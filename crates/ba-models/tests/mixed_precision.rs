@@ -33,7 +33,7 @@ fn max_abs(t: &Tensor) -> f32 {
 fn mixed_precision_moves_the_logits_by_about_a_bf16_rounding_and_trains_every_parameter() {
     let images = images(4);
     let labels = Tensor::new(&[1u32, 4, 4, 9], &Device::Cpu).unwrap();
-    for kind in ModelKind::ALL {
+    for kind in ModelKind::ALEXNETS {
         let mut logits = Vec::new();
         for precision in Precision::ALL {
             let (vars, model) = build(kind, precision);

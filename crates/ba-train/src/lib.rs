@@ -29,7 +29,7 @@ pub use error::{Result, TrainError};
 pub use evaluation::{evaluate, evaluate_with, Prediction};
 pub use learner::{Fitted, Learner, LearnerConfig, BEST, CHECKPOINT, FINAL, METRICS};
 pub use optim::{Adam, AdamConfig, DecayFilter, Optimizer, Sgd, SgdConfig};
-pub use schedule::{Constant, CosineAnnealing, Linear, Schedule, Sequential, StepDecay};
+pub use schedule::{Constant, CosineAnnealing, Linear, MultiStep, Schedule, Sequential, StepDecay};
 pub use source::EpochSource;
 pub use trainer::{
     BatchResult, EpochOutcome, EpochProgress, EpochRecord, PassStats, StepProgress, StepRecord, StepTiming, Trainer,

@@ -82,6 +82,25 @@ impl Schedule for StepDecay {
     }
 }
 
+/// `MultiStepLR(milestones, gamma)`: the rate is multiplied by `gamma` at each milestone step,
+/// e.g. He et al.'s CIFAR ResNets: divided by 10 at 50% and 75% of training.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MultiStep {
+    /// Rate before the first milestone.
+    pub base_lr: f64,
+    /// Steps at which the rate decays, increasing.
+    pub milestones: Vec<usize>,
+    /// Factor of each decay.
+    pub gamma: f64,
+}
+
+impl Schedule for MultiStep {
+    fn lr(&self, step: usize) -> f64 {
+        let passed = self.milestones.iter().take_while(|&&m| m <= step).count();
+        self.base_lr * self.gamma.powi(passed as i32)
+    }
+}
+
 /// `SequentialLR(schedulers, milestones)`: schedule `i` runs from milestone `i - 1` (or 0), and
 /// restarts its own count there, e.g. a linear warm-up followed by cosine annealing.
 pub struct Sequential {
@@ -108,6 +127,18 @@ impl Schedule for Sequential {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multi_step_decays_at_each_milestone_as_pytorch() {
+        // torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[5, 8], gamma=0.1), stepped
+        // once per step: 0.1 for steps 0-4, 0.01 for 5-7, 0.001 from 8 on.
+        let s = MultiStep { base_lr: 0.1, milestones: vec![5, 8], gamma: 0.1 };
+        let got: Vec<f64> = (0..10).map(|t| s.lr(t)).collect();
+        let want = [0.1, 0.1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.001, 0.001];
+        for (t, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() < 1e-15, "step {t}: {g} vs {w}");
+        }
+    }
 
     #[test]
     fn cosine_starts_at_base_halves_midway_and_ends_at_eta_min() {

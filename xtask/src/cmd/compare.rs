@@ -24,7 +24,9 @@ pub struct Args {
     #[arg(long, value_name = "RUN_DIR")]
     pub(crate) resume: Option<PathBuf>,
     /// Models to compare: alexnet, se-alexnet (the gate on conv3 alone), ba-alexnet (the
-    /// bridge); every pair's paired difference is reported.
+    /// bridge); or ResNets of one recipe (resnet20, se-resnet20, ba-resnet20, ... at depths 20,
+    /// 32, 56, 110, with `--config docs/recipes/cifar-resnet.toml`); every pair's paired
+    /// difference is reported.
     #[arg(long, value_delimiter = ',', default_values = ["alexnet", "ba-alexnet"])]
     models: Vec<ModelKind>,
     /// Seeds to repeat the comparison with, e.g. 42,43,44 (paired: both models per seed)

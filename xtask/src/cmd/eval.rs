@@ -46,7 +46,7 @@ pub struct Evaluation {
 
 /// Evaluates `trained` on `split` in evaluation mode, through the test transform.
 pub fn evaluate(trained: &Trained, split: &Arc<Split>, batch_size: usize, smoothing: f64) -> Result<Evaluation> {
-    let loader = test_loader(split.clone(), batch_size, &trained.device);
+    let loader = test_loader(split.clone(), batch_size, trained.kind.family(), &trained.device);
     let mut confusion = ConfusionMatrix::new(ba_data::NUM_CLASSES);
     let pass = ba_train::evaluate_with(trained.model.as_ref(), smoothing, loader.batches(0, 0), |p| {
         confusion.add(p.label, p.predicted)
@@ -65,7 +65,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
     let data = Cifar10::open(&args.data)?;
     let test = Arc::new(data.test);
     let result = evaluate(&trained, &test, args.batch_size as usize, args.label_smoothing)?;
-    let bench = split_batch(&test, 0..(args.batch_size as usize).min(test.len()), device)?;
+    let bench = split_batch(&test, 0..(args.batch_size as usize).min(test.len()), trained.kind.family(), device)?;
     let speed = Throughput::measure(trained.model.as_ref(), &bench, 3, 11)?;
     println!(
         "{} ({}) on {} test images of {}\n\naccuracy {:.4}, loss {:.4} (label smoothing {})\n",

@@ -64,7 +64,7 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
     };
     if !args.images.is_empty() {
         let images = args.images.iter().map(|p| read_image(p)).collect::<Result<Vec<_>>>()?;
-        let probabilities = trained.probabilities(&test_batch(images, device)?)?;
+        let probabilities = trained.probabilities(&test_batch(images, trained.kind.family(), device)?)?;
         for (path, p) in args.images.iter().zip(&probabilities) {
             show(path.display().to_string(), p);
         }
@@ -79,7 +79,12 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
                 data.test.len() - 1
             );
         }
-        let probabilities = trained.probabilities(&split_batch(&data.test, args.index.iter().copied(), device)?)?;
+        let probabilities = trained.probabilities(&split_batch(
+            &data.test,
+            args.index.iter().copied(),
+            trained.kind.family(),
+            device,
+        )?)?;
         for (&i, p) in args.index.iter().zip(&probabilities) {
             show(format!("test image {i} (true: {})", classes[data.test.label(i) as usize]), p);
         }

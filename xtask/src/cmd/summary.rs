@@ -4,7 +4,7 @@
 use anyhow::Result;
 use ba_core::model::ParameterCount;
 use ba_core::summary::{LayerRow, Trace};
-use ba_models::{ModelKind, INPUT_SIZE};
+use ba_models::ModelKind;
 use candle_core::{DType, Device, Tensor};
 
 use crate::table::thousands;
@@ -13,7 +13,8 @@ use crate::trained::fresh;
 /// Arguments of `summary`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Architecture: alexnet, se-alexnet or ba-alexnet.
+    /// Architecture: alexnet, se-alexnet, ba-alexnet, or a ResNet (resnet20, se-resnet20,
+    /// ba-resnet20, ... at depths 20, 32, 56, 110).
     #[arg(long, default_value = "ba-alexnet")]
     model: ModelKind,
     /// Batch size of the traced input (Paddle's summary uses 1).
@@ -23,7 +24,8 @@ pub struct Args {
 
 pub fn run(args: Args, device: &Device) -> Result<()> {
     let (vars, model) = fresh(args.model, device)?;
-    let input = Tensor::zeros((args.batch_size as usize, 3, INPUT_SIZE, INPUT_SIZE), DType::F32, device)?;
+    let side = args.model.family().input_size();
+    let input = Tensor::zeros((args.batch_size as usize, 3, side, side), DType::F32, device)?;
     let mut trace = Trace::on();
     model.forward_traced(&input, &mut trace)?;
     println!("{}", table(&trace.into_rows(), input.dims(), ParameterCount::of(&vars)));
@@ -81,6 +83,7 @@ fn table(rows: &[LayerRow], input: &[usize], count: ParameterCount) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ba_models::INPUT_SIZE;
 
     #[test]
     fn the_table_lists_the_layers_and_the_notebook_totals() {

@@ -17,7 +17,8 @@ use crate::table::comparison_table;
 /// Arguments of `train`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Architecture: alexnet, se-alexnet or ba-alexnet.
+    /// Architecture: alexnet, se-alexnet, ba-alexnet, or a ResNet (resnet20, se-resnet20,
+    /// ba-resnet20, ... at depths 20, 32, 56, 110; with `--config docs/recipes/cifar-resnet.toml`).
     #[arg(long, default_value = "ba-alexnet")]
     model: ModelKind,
     /// Continue the run in this folder from its last checkpoint (its recipe and model; other
@@ -38,7 +39,10 @@ pub fn run(args: Args, device: &Device) -> Result<()> {
             eprintln!("resuming {} after epoch {} (step {})", dir.display(), state.epochs_done, state.steps);
             (Setup::resume(dir, device)?, state.model.parse().map_err(anyhow::Error::msg)?)
         }
-        None => (Setup::new(&args.recipe, &format!("train-{}", args.model), device)?, args.model),
+        None => {
+            args.recipe.recipe()?.check_model(args.model)?;
+            (Setup::new(&args.recipe, &format!("train-{}", args.model), device)?, args.model)
+        }
     };
     if args.resume.is_none() {
         let estimate = Estimate::measure(&[model], 1, &setup.recipe, &setup.data, &setup.device)?;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Result;
-use ba_data::transforms::{test_pipeline, Image, Normalize, Transform};
+use ba_data::transforms::{Image, Resize, Transform};
 use ba_data::Split;
 use ba_models::INPUT_SIZE;
 use ba_train::EpochSource;
@@ -15,6 +15,7 @@ use plotters::prelude::*;
 use rand::SeedableRng;
 
 use crate::plot::{save_png, DrawResult, FONT, RIGHT, WRONG};
+use crate::recipe_parts::{normalisation, test_transform};
 use crate::setup::test_loader;
 use crate::trained::Trained;
 
@@ -62,18 +63,22 @@ pub fn predict_first(trained: &Trained, split: &Split, count: usize, device: &De
     }
     let first = Arc::new(first);
     let mut said = Vec::new();
-    let loader = test_loader(first.clone(), first.len().max(1), device);
+    let loader = test_loader(first.clone(), first.len().max(1), trained.kind.family(), device);
     ba_train::evaluate_with(trained.model.as_ref(), 0.0, loader.batches(0, 0), |p| {
         said.push((p.predicted, p.confidence(), p.label))
     })?;
-    let transform = test_pipeline(INPUT_SIZE);
+    let family = trained.kind.family();
+    let transform = test_transform(family);
+    // Shown at 128x128 whatever the model's input: a 32x32 image upscaled for display.
+    let display = Resize { height: INPUT_SIZE, width: INPUT_SIZE };
     let mut rng = ba_data::Rng::seed_from_u64(0);
     Ok(said
         .into_iter()
         .enumerate()
         .map(|(i, (predicted, confidence, truth))| {
             let mut image = transform.apply(Image::from_cifar(first.image(i)), &mut rng);
-            Normalize::imagenet().denormalize(&mut image);
+            normalisation(family).denormalize(&mut image);
+            let image = display.apply(image, &mut rng);
             Prediction { image, predicted, confidence, truth }
         })
         .collect())

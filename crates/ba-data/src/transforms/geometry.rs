@@ -83,15 +83,20 @@ impl Transform for RandomResizedCrop {
     }
 }
 
-/// `RandomCrop(size)`: a uniformly placed `size` x `size` window (no padding).
+/// `RandomCrop(size, padding)`: the image framed by `padding` zero pixels on every side (black
+/// before normalisation, as torchvision's default `fill=0`), then a uniformly placed `size` x
+/// `size` window of the framed image. A drawn window is in the framed image's coordinates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RandomCrop {
     /// Side of the crop.
     pub size: usize,
+    /// Zero pixels added on each side before cropping.
+    pub padding: usize,
 }
 
 impl Transform for RandomCrop {
     fn apply(&self, image: Image, rng: &mut Rng) -> Image {
+        let image = pad(&image, self.padding);
         let (h, w, s) = (image.height, image.width, self.size);
         assert!(s <= h && s <= w, "RandomCrop({s}) of a {h}x{w} image");
         let top = rng.random_range(0..=h - s);
@@ -102,11 +107,28 @@ impl Transform for RandomCrop {
     fn apply_drawn(&self, image: Image, drawn: &Drawn) -> Option<Image> {
         match drawn {
             Drawn::Crop(window) if (window.height, window.width) == (self.size, self.size) => {
-                Some(crop(&image, *window))
+                Some(crop(&pad(&image, self.padding), *window))
             }
             _ => None,
         }
     }
+}
+
+/// The image framed by `padding` zero pixels on every side (`F.pad(img, padding)`).
+pub fn pad(image: &Image, padding: usize) -> Image {
+    if padding == 0 {
+        return image.clone();
+    }
+    let (height, width) = (image.height + 2 * padding, image.width + 2 * padding);
+    let mut data = vec![0.0; 3 * height * width];
+    for c in 0..3 {
+        let plane = image.plane(c);
+        for (y, row) in plane.chunks_exact(image.width).enumerate() {
+            let start = (c * height + y + padding) * width + padding;
+            data[start..start + image.width].copy_from_slice(row);
+        }
+    }
+    Image { height, width, data }
 }
 
 /// The pixels of `window` (`F.crop`); the window must lie inside the image.
@@ -253,7 +275,7 @@ mod tests {
     #[test]
     fn crop_takes_a_window_and_flip_mirrors_rows() {
         let img = image(5, 5, |c, y, x| (c * 100 + y * 10 + x) as f32);
-        let crop = RandomCrop { size: 3 }.apply(img, &mut rng());
+        let crop = RandomCrop { size: 3, padding: 0 }.apply(img, &mut rng());
         let (y0, x0) = ((crop.data[0] as usize / 10) % 10, crop.data[0] as usize % 10);
         assert!(y0 <= 2 && x0 <= 2);
         assert_eq!(crop.data[4], ((y0 + 1) * 10 + x0 + 1) as f32);
@@ -265,15 +287,43 @@ mod tests {
     }
 
     #[test]
+    fn a_padded_crop_frames_the_image_in_zeros() {
+        let img = image(2, 3, |c, y, x| (1 + c * 100 + y * 10 + x) as f32);
+        let framed = pad(&img, 1);
+        assert_eq!((framed.height, framed.width), (4, 5));
+        let plane = framed.plane(1);
+        assert_eq!(&plane[..5], &[0.0; 5], "top row");
+        assert_eq!(&plane[5..10], &[0.0, 101.0, 102.0, 103.0, 0.0]);
+        assert_eq!(&plane[15..], &[0.0; 5], "bottom row");
+        // Every window of a padded crop lies inside the frame; the whole frame is reachable.
+        let crop = RandomCrop { size: 3, padding: 1 };
+        let mut corners = std::collections::HashSet::new();
+        let mut rng = rng();
+        for _ in 0..200 {
+            let out = crop.apply(img.clone(), &mut rng);
+            assert_eq!((out.height, out.width), (3, 3));
+            corners.insert(out.data[0] as usize);
+        }
+        assert!(corners.contains(&0) && corners.contains(&1), "windows at the frame and at the image");
+        let window = CropBox { top: 0, left: 2, height: 3, width: 3 };
+        let drawn = crop.apply_drawn(img.clone(), &Drawn::Crop(window)).unwrap();
+        assert_eq!(drawn, self::crop(&framed, window));
+    }
+
+    #[test]
     fn drawn_parameters_replay_the_random_transforms() {
         let img = image(5, 5, |c, y, x| (c * 100 + y * 10 + x) as f32);
         let window = CropBox { top: 1, left: 2, height: 3, width: 3 };
-        let cropped = RandomCrop { size: 3 }.apply_drawn(img.clone(), &Drawn::Crop(window)).unwrap();
+        let cropped = RandomCrop { size: 3, padding: 0 }.apply_drawn(img.clone(), &Drawn::Crop(window)).unwrap();
         assert_eq!((cropped.data[0], cropped.data[8], cropped.data[9]), (12.0, 34.0, 112.0));
         assert_eq!(cropped, crop(&img, window));
         let wide = CropBox { width: 4, ..window };
-        assert_eq!(RandomCrop { size: 3 }.apply_drawn(img.clone(), &Drawn::Crop(wide)), None, "another size");
-        assert_eq!(RandomCrop { size: 3 }.apply_drawn(img.clone(), &Drawn::Flip(true)), None);
+        assert_eq!(
+            RandomCrop { size: 3, padding: 0 }.apply_drawn(img.clone(), &Drawn::Crop(wide)),
+            None,
+            "another size"
+        );
+        assert_eq!(RandomCrop { size: 3, padding: 0 }.apply_drawn(img.clone(), &Drawn::Flip(true)), None);
         let flip = RandomHorizontalFlip { p: 0.5 };
         assert_eq!(flip.apply_drawn(img.clone(), &Drawn::Flip(false)).unwrap(), img);
         assert_eq!(flip.apply_drawn(img.clone(), &Drawn::Flip(true)).unwrap().data[0], 4.0);

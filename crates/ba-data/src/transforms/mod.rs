@@ -18,7 +18,7 @@ use crate::Rng;
 
 pub use color::{adjust_brightness, adjust_contrast, adjust_saturation, ColorJitter, JitterParams, JitterStep};
 pub use geometry::{
-    crop, horizontal_flip, rotate, CropBox, RandomCrop, RandomHorizontalFlip, RandomResizedCrop, RandomRotation,
+    crop, horizontal_flip, pad, rotate, CropBox, RandomCrop, RandomHorizontalFlip, RandomResizedCrop, RandomRotation,
 };
 pub use resample::{resized_crop, Resize};
 
@@ -28,6 +28,10 @@ pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// Largest pixel value before normalisation: the float equivalent of torchvision's uint8 bound.
 pub const PIXEL_MAX: f32 = 255.0;
+/// Channel means of CIFAR-10's 50,000 training images, on the 0..1 scale.
+pub const CIFAR10_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
+/// Channel standard deviations of CIFAR-10's 50,000 training images (over all their pixels).
+pub const CIFAR10_STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
 
 /// A 3-channel image, channel-major (C, H, W).
 #[derive(Debug, Clone, PartialEq)]
@@ -127,6 +131,11 @@ impl Normalize {
         Self { mean: IMAGENET_MEAN, std: IMAGENET_STD }
     }
 
+    /// CIFAR-10's own statistics ([`CIFAR10_MEAN`], [`CIFAR10_STD`]), as the CIFAR ResNets use.
+    pub fn cifar10() -> Self {
+        Self { mean: CIFAR10_MEAN, std: CIFAR10_STD }
+    }
+
     /// Normalises in place.
     pub fn apply_in_place(&self, image: &mut Image) {
         let n = image.area();
@@ -183,10 +192,25 @@ pub fn notebook_train_pipeline(size: usize) -> Compose {
 pub fn simple_train_pipeline(size: usize) -> Compose {
     Compose(vec![
         Box::new(Resize { height: size + 2, width: size + 2 }),
-        Box::new(RandomCrop { size }),
+        Box::new(RandomCrop { size, padding: 0 }),
         Box::new(RandomHorizontalFlip { p: 0.5 }),
         Box::new(Normalize::imagenet()),
     ])
+}
+
+/// The CIFAR ResNets' training pipeline (He et al. 2016, section 4.2, as torchvision writes
+/// it): `RandomCrop(32, padding=4)`, `RandomHorizontalFlip(0.5)`, `Normalize(CIFAR-10)`.
+pub fn cifar_train_pipeline() -> Compose {
+    Compose(vec![
+        Box::new(RandomCrop { size: 32, padding: 4 }),
+        Box::new(RandomHorizontalFlip { p: 0.5 }),
+        Box::new(Normalize::cifar10()),
+    ])
+}
+
+/// The CIFAR ResNets' evaluation pipeline: the 32x32 image, `Normalize(CIFAR-10)`.
+pub fn cifar_test_pipeline() -> Compose {
+    Compose(vec![Box::new(Normalize::cifar10())])
 }
 
 #[cfg(test)]

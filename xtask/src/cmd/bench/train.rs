@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use ba_core::model::ImageClassifier;
 use ba_core::summary::Trace;
-use ba_models::{ModelKind, INPUT_SIZE};
+use ba_models::ModelKind;
 use ba_train::loss::one_hot;
 use ba_train::{Adam, AdamConfig, Constant, Trainer};
 use candle_core::{DType, Device, Tensor};
@@ -184,8 +184,9 @@ impl Torch {
 }
 
 /// Normal random images and one-hot targets (what the loader yields, without mixup).
-fn random_batch(batch: usize) -> Result<(Tensor, Tensor)> {
-    let images = Tensor::randn(0f32, 1.0, (batch, 3, INPUT_SIZE, INPUT_SIZE), &Device::Cpu)?;
+fn random_batch(kind: ModelKind, batch: usize) -> Result<(Tensor, Tensor)> {
+    let side = kind.family().input_size();
+    let images = Tensor::randn(0f32, 1.0, (batch, 3, side, side), &Device::Cpu)?;
     let labels: Vec<u32> = (0..batch as u32).map(|i| i % 10).collect();
     let targets = one_hot(&Tensor::new(labels, &Device::Cpu)?, 10, DType::F32)?;
     Ok((images, targets))
@@ -202,7 +203,7 @@ fn measure_step(kind: ModelKind, batch: usize, steps: usize) -> Result<StepTimes
     let (vars, model) = fresh(kind, &Device::Cpu)?;
     let adam = Adam::new(&vars, AdamConfig { weight_decay: 1e-5, ..AdamConfig::default() });
     let mut trainer = Trainer::new(model.as_ref(), adam, Constant(1e-4), 0.1);
-    let (images, targets) = random_batch(batch)?;
+    let (images, targets) = random_batch(kind, batch)?;
     let (mut forward, mut backward, mut optimizer) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..WARM_UP + steps {
         trainer.step(&images, &targets)?;
@@ -224,7 +225,7 @@ fn measure_step(kind: ModelKind, batch: usize, steps: usize) -> Result<StepTimes
 /// An evaluation-mode forward pass, timed.
 fn measure_inference(kind: ModelKind, batch: usize) -> Result<InferTimes> {
     let (_vars, model) = fresh(kind, &Device::Cpu)?;
-    let (images, _) = random_batch(batch)?;
+    let (images, _) = random_batch(kind, batch)?;
     let mut times = Vec::new();
     for i in 0..WARM_UP + INFERENCE_PASSES {
         let start = Instant::now();
@@ -277,7 +278,8 @@ struct Flops {
 /// does not need.
 fn training_flops_per_image(kind: ModelKind) -> Result<Flops> {
     let (_vars, model) = fresh(kind, &Device::Cpu)?;
-    let image = Tensor::zeros((1, 3, INPUT_SIZE, INPUT_SIZE), DType::F32, &Device::Cpu)?;
+    let side = kind.family().input_size();
+    let image = Tensor::zeros((1, 3, side, side), DType::F32, &Device::Cpu)?;
     Ok(flops_of(model.as_ref(), &image)?)
 }
 
