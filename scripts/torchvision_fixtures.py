@@ -50,6 +50,21 @@ NOTEBOOK_TRAIN = T.Compose([
     T.Normalize(MEAN, STD),
 ])
 NOTEBOOK_TEST = T.Compose([T.Resize((128, 128)), T.Normalize(MEAN, STD)])
+# The CIFAR ResNets' pipelines (He et al.; CIFAR-10's own channel statistics).
+CIFAR_MEAN, CIFAR_STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
+CIFAR_TRAIN = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.Normalize(CIFAR_MEAN, CIFAR_STD)])
+CIFAR_TEST = T.Compose([T.Normalize(CIFAR_MEAN, CIFAR_STD)])
+
+
+def cifar_train(img, top, left, flip):
+    """CIFAR_TRAIN with its crop (on the padded image) and flip fixed."""
+    saved = vars(T.RandomCrop)["get_params"], torch.rand
+    T.RandomCrop.get_params = staticmethod(lambda *_: (top, left, 32, 32))
+    torch.rand = lambda *_, **__: torch.tensor([0.0 if flip else 1.0])
+    try:
+        return CIFAR_TRAIN(img)
+    finally:
+        T.RandomCrop.get_params, torch.rand = saved
 JITTER_INDEX = {"brightness": 0, "contrast": 1, "saturation": 2}
 
 
@@ -92,8 +107,13 @@ def main():
         box, angle, flip = [7, 12, 95, 110], -33.3, k == 0
         out = notebook_train(img, steps, box, flip, angle)
         case(f"{src}_pipeline", "pipeline", src, out, steps=steps, box=box, flip=flip, angle=angle)
+        # The padded crop at the frame's corners and inside, flipped or not.
+        for top, left, flip in ([0, 0, True], [8, 8, False], [3, 6, k == 0], [8, 0, False]):
+            out = cifar_train(img, top, left, flip)
+            case(f"{src}_cifar_{top}_{left}_{int(flip)}", "cifar_pipeline", src, out, top=top, left=left, flip=flip)
         if k > 0:
             continue
+        case(f"{src}_cifar_test", "cifar_test_pipeline", src, CIFAR_TEST(img))
         case(f"{src}_test_pipeline", "test_pipeline", src, NOTEBOOK_TEST(img))
         case(f"{src}_resize130", "resize", src, r130, size=[130, 130])
         r64 = F.resize(img, [64, 64], BILINEAR, antialias=True)

@@ -28,6 +28,34 @@ fn full_archive_reads_50000_plus_10000_records_with_known_first_labels() {
     assert_eq!(data.classes[data.test.label(0) as usize], "cat");
 }
 
+/// The channel statistics the ResNets normalise with are those of the 50,000 training images
+/// (every pixel, on the 0..1 scale), to the four decimals they are written with.
+#[test]
+#[cfg_attr(not(full_cifar10), ignore = "needs ../shared/data/cifar-10-binary.tar.gz beside the repository")]
+fn the_cifar_statistics_are_those_of_the_training_set() {
+    let data = full_archive();
+    let plane = 32 * 32;
+    let (mut sum, mut squares) = ([0f64; 3], [0f64; 3]);
+    for i in 0..data.train.len() {
+        for (c, channel) in data.train.image(i).chunks_exact(plane).enumerate() {
+            for &v in channel {
+                let x = v as f64 / 255.0;
+                sum[c] += x;
+                squares[c] += x * x;
+            }
+        }
+    }
+    let n = (data.train.len() * plane) as f64;
+    for c in 0..3 {
+        let mean = sum[c] / n;
+        let std = (squares[c] / n - mean * mean).sqrt();
+        let (want_mean, want_std) =
+            (ba_data::transforms::CIFAR10_MEAN[c] as f64, ba_data::transforms::CIFAR10_STD[c] as f64);
+        assert!((mean - want_mean).abs() < 5e-5, "channel {c}: mean {mean:.5} vs {want_mean}");
+        assert!((std - want_std).abs() < 5e-5, "channel {c}: std {std:.5} vs {want_std}");
+    }
+}
+
 /// md5 of each committed sample file, as `data/README.md` lists them.
 const SAMPLE_MD5: [(&str, &str); 2] = [
     ("data/cifar-10-sample/data_batch_1.bin.gz", "3d520645c3483c3ad5aa80d73f7bb1e7"),

@@ -3,9 +3,9 @@
 //! float images in [0, 1]; ours works on the 0..=255 scale, hence the factor 255).
 
 use ba_data::transforms::{
-    adjust_brightness, horizontal_flip, notebook_train_pipeline, resized_crop, rotate, test_pipeline, ColorJitter,
-    Compose, CropBox, Drawn, Image, JitterParams, JitterStep, Normalize, RandomHorizontalFlip, RandomResizedCrop,
-    RandomRotation, Resize, Transform,
+    adjust_brightness, cifar_test_pipeline, cifar_train_pipeline, horizontal_flip, notebook_train_pipeline,
+    resized_crop, rotate, test_pipeline, ColorJitter, Compose, CropBox, Drawn, Image, JitterParams, JitterStep,
+    Normalize, RandomHorizontalFlip, RandomResizedCrop, RandomRotation, Resize, Transform,
 };
 use rand::SeedableRng;
 use safetensors::SafeTensors;
@@ -105,6 +105,17 @@ fn ours(fx: &Fixture, case: &Value) -> Image {
         "test_pipeline" => {
             return test_pipeline(128).apply_each_drawn(input, &[Drawn::Nothing, Drawn::Nothing]).unwrap()
         }
+        // The CIFAR ResNets' pipeline: a 32x32 window of the image framed by 4 zero pixels.
+        "cifar_pipeline" => {
+            let at = |key: &str| case[key].as_u64().unwrap() as usize;
+            let drawn = [
+                Drawn::Crop(CropBox { top: at("top"), left: at("left"), height: 32, width: 32 }),
+                Drawn::Flip(case["flip"].as_bool().unwrap()),
+                Drawn::Nothing,
+            ];
+            return cifar_train_pipeline().apply_each_drawn(input, &drawn).unwrap();
+        }
+        "cifar_test_pipeline" => return cifar_test_pipeline().apply_each_drawn(input, &[Drawn::Nothing]).unwrap(),
         op => panic!("unknown op {op}"),
     };
     out.data.iter_mut().for_each(|v| *v /= 255.0);
@@ -131,7 +142,7 @@ fn every_transform_matches_torchvision() {
             // Nearest-neighbour sampling with the same f32 grid arithmetic: identical pixels.
             "rotate" | "hflip" => 0.0,
             // Normalised values (up to about 2.6 in size).
-            "normalize" | "pipeline" | "test_pipeline" => 10.0 * TOLERANCE,
+            "normalize" | "pipeline" | "test_pipeline" | "cifar_pipeline" | "cifar_test_pipeline" => 10.0 * TOLERANCE,
             _ => TOLERANCE,
         };
         assert!(max <= tolerance, "{name}: max difference {max} > {tolerance}");
