@@ -17,11 +17,11 @@
 
 use ba_core::init::kaiming_normal_fan_out;
 use ba_core::model::ImageClassifier;
-use ba_core::nn::{linear, BridgeAttention, Conv2d, Linear};
+use ba_core::nn::{linear, BatchNorm2d, BridgeAttention, Conv2d, Linear};
 use ba_core::ops::{Conv2dParams, Precision};
 use ba_core::summary::Trace;
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{batch_norm, BatchNorm, BatchNormConfig, ModuleT, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::{Gate, ModelConfig};
 
@@ -35,7 +35,7 @@ const STAGE_CHANNELS: [usize; 3] = [16, 32, 64];
 pub struct ResNet {
     name: &'static str,
     conv1: Conv2d,
-    bn1: BatchNorm,
+    bn1: BatchNorm2d,
     /// `layer1`..`layer3`.
     stages: Vec<Vec<BasicBlock>>,
     fc: Linear,
@@ -60,7 +60,7 @@ impl ResNet {
         let blocks = (depth - 2) / 6;
         let precision = config.precision;
         let conv1 = conv(3, STAGE_CHANNELS[0], 3, square(1, 1, precision), vb.pp("conv1"))?;
-        let bn1 = bn(STAGE_CHANNELS[0], vb.pp("bn1"))?;
+        let bn1 = bn(STAGE_CHANNELS[0], vb.pp("bn1"))?.with_relu();
         let mut stages = Vec::new();
         let mut in_channels = STAGE_CHANNELS[0];
         for (s, &channels) in STAGE_CHANNELS.iter().enumerate() {
@@ -84,8 +84,7 @@ impl ResNet {
             &[_, 3, h, w] if h >= 4 && w >= 4 => {}
             dims => candle_core::bail!("{}: expected images (B, 3, H, W) of at least 4x4, got {dims:?}", self.name),
         }
-        let x = conv_bn(&self.conv1, &self.bn1, images, train, ("conv1", "bn1"), trace)?;
-        let mut x = relu(&x, "relu", trace)?;
+        let mut x = conv_bn(&self.conv1, &self.bn1, images, train, ("conv1", "bn1"), trace)?;
         for (s, stage) in self.stages.iter().enumerate() {
             for (b, block) in stage.iter().enumerate() {
                 x = trace.scoped(&format!("layer{}.{b}", s + 1), |t| block.forward(&x, train, t))?;
@@ -117,12 +116,13 @@ impl ImageClassifier for ResNet {
 #[derive(Debug)]
 struct BasicBlock {
     conv1: Conv2d,
-    bn1: BatchNorm,
+    /// With the ReLU after it fused.
+    bn1: BatchNorm2d,
     conv2: Conv2d,
-    bn2: BatchNorm,
+    bn2: BatchNorm2d,
     gate: Option<BlockGate>,
     /// `downsample.0` and `.1`, where the block changes the shape.
-    downsample: Option<(Conv2d, BatchNorm)>,
+    downsample: Option<(Conv2d, BatchNorm2d)>,
 }
 
 /// The gate of a block.
@@ -142,7 +142,7 @@ impl BasicBlock {
     ) -> Result<Self> {
         let conv1 = conv(in_channels, channels, 3, square(stride, 1, precision), vb.pp("conv1"))?;
         let conv2 = conv(channels, channels, 3, square(1, 1, precision), vb.pp("conv2"))?;
-        let (bn1, bn2) = (bn(channels, vb.pp("bn1"))?, bn(channels, vb.pp("bn2"))?);
+        let (bn1, bn2) = (bn(channels, vb.pp("bn1"))?.with_relu(), bn(channels, vb.pp("bn2"))?);
         let gate = match gate {
             None => None,
             Some(Gate::Squeeze) => Some(BlockGate::Squeeze(SqueezeExcitation::new(channels, vb.pp("se"))?)),
@@ -161,7 +161,6 @@ impl BasicBlock {
 
     fn forward(&self, x: &Tensor, train: bool, trace: &mut Trace) -> Result<Tensor> {
         let first = conv_bn(&self.conv1, &self.bn1, x, train, ("conv1", "bn1"), trace)?;
-        let first = relu(&first, "relu", trace)?;
         let mut out = conv_bn(&self.conv2, &self.bn2, &first, train, ("conv2", "bn2"), trace)?;
         if let Some(gate) = &self.gate {
             let (module, weights) = match gate {
@@ -242,13 +241,13 @@ fn conv(
 }
 
 /// `BatchNorm2d(channels)`: eps 1e-5, momentum 0.1, weight 1, bias 0.
-fn bn(channels: usize, vb: VarBuilder) -> Result<BatchNorm> {
-    batch_norm(channels, BatchNormConfig::default(), vb)
+fn bn(channels: usize, vb: VarBuilder) -> Result<BatchNorm2d> {
+    BatchNorm2d::new(channels, vb)
 }
 
 fn conv_bn(
     conv: &Conv2d,
-    norm: &BatchNorm,
+    norm: &BatchNorm2d,
     x: &Tensor,
     train: bool,
     (conv_name, norm_name): (&str, &str),
@@ -257,8 +256,7 @@ fn conv_bn(
     let y = conv.forward(x)?;
     trace.layer(conv_name, "Conv2D", (x, &y), (conv.parameter_count(), 0));
     let z = norm.forward_t(&y, train)?;
-    let channels = norm.running_mean().elem_count();
-    trace.layer(norm_name, "BatchNorm2D", (&y, &z), (2 * channels, 2 * channels));
+    trace.layer(norm_name, "BatchNorm2D", (&y, &z), norm.parameter_counts());
     Ok(z)
 }
 
