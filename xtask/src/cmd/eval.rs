@@ -115,23 +115,36 @@ mod tests {
 
     #[test]
     fn evaluating_the_final_weights_gives_the_last_epochs_val_metrics() {
+        use crate::preset::{Augment, OptimizerKind, ScheduleKind};
         use crate::run::{train_model, Control};
         use crate::setup::test_util::tiny_setup;
         use crate::setup::Loaders;
-        let (data, recipe) = tiny_setup();
-        let dir = std::env::temp_dir().join(format!("xtask-eval-{}", std::process::id()));
-        let loaders = Loaders::new(&data, &recipe, &Device::Cpu);
-        let run = train_model(ModelKind::BaAlexNet, &loaders, &recipe, &Device::Cpu, &dir, Control::default()).unwrap();
-        let trained = Trained::load(&dir.join("final.safetensors"), None, &Device::Cpu).unwrap();
-        assert_eq!(trained.kind, ModelKind::BaAlexNet);
-        let result = evaluate(&trained, &data.test, recipe.batch_size, recipe.label_smoothing).unwrap();
-        let last = run.epochs.last().unwrap().val;
-        assert_eq!((result.images, result.accuracy), (last.images, last.accuracy));
-        assert!((result.loss - last.loss).abs() < 1e-6, "{} vs {}", result.loss, last.loss);
-        assert_eq!(result.confusion.total(), last.images);
-        let per_class = result.confusion.per_class_accuracy();
-        assert!((per_class.iter().sum::<f64>() / 10.0 - result.accuracy).abs() < 1e-12, "one test image per class");
-        std::fs::remove_dir_all(&dir).unwrap();
+        use ba_models::Gate;
+        let (data, notebook) = tiny_setup();
+        let cifar = crate::preset::Recipe {
+            augment: Augment::Cifar,
+            optimizer: OptimizerKind::Sgd,
+            schedule: ScheduleKind::Steps,
+            lr: 0.1,
+            mixup_alpha: None,
+            ..notebook.clone()
+        };
+        let resnet = ModelKind::ResNet { depth: 20, gate: Some(Gate::Bridge) };
+        for (kind, recipe) in [(ModelKind::BaAlexNet, notebook), (resnet, cifar)] {
+            let dir = std::env::temp_dir().join(format!("xtask-eval-{kind}-{}", std::process::id()));
+            let loaders = Loaders::new(&data, &recipe, &Device::Cpu);
+            let run = train_model(kind, &loaders, &recipe, &Device::Cpu, &dir, Control::default()).unwrap();
+            let trained = Trained::load(&dir.join("final.safetensors"), None, &Device::Cpu).unwrap();
+            assert_eq!(trained.kind, kind);
+            let result = evaluate(&trained, &data.test, recipe.batch_size, recipe.label_smoothing).unwrap();
+            let last = run.epochs.last().unwrap().val;
+            assert_eq!((result.images, result.accuracy), (last.images, last.accuracy), "{kind}");
+            assert!((result.loss - last.loss).abs() < 1e-6, "{kind}: {} vs {}", result.loss, last.loss);
+            assert_eq!(result.confusion.total(), last.images);
+            let per_class = result.confusion.per_class_accuracy();
+            assert!((per_class.iter().sum::<f64>() / 10.0 - result.accuracy).abs() < 1e-12, "one test image per class");
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
     }
 
     #[test]

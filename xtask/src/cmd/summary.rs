@@ -109,4 +109,16 @@ mod tests {
             assert_eq!(text.contains("se.generation.2 (Sigmoid)"), kind == ModelKind::SeAlexNet);
         }
     }
+
+    #[test]
+    fn a_resnet_is_summarised_at_32x32_with_pytorchs_counts() {
+        let kind = ModelKind::ResNet { depth: 20, gate: Some(ba_models::Gate::Bridge) };
+        let (vars, model) = fresh(kind, &Device::Cpu).unwrap();
+        let input = Tensor::zeros((1, 3, 32, 32), DType::F32, &Device::Cpu).unwrap();
+        let mut trace = Trace::on();
+        model.forward_traced(&input, &mut trace).unwrap();
+        let text = table(&trace.into_rows(), input.dims(), ParameterCount::of(&vars));
+        assert!(text.contains("Trainable params: 275,582\n"), "PyTorch's count: {text}");
+        assert!(text.contains(" layer3.2.ba.generation.2 (Sigmoid)") && text.contains("[1, 3, 32, 32]"), "{text}");
+    }
 }
