@@ -18,7 +18,7 @@
 use ba_core::init::kaiming_normal_fan_out;
 use ba_core::model::ImageClassifier;
 use ba_core::nn::{linear, BatchNorm2d, BridgeAttention, Conv2d, Linear};
-use ba_core::ops::{Conv2dParams, Precision};
+use ba_core::ops::{add_relu, Conv2dParams, Precision};
 use ba_core::summary::Trace;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -182,9 +182,9 @@ impl BasicBlock {
             Some((conv, norm)) => trace.scoped("downsample", |t| conv_bn(conv, norm, x, train, ("0", "1"), t))?,
             None => x.clone(),
         };
-        let sum = (out + shortcut)?;
-        trace.layer("add", "Add", (&sum, &sum), (0, 0));
-        relu(&sum, "relu_out", trace)
+        let y = add_relu(&out, &shortcut)?;
+        trace.layer("add_relu", "AddReLU", (&out, &y), (0, 0));
+        Ok(y)
     }
 }
 
@@ -258,10 +258,4 @@ fn conv_bn(
     let z = norm.forward_t(&y, train)?;
     trace.layer(norm_name, "BatchNorm2D", (&y, &z), norm.parameter_counts());
     Ok(z)
-}
-
-fn relu(x: &Tensor, name: &str, trace: &mut Trace) -> Result<Tensor> {
-    let y = x.relu()?;
-    trace.layer(name, "ReLU", (x, &y), (0, 0));
-    Ok(y)
 }

@@ -3,7 +3,7 @@
 use candle_core::{DType, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
-use crate::ops::batch_norm_train;
+use crate::ops::{batch_norm_train, channel_affine};
 
 /// `BatchNorm2d(channels)` (eps 1e-5, momentum 0.1, affine): parameters `weight` and `bias`,
 /// buffers `running_mean` and `running_var`, updated in training mode with the batch mean and
@@ -46,11 +46,9 @@ impl BatchNorm2d {
     /// when `train`, with the running ones otherwise.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if !train {
-            let c = self.weight.dim(0)?;
             let scale = (&self.weight / (self.running_var.as_tensor() + EPS)?.sqrt()?)?;
             let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
-            let y = x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?.broadcast_add(&shift.reshape((1, c, 1, 1))?)?;
-            return if self.relu { y.relu() } else { Ok(y) };
+            return channel_affine(x, &scale, &shift, self.relu);
         }
         let (y, statistics) = batch_norm_train(x, &self.weight, &self.bias, EPS, self.relu)?;
         let n = statistics.count as f64;

@@ -23,12 +23,14 @@ mod linear;
 mod norm;
 mod optim;
 mod pool;
+mod residual;
 #[cfg(test)]
 mod test_support;
 
 pub use conv::{conv2d, conv2d_max_pool2d, Conv2dParams};
 pub use cpu::Precision;
 pub use linear::linear;
-pub use norm::{batch_norm_train, BatchStatistics};
+pub use norm::{batch_norm_train, channel_affine, BatchStatistics};
 pub use optim::{adam_update, sgd_update, AdamMoments, AdamStep, SgdStep, StateVector};
 pub use pool::{gate_relu_max_pool2d, max_pool2d, MaxPool2dParams};
+pub use residual::add_relu;
