@@ -123,18 +123,14 @@ impl BatchNormTrain {
             .map(|ch| T::from_f64(beta[ch].to_f64() - moments[ch].0 * gamma[ch].to_f64() * inv_std[ch]))
             .collect();
         let zero = T::zero();
-        let mut y = Vec::with_capacity(x.len());
-        y.par_extend(x.par_chunks(plane).enumerate().flat_map_iter(|(i, input)| {
+        let mut y = vec![zero; x.len()];
+        y.par_chunks_mut(plane).zip(x.par_chunks(plane)).enumerate().for_each(|(i, (out, input))| {
             let (a, s) = (scale[i % c], shift[i % c]);
-            input.iter().map(move |&v| {
+            for (o, &v) in out.iter_mut().zip(input) {
                 let value = v * a + s;
-                if self.relu && value < zero {
-                    zero
-                } else {
-                    value
-                }
-            })
-        }));
+                *o = if self.relu && value < zero { zero } else { value };
+            }
+        });
         let statistics = BatchStatistics {
             mean: moments.iter().map(|m| m.0).collect(),
             variance: moments.iter().map(|m| m.1).collect(),
@@ -170,19 +166,18 @@ impl BatchNormTrain {
                 sums
             })
             .collect();
-        let mut dx = Vec::with_capacity(x.len());
-        dx.par_extend((0..x.len() / plane).into_par_iter().flat_map_iter(|i| {
+        let mut dx = vec![T::zero(); x.len()];
+        dx.par_chunks_mut(plane).enumerate().for_each(|(i, out)| {
             let ch = i % c;
             let (mean, inv_std) = (stash.statistics.mean[ch], stash.inv_std[ch]);
             let (dbeta, dgamma) = sums[ch];
             let a = gamma[ch].to_f64() * inv_std;
             let range = i * plane..(i + 1) * plane;
-            let values = x[range.clone()].iter().zip(&y[range.clone()]).zip(&dy[range]);
-            values.map(move |((&v, &out), &g)| {
+            for (((o, &v), &out), &g) in out.iter_mut().zip(&x[range.clone()]).zip(&y[range.clone()]).zip(&dy[range]) {
                 let xhat = (v.to_f64() - mean) * inv_std;
-                T::from_f64(a * (masked(g, out) - dbeta / n - xhat * dgamma / n))
-            })
-        }));
+                *o = T::from_f64(a * (masked(g, out) - dbeta / n - xhat * dgamma / n));
+            }
+        });
         let dgamma = sums.iter().map(|s| T::from_f64(s.1)).collect();
         let dbeta = sums.iter().map(|s| T::from_f64(s.0)).collect();
         (dx, dgamma, dbeta)

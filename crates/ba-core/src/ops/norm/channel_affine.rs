@@ -34,18 +34,14 @@ struct ChannelAffine {
 impl ChannelAffine {
     fn forward<T: WithDType>(&self, x: &[T], scale: &[T], shift: &[T], (c, plane): (usize, usize)) -> Vec<T> {
         let zero = T::zero();
-        let mut y = Vec::with_capacity(x.len());
-        y.par_extend(x.par_chunks(plane).enumerate().flat_map_iter(|(i, p)| {
+        let mut y = vec![zero; x.len()];
+        y.par_chunks_mut(plane).zip(x.par_chunks(plane)).enumerate().for_each(|(i, (out, input))| {
             let (a, s) = (scale[i % c], shift[i % c]);
-            p.iter().map(move |&v| {
-                let out = v * a + s;
-                if self.relu && out < zero {
-                    zero
-                } else {
-                    out
-                }
-            })
-        }));
+            for (o, &v) in out.iter_mut().zip(input) {
+                let value = v * a + s;
+                *o = if self.relu && value < zero { zero } else { value };
+            }
+        });
         y
     }
 
@@ -57,11 +53,15 @@ impl ChannelAffine {
     ) -> (Vec<T>, Vec<T>, Vec<T>) {
         let zero = T::zero();
         let masked = |d: T, out: T| if self.relu && out <= zero { zero } else { d };
-        let mut dx = Vec::with_capacity(x.len());
-        dx.par_extend(y.par_chunks(plane).zip(dy.par_chunks(plane)).enumerate().flat_map_iter(|(i, (yp, dp))| {
-            let a = scale[i % c];
-            yp.iter().zip(dp).map(move |(&out, &d)| masked(d, out) * a)
-        }));
+        let mut dx = vec![zero; x.len()];
+        dx.par_chunks_mut(plane).zip(y.par_chunks(plane).zip(dy.par_chunks(plane))).enumerate().for_each(
+            |(i, (out, (yp, dp)))| {
+                let a = scale[i % c];
+                for ((o, &value), &d) in out.iter_mut().zip(yp).zip(dp) {
+                    *o = masked(d, value) * a;
+                }
+            },
+        );
         let (mut dscale, mut dshift) = (vec![0f64; c], vec![0f64; c]);
         for (i, ((xp, yp), dp)) in x.chunks(plane).zip(y.chunks(plane)).zip(dy.chunks(plane)).enumerate() {
             for ((&v, &out), &d) in xp.iter().zip(yp).zip(dp) {
