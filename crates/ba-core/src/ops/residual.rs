@@ -6,7 +6,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
 use rayon::prelude::*;
 
-use crate::ops::cpu::storage::contiguous_slice;
+use crate::ops::cpu::storage::{contiguous_slice, dispatch};
 
 /// Values per parallel task.
 const CHUNK: usize = 16 * 1024;
@@ -53,15 +53,8 @@ impl CustomOp2 for AddRelu {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let name = self.name();
-        let out = match s1.dtype() {
-            DType::F32 => {
-                CpuStorage::F32(forward::<f32>(contiguous_slice(name, s1, l1)?, contiguous_slice(name, s2, l2)?))
-            }
-            DType::F64 => {
-                CpuStorage::F64(forward::<f64>(contiguous_slice(name, s1, l1)?, contiguous_slice(name, s2, l2)?))
-            }
-            dt => candle_core::bail!("{name}: unsupported dtype {dt:?}"),
-        };
+        let out =
+            dispatch!(name, s1, |T| forward::<T>(contiguous_slice(name, s1, l1)?, contiguous_slice(name, s2, l2)?));
         Ok((out, l1.shape().clone()))
     }
 

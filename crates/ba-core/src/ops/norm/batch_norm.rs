@@ -14,7 +14,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, WithDType, D};
 use rayon::prelude::*;
 
-use crate::ops::cpu::storage::contiguous_slice;
+use crate::ops::cpu::storage::{contiguous_slice, dispatch};
 
 /// What the forward pass measured: per channel, the batch mean and the biased variance.
 #[derive(Debug, Clone, PartialEq)]
@@ -184,6 +184,33 @@ impl BatchNormTrain {
     }
 }
 
+impl BatchNormTrain {
+    /// The gradients as tensors shaped like `x` and its (C) parameters, from the CPU storages
+    /// of the input, the output, its gradient and the weight.
+    fn gradients<T: WithDType>(
+        &self,
+        [(xs, xl), (ys, yl), (ds, dl), (gs, gl)]: [(&CpuStorage, &Layout); 4],
+        dims: (usize, usize, usize),
+        stash: &Stash,
+        x: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let name = self.name();
+        let slices = (
+            contiguous_slice::<T>(name, xs, xl)?,
+            contiguous_slice(name, ys, yl)?,
+            contiguous_slice(name, ds, dl)?,
+            contiguous_slice(name, gs, gl)?,
+        );
+        let (dx, dgamma, dbeta) = self.backward(slices, dims, stash);
+        let device = x.device();
+        Ok((
+            Tensor::from_vec(dx, x.shape(), device)?,
+            Tensor::from_vec(dgamma, dims.1, device)?,
+            Tensor::from_vec(dbeta, dims.1, device)?,
+        ))
+    }
+}
+
 impl CustomOp3 for BatchNormTrain {
     fn name(&self) -> &'static str {
         "batch-norm-train"
@@ -200,28 +227,14 @@ impl CustomOp3 for BatchNormTrain {
     ) -> Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = xl.shape().dims4()?;
         let dims = (b, c, h * w);
-        let (out, stash) = match xs.dtype() {
-            DType::F32 => {
-                let (x, g, bias) = (
-                    contiguous_slice(self.name(), xs, xl)?,
-                    contiguous_slice(self.name(), gs, gl)?,
-                    contiguous_slice(self.name(), bs, bl)?,
-                );
-                let (y, stash) = self.forward::<f32>(x, g, bias, dims);
-                (CpuStorage::F32(y), stash)
-            }
-            DType::F64 => {
-                let (x, g, bias) = (
-                    contiguous_slice(self.name(), xs, xl)?,
-                    contiguous_slice(self.name(), gs, gl)?,
-                    contiguous_slice(self.name(), bs, bl)?,
-                );
-                let (y, stash) = self.forward::<f64>(x, g, bias, dims);
-                (CpuStorage::F64(y), stash)
-            }
-            dt => candle_core::bail!("{}: unsupported dtype {dt:?}", self.name()),
-        };
-        *lock(&self.stash)? = Some(stash);
+        let name = self.name();
+        let out = dispatch!(name, xs, |T| {
+            let slices =
+                (contiguous_slice(name, xs, xl)?, contiguous_slice(name, gs, gl)?, contiguous_slice(name, bs, bl)?);
+            let (y, stash) = self.forward::<T>(slices.0, slices.1, slices.2, dims);
+            *lock(&self.stash)? = Some(stash);
+            y
+        });
         Ok((out, xl.shape().clone()))
     }
 
@@ -247,38 +260,11 @@ impl CustomOp3 for BatchNormTrain {
         let (Storage::Cpu(xs), Storage::Cpu(ys), Storage::Cpu(ds), Storage::Cpu(gs)) = (&*xs, &*ys, &*ds, &*gs) else {
             candle_core::bail!("{}: this backward pass runs on the CPU", self.name());
         };
-        let name = self.name();
-        let device = x.device();
+        let storages = [(xs, xl), (ys, yl), (ds, dl), (gs, gl)];
         let (dx, dgamma, dbeta) = match xs.dtype() {
-            DType::F32 => {
-                let slices = (
-                    contiguous_slice::<f32>(name, xs, xl)?,
-                    contiguous_slice(name, ys, yl)?,
-                    contiguous_slice(name, ds, dl)?,
-                    contiguous_slice(name, gs, gl)?,
-                );
-                let (dx, dg, db) = self.backward(slices, dims, stash);
-                (
-                    Tensor::from_vec(dx, x.shape(), device)?,
-                    Tensor::from_vec(dg, c, device)?,
-                    Tensor::from_vec(db, c, device)?,
-                )
-            }
-            DType::F64 => {
-                let slices = (
-                    contiguous_slice::<f64>(name, xs, xl)?,
-                    contiguous_slice(name, ys, yl)?,
-                    contiguous_slice(name, ds, dl)?,
-                    contiguous_slice(name, gs, gl)?,
-                );
-                let (dx, dg, db) = self.backward(slices, dims, stash);
-                (
-                    Tensor::from_vec(dx, x.shape(), device)?,
-                    Tensor::from_vec(dg, c, device)?,
-                    Tensor::from_vec(db, c, device)?,
-                )
-            }
-            dt => candle_core::bail!("{name}: unsupported dtype {dt:?}"),
+            DType::F32 => self.gradients::<f32>(storages, dims, stash, x)?,
+            DType::F64 => self.gradients::<f64>(storages, dims, stash, x)?,
+            dt => candle_core::bail!("{}: unsupported dtype {dt:?}", self.name()),
         };
         Ok((Some(dx), Some(dgamma), Some(dbeta)))
     }

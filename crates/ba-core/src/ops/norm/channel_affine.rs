@@ -6,7 +6,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
 use rayon::prelude::*;
 
-use crate::ops::cpu::storage::contiguous_slice;
+use crate::ops::cpu::storage::{contiguous_slice, dispatch};
 
 /// `relu?(x * scale + shift)` with `scale` and `shift` (C) broadcast over (B, ., H, W).
 /// Gradients flow to all three inputs.
@@ -91,21 +91,11 @@ impl CustomOp3 for ChannelAffine {
     ) -> Result<(CpuStorage, Shape)> {
         let (_, c, h, w) = xl.shape().dims4()?;
         let name = self.name();
-        let out = match xs.dtype() {
-            DType::F32 => CpuStorage::F32(self.forward::<f32>(
-                contiguous_slice(name, xs, xl)?,
-                contiguous_slice(name, ss, sl)?,
-                contiguous_slice(name, hs, hl)?,
-                (c, h * w),
-            )),
-            DType::F64 => CpuStorage::F64(self.forward::<f64>(
-                contiguous_slice(name, xs, xl)?,
-                contiguous_slice(name, ss, sl)?,
-                contiguous_slice(name, hs, hl)?,
-                (c, h * w),
-            )),
-            dt => candle_core::bail!("{name}: unsupported dtype {dt:?}"),
-        };
+        let out = dispatch!(name, xs, |T| {
+            let slices =
+                (contiguous_slice(name, xs, xl)?, contiguous_slice(name, ss, sl)?, contiguous_slice(name, hs, hl)?);
+            self.forward::<T>(slices.0, slices.1, slices.2, (c, h * w))
+        });
         Ok((out, xl.shape().clone()))
     }
 
